@@ -1,0 +1,1 @@
+"""Qt-free core: models, errors, settings, the chunker and state enums."""

@@ -1,0 +1,71 @@
+"""Errors a person can read. Every one carries ``user_message``; none ever carries a secret."""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base of every error the app expects and shows to its user."""
+
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+
+
+class ApiError(AppError):
+    """The service answered with an error status."""
+
+    def __init__(self, user_message: str, *, status: int, detail: str = "") -> None:
+        super().__init__(user_message)
+        self.status = status
+        self.detail = detail
+
+
+class AuthError(ApiError):
+    """401: the API key is missing or was rejected."""
+
+
+class InvalidRequestError(ApiError):
+    """400 or 422: the service refused what was sent (bad voice, bad field)."""
+
+
+class NotFoundError(ApiError):
+    """404: the session is unknown or has ended."""
+
+
+class GoneError(ApiError):
+    """410: the avatar is unknown or retired."""
+
+
+class RateLimitedError(ApiError):
+    """429: too many requests; ``retry_after`` is the server's advice in seconds, if any."""
+
+    def __init__(self, user_message: str, *, retry_after: float | None) -> None:
+        super().__init__(user_message, status=429)
+        self.retry_after = retry_after
+
+
+class ServerError(ApiError):
+    """5xx: the service failed."""
+
+
+class NetworkError(AppError):
+    """The service could not be reached, or did not answer in time."""
+
+
+class ServiceTimeoutError(NetworkError):
+    """No answer within the call's timeout."""
+
+
+class UnclearOutcomeError(NetworkError):
+    """A call that may have reached the service failed before its answer arrived.
+
+    Raised for task sends, which are never retried: the text may or may not be spoken.
+    """
+
+
+class BadAnswerError(AppError):
+    """The service answered 2xx with a body that does not match the contract."""
+
+
+class ConfigError(AppError):
+    """A setting or an input is not valid."""

@@ -1,0 +1,1 @@
+"""Qt-free async services: the API client, session controller, speech queue and task log."""
