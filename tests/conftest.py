@@ -1,0 +1,37 @@
+"""Shared fixtures: a headless Qt, an isolated data dir, and the simulator on loopback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Qt reads these once, before the first QApplication: set them before anything imports Qt.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--disable-gpu")
+if hasattr(os, "geteuid") and os.geteuid() == 0:
+    os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+# The API key must never come from the developer's shell into a test.
+os.environ.pop("AVATURN_API_KEY", None)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("AVATURN_DESKTOP_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def simulator() -> Iterator[object]:
+    """A fresh simulator on a free loopback port, speaking fast so tests stay quick."""
+    from avaturn_desktop.simulator.server import SimulatorConfig, SimulatorServer
+
+    server = SimulatorServer(SimulatorConfig(port=0, chars_per_second=400.0))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
