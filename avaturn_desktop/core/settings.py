@@ -1,0 +1,142 @@
+"""What the user chose: a versioned pydantic schema saved as JSON in the config dir.
+
+Window geometry and dock layout are state, not settings: they live in QSettings (ui layer).
+The API key is never here: it lives in the environment or the OS keyring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from avaturn_desktop.core import catalog, models
+from avaturn_desktop.core.errors import ConfigError
+
+log = logging.getLogger("avaturn.settings")
+
+SCHEMA_VERSION = 1
+CLOUD_API_BASE = "https://api.avaturn.live"
+#: The official Web SDK, pinned, as an ES module from a CDN (the page imports it).
+DEFAULT_SDK_URL = "https://esm.sh/@avaturn-live/web-sdk@0.3.7"
+SETTINGS_FILE = "settings.json"
+
+
+class SessionDefaults(BaseModel):
+    """The session panel's fields as last used; validated by the same rules as the service."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    avatar_id: str = models.DEFAULT_AVATAR_ID
+    voice_id: str = catalog.DEFAULT_VOICE_ID
+    background: Literal["default", "transparent"] = "default"
+    model: Literal["delta", "golf"] = "delta"
+    user_absent_timeout: Annotated[int, Field(ge=models.MIN_USER_ABSENT_TIMEOUT)] = (
+        models.DEFAULT_USER_ABSENT_TIMEOUT
+    )
+    max_duration: Annotated[
+        int, Field(ge=models.MIN_MAX_DURATION, le=models.MAX_MAX_DURATION)
+    ] = models.DEFAULT_MAX_DURATION
+
+    def to_request(self) -> models.SessionCreate:
+        engine = models.TextEchoEngine(tts=models.TTSConfig(voice_id=self.voice_id))
+        return models.SessionCreate(
+            avatar_id=self.avatar_id,
+            conversation_engine=engine,
+            background=self.background,
+            model=self.model,
+            user_absent_timeout=self.user_absent_timeout,
+            max_duration=self.max_duration,
+        )
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
+    schema_version: int = SCHEMA_VERSION
+    #: "auto": the cloud when an API key is set, else the in-process simulator.
+    backend: Literal["auto", "cloud", "simulator"] = "auto"
+    api_base: str = CLOUD_API_BASE
+    sdk_url: str = DEFAULT_SDK_URL
+    session: SessionDefaults = SessionDefaults()
+    init_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    #: Keep the SDK from disposing itself after 5 idle minutes.
+    keep_alive: bool = True
+    #: Cut long text into sentences, one task each.
+    split_sentences: bool = True
+    max_chunk_chars: Annotated[int, Field(ge=40, le=models.MAX_TASK_TEXT)] = 400
+    #: What happens to text sent while no session is live: held in the queue, or refused.
+    offline_policy: Literal["hold", "refuse"] = "hold"
+    #: Warn this many seconds before the session's max_duration ends it.
+    warn_before_end_s: Annotated[int, Field(ge=0)] = 120
+
+    @field_validator("api_base", "sdk_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+#: Migrations from version N to N+1, applied in order to the raw JSON.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    version = int(raw.get("schema_version", 1))
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"the settings file was written by a newer version (schema {version}); "
+            f"this version reads up to {SCHEMA_VERSION}"
+        )
+    while version < SCHEMA_VERSION:
+        raw = MIGRATIONS[version](raw)
+        version += 1
+        raw["schema_version"] = version
+    return raw
+
+
+def settings_path(config_dir: Path) -> Path:
+    return config_dir / SETTINGS_FILE
+
+
+def load(config_dir: Path) -> Settings:
+    """Read the settings; a missing file gives the defaults, a broken one is kept aside."""
+    path = settings_path(config_dir)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return _set_aside(path, f"it could not be read ({exc.__class__.__name__})")
+    if not isinstance(raw, dict):
+        return _set_aside(path, "it is not a JSON object")
+    try:
+        return Settings.model_validate(migrate(raw))
+    except ValidationError as exc:
+        return _set_aside(path, f"it has invalid values ({exc.error_count()} errors)")
+
+
+def _set_aside(path: Path, why: str) -> Settings:
+    backup = path.with_suffix(".broken.json")
+    log.warning("Settings file %s ignored: %s; kept as %s", path, why, backup.name)
+    try:
+        os.replace(path, backup)
+    except OSError:
+        log.warning("Could not move the broken settings file aside")
+    return Settings()
+
+
+def save(settings: Settings, config_dir: Path) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves half a file."""
+    path = settings_path(config_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(settings.model_dump_json(indent=2), encoding="utf-8")
+    os.replace(tmp, path)

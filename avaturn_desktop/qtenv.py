@@ -1,0 +1,80 @@
+"""What must be settled before Qt starts: system libraries, the Chromium sandbox, the GPU.
+
+Qt aborts with a cryptic platform-plugin error when an xcb library is missing, and Chromium
+refuses to run as root with its sandbox on. Both are checked here, before any Qt import, so
+the user gets one clear line instead.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import logging
+import os
+import sys
+
+log = logging.getLogger("avaturn.startup")
+
+#: Libraries Qt's xcb platform plugin and QtWebEngine load, with the Debian/Ubuntu package
+#: that ships each. (Seen missing on fresh machines: the first three.)
+XCB_LIBRARIES: tuple[tuple[str, str], ...] = (
+    ("xcb-cursor", "libxcb-cursor0"),
+    ("xcb-icccm", "libxcb-icccm4"),
+    ("xcb-keysyms", "libxcb-keysyms1"),
+    ("xcb-image", "libxcb-image0"),
+    ("xcb-render-util", "libxcb-render-util0"),
+    ("xcb-randr", "libxcb-randr0"),
+    ("xcb-shape", "libxcb-shape0"),
+    ("xcb-xkb", "libxcb-xkb1"),
+    ("xkbcommon-x11", "libxkbcommon-x11-0"),
+)
+WEBENGINE_LIBRARIES: tuple[tuple[str, str], ...] = (
+    ("nss3", "libnss3"),
+    ("asound", "libasound2"),
+    ("fontconfig", "libfontconfig1"),
+)
+
+
+def platform_name() -> str:
+    """The Qt platform plugin that will be used (as Qt would choose it, roughly)."""
+    explicit = os.environ.get("QT_QPA_PLATFORM", "")
+    if explicit:
+        return explicit.split(":")[0]
+    if not sys.platform.startswith("linux"):
+        return "native"
+    if os.environ.get("WAYLAND_DISPLAY"):
+        return "wayland"
+    return "xcb"
+
+
+def missing_packages() -> list[str]:
+    """Debian/Ubuntu packages whose libraries Qt will need here but cannot find."""
+    if not sys.platform.startswith("linux"):
+        return []
+    wanted = list(WEBENGINE_LIBRARIES)
+    if platform_name() == "xcb":
+        wanted += XCB_LIBRARIES
+    return [package for lib, package in wanted if ctypes.util.find_library(lib) is None]
+
+
+def running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def prepare_environment(*, headless: bool = False) -> list[str]:
+    """Set what QtWebEngine needs on this machine; returns what was done, to be logged."""
+    notes: list[str] = []
+    if running_as_root() and not os.environ.get("QTWEBENGINE_DISABLE_SANDBOX"):
+        os.environ["QTWEBENGINE_DISABLE_SANDBOX"] = "1"
+        notes.append(
+            "Running as root: Chromium's sandbox is turned off for the avatar page "
+            "(run as a normal user to keep it on)"
+        )
+    flags = os.environ.get("QTWEBENGINE_CHROMIUM_FLAGS", "").split()
+    if (headless or platform_name() in ("offscreen", "minimal")) and "--disable-gpu" not in flags:
+        flags.append("--disable-gpu")
+        notes.append("No display: the avatar page renders in software (--disable-gpu)")
+    # The page must be able to play the avatar's audio without a click (a kiosk has nobody).
+    if "--autoplay-policy=no-user-gesture-required" not in flags:
+        flags.append("--autoplay-policy=no-user-gesture-required")
+    os.environ["QTWEBENGINE_CHROMIUM_FLAGS"] = " ".join(flags)
+    return notes

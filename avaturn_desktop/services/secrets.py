@@ -1,0 +1,72 @@
+"""The API key: from ``AVATURN_API_KEY`` or the OS keyring, never from or into a file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Literal
+
+log = logging.getLogger("avaturn.secrets")
+
+ENV_VAR = "AVATURN_API_KEY"
+KEYRING_SERVICE = "avaturn-desktop"
+KEYRING_USER = "api-key"
+
+KeySource = Literal["environment", "keyring", "none"]
+
+
+def _keyring():  # type: ignore[no-untyped-def]
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+    except ImportError:  # pragma: no cover - keyring is a dependency
+        return None, Exception
+    return keyring, KeyringError
+
+
+def load_api_key() -> tuple[str | None, KeySource]:
+    """The key and where it came from. The environment wins over the keyring."""
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        return env, "environment"
+    keyring, keyring_error = _keyring()
+    if keyring is None:
+        return None, "none"
+    try:
+        stored = keyring.get_password(KEYRING_SERVICE, KEYRING_USER)
+    except (keyring_error, RuntimeError, OSError) as exc:
+        log.info("No OS keyring available (%s); set %s instead", type(exc).__name__, ENV_VAR)
+        return None, "none"
+    return (stored.strip() or None, "keyring") if stored else (None, "none")
+
+
+class KeyringUnavailableError(RuntimeError):
+    """The OS has no usable keyring; the key can still come from the environment."""
+
+
+def store_api_key(key: str | None) -> None:
+    """Save the key in the OS keyring, or delete it when ``key`` is empty."""
+    keyring, keyring_error = _keyring()
+    if keyring is None:
+        raise KeyringUnavailableError("no keyring module")
+    try:
+        if key:
+            keyring.set_password(KEYRING_SERVICE, KEYRING_USER, key.strip())
+        else:
+            try:
+                keyring.delete_password(KEYRING_SERVICE, KEYRING_USER)
+            except keyring_error:
+                pass
+    except (keyring_error, RuntimeError, OSError) as exc:
+        raise KeyringUnavailableError(
+            f"the OS keyring is not available ({type(exc).__name__}); "
+            f"set the {ENV_VAR} environment variable instead"
+        ) from None
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with every given secret replaced, for log lines built from foreign text."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
