@@ -155,7 +155,7 @@ class AvaturnClient:
         }
         self._json_headers = {**self._auth_headers, "Content-Type": _JSON}
         # The SDK calls of one session all carry the same token: build its headers once.
-        self._sdk_token = ""
+        self._sdk_token: str | None = None
         self._sdk_headers: dict[str, str] = {}
         self._sdk_json_headers: dict[str, str] = {}
 
