@@ -149,10 +149,8 @@ class AvaturnClient:
         self._timeout = httpx.Timeout(timeout)
         self._max_retries = max_retries
         self._sleep = sleep
-        self._auth_headers: dict[str, str] = {
-            "Authorization": f"Bearer {api_key}",
-            "Accept": _JSON,
-        }
+        # Prebuilt once; kept minimal, as every header costs on every call.
+        self._auth_headers: dict[str, str] = {"Authorization": f"Bearer {api_key}"}
         self._json_headers = {**self._auth_headers, "Content-Type": _JSON}
         # The SDK calls of one session all carry the same token: build its headers once.
         self._sdk_token: str | None = None
@@ -254,7 +252,7 @@ class AvaturnClient:
             if not token or not token.strip():
                 raise ConfigError("No session token: start a session first.")
             self._sdk_token = token
-            self._sdk_headers = {"X-Session-Token": token, "Accept": _JSON}
+            self._sdk_headers = {"X-Session-Token": token}
             self._sdk_json_headers = {**self._sdk_headers, "Content-Type": _JSON}
         return self._sdk_json_headers if with_body else self._sdk_headers
 
