@@ -1,0 +1,212 @@
+"""An async facade over the bridge: what the session controller calls to drive the page.
+
+Every method sends one command and awaits its answer (an asyncio future resolved from the
+bridge's signal, so no nested event loop), with a timeout. The controller, which is Qt-free,
+sees this through a Protocol of plain ``async def`` methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from avaturn_desktop.core.errors import AppError, InvalidRequestError
+from avaturn_desktop.core.events import (
+    CancelAllCommand,
+    ChangeVoiceCommand,
+    CommandResult,
+    DisposeCommand,
+    InitCommand,
+    Inited,
+    InitFailed,
+    PageCommand,
+    PageEvent,
+    SdkFailed,
+    TaskCommand,
+)
+from avaturn_desktop.ui.web.bridge import Bridge
+
+log = logging.getLogger("avaturn.web")
+
+#: Time for the page to answer a command (task, cancel, voice, dispose).
+DEFAULT_COMMAND_TIMEOUT_S = 15.0
+#: Extra time beyond ``timeout_s`` that ``connect`` gives the page (SDK import, page load).
+CONNECT_MARGIN_S = 10.0
+
+
+class StageError(AppError):
+    """The avatar page could not do what was asked (SDK not loaded, init failed, no answer)."""
+
+    def __init__(self, user_message: str, *, timed_out: bool = False) -> None:
+        super().__init__(user_message)
+        self.timed_out = timed_out
+
+
+class Stage(QObject):
+    """Drives the avatar page: ``connect`` / ``task`` / ``cancel_all`` / ``change_voice`` /
+    ``dispose``; every page event is re-emitted on ``event``."""
+
+    # Shadows QObject.event() on purpose (the controller listens to ``stage.event``); PySide
+    # still dispatches Qt events to the C++ implementation.
+    event = Signal(object)  # type: ignore[assignment]
+    """Every validated :data:`PageEvent` from the page (speech events, idle, errors, ...)."""
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        parent: QObject | None = None,
+        *,
+        allow_media_origins: Callable[[Iterable[str]], None] | None = None,
+        command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
+    ) -> None:
+        super().__init__(parent)
+        self._bridge = bridge
+        self._allow_media_origins = allow_media_origins
+        self._command_timeout_s = command_timeout_s
+        self._refs = itertools.count(1)
+        self._results: dict[int, asyncio.Future[CommandResult]] = {}
+        self._init_waiter: asyncio.Future[PageEvent] | None = None
+        bridge.event_received.connect(self._on_event)
+        bridge.ready_changed.connect(self._on_ready_changed)
+
+    # -- commands -------------------------------------------------------------------------------
+
+    async def connect(  # type: ignore[override]  # not QObject.connect: the session's connect
+        self, token: str, *, api_host: str, sdk_url: str, timeout_s: float
+    ) -> str:
+        """Load the SDK and bring the avatar live; returns the SDK's session id (may be "")."""
+        if self._init_waiter is not None and not self._init_waiter.done():
+            raise StageError("The avatar is already connecting.")
+        if self._allow_media_origins is not None:
+            self._allow_media_origins([api_host, sdk_url])
+        ref = next(self._refs)
+        cmd = InitCommand(
+            ref=ref,
+            token=token,
+            api_host=api_host,
+            sdk_url=sdk_url,
+            timeout_ms=max(1, math.ceil(timeout_s * 1000)),
+        )
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[PageEvent] = loop.create_future()
+        refused: asyncio.Future[CommandResult] = loop.create_future()
+        self._init_waiter = waiter
+        self._results[ref] = refused
+        try:
+            self._bridge.send(cmd)
+            pending: set[asyncio.Future[Any]] = {waiter, refused}
+            done, _ = await asyncio.wait(
+                pending,
+                timeout=2 * timeout_s + CONNECT_MARGIN_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            self._results.pop(ref, None)
+            if self._init_waiter is waiter:
+                self._init_waiter = None
+        for fut in done:
+            if (exc := fut.exception()) is not None:
+                raise exc
+        if refused in done:
+            answer = refused.result()
+            raise StageError(answer.error or "The avatar page refused to connect.")
+        if waiter not in done:
+            waiter.cancel()
+            raise StageError("The avatar page did not answer in time.", timed_out=True)
+        event = waiter.result()
+        if isinstance(event, Inited):
+            return event.session_id
+        if isinstance(event, SdkFailed):
+            raise StageError(f"The avatar software could not be loaded: {event.message}")
+        if isinstance(event, InitFailed):
+            if event.timed_out:
+                raise StageError(
+                    f"The avatar did not connect within {timeout_s:g} s.", timed_out=True
+                )
+            raise StageError(f"The avatar could not connect: {event.message}")
+        raise StageError("The avatar page was reloaded while connecting.")
+
+    async def task(self, text: str) -> str:
+        """Queue ``text`` for speech; returns the SDK's task id."""
+        answer = await self._call(TaskCommand(ref=next(self._refs), text=text), "send the text")
+        data = answer.data
+        if isinstance(data, str) and data:
+            return data
+        if isinstance(data, dict) and isinstance(data.get("task_id"), str):
+            return str(data["task_id"])
+        raise StageError("The avatar accepted the text but returned no task id.")
+
+    async def cancel_all(self) -> None:
+        await self._call(CancelAllCommand(ref=next(self._refs)), "stop speaking")
+
+    async def change_voice(self, voice_id: str) -> None:
+        await self._call(
+            ChangeVoiceCommand(ref=next(self._refs), voice_id=voice_id), "change the voice"
+        )
+
+    async def dispose(self) -> None:
+        """Leave the avatar room and show the placeholder again (the session itself lives on)."""
+        await self._call(DisposeCommand(ref=next(self._refs)), "close the avatar")
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _call(self, cmd: PageCommand, doing: str) -> CommandResult:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[CommandResult] = loop.create_future()
+        self._results[cmd.ref] = fut
+        try:
+            self._bridge.send(cmd)
+            answer = await asyncio.wait_for(fut, self._command_timeout_s)
+        except TimeoutError:
+            raise StageError(
+                f"The avatar page did not answer in time (could not {doing}).", timed_out=True
+            ) from None
+        finally:
+            self._results.pop(cmd.ref, None)
+        if not answer.ok:
+            raise _result_error(answer, doing)
+        return answer
+
+    def _on_event(self, event: PageEvent) -> None:
+        if isinstance(event, CommandResult):
+            fut = self._results.get(event.ref)
+            if fut is not None and not fut.done():
+                fut.set_result(event)
+        elif isinstance(event, Inited | InitFailed | SdkFailed):
+            waiter = self._init_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event)
+        self.event.emit(event)
+
+    def _on_ready_changed(self, ready: bool) -> None:
+        if ready:
+            return
+        # The page went away (reload, shutdown): nothing in flight will ever be answered, and
+        # what was still queued must not reach the next page.
+        dropped = self._bridge.clear_queue()
+        if dropped:
+            log.info("page reloaded; %d queued command(s) dropped", len(dropped))
+        error = StageError("The avatar page was reloaded.")
+        for fut in [*self._results.values(), self._init_waiter]:
+            if fut is not None and not fut.done():
+                fut.set_exception(error)
+
+
+def _result_error(answer: CommandResult, doing: str) -> AppError:
+    data: dict[str, Any] = answer.data if isinstance(answer.data, dict) else {}
+    status = data.get("status")
+    detail = data.get("detail")
+    message = answer.error or "unknown error"
+    if isinstance(status, int) and status in (400, 422):
+        return InvalidRequestError(
+            f"Could not {doing}: {message}",
+            status=status,
+            detail=detail if isinstance(detail, str) else message,
+        )
+    return StageError(f"Could not {doing}: {message}")

@@ -1,0 +1,227 @@
+"""The avatar view: a web view with its own profile, running the stage page.
+
+- The page is served from ``avaturn://stage/`` (see :mod:`scheme`), a secure origin.
+- Its console goes to the ``avaturn.js`` logger.
+- It can never navigate away from the stage: link clicks open in the system browser, every
+  other navigation is refused; pop-ups are opened outside too.
+- Sound and video play without a user gesture (a kiosk has nobody to click).
+- Media capture is granted only to the stage itself and the configured SDK / API origins;
+  every other permission is denied.
+- It cannot read local files.
+
+Tear down with :meth:`AvatarView.shutdown` before deleting the view: the page must be deleted
+before its profile, or Qt WebEngine complains.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWebEngineCore import (
+    QWebEnginePage,
+    QWebEnginePermission,
+    QWebEngineProfile,
+    QWebEngineSettings,
+)
+from PySide6.QtWebEngineWidgets import QWebEngineView
+from PySide6.QtWidgets import QWidget
+
+from avaturn_desktop.ui.web.bridge import Bridge, install_bridge
+from avaturn_desktop.ui.web.scheme import (
+    SCHEME_BYTES,
+    STAGE_ORIGIN,
+    STAGE_PAGE,
+    StageSchemeHandler,
+    register_schemes,
+    stage_url,
+)
+
+log = logging.getLogger("avaturn.web")
+js_log = logging.getLogger("avaturn.js")
+
+_JS_LEVELS = {
+    QWebEnginePage.JavaScriptConsoleMessageLevel.InfoMessageLevel: logging.INFO,
+    QWebEnginePage.JavaScriptConsoleMessageLevel.WarningMessageLevel: logging.WARNING,
+    QWebEnginePage.JavaScriptConsoleMessageLevel.ErrorMessageLevel: logging.ERROR,
+}
+
+_MEDIA_PERMISSIONS = frozenset(
+    {
+        QWebEnginePermission.PermissionType.MediaAudioCapture,
+        QWebEnginePermission.PermissionType.MediaVideoCapture,
+        QWebEnginePermission.PermissionType.MediaAudioVideoCapture,
+    }
+)
+
+_EXTERNAL_SCHEMES = frozenset({"http", "https", "mailto"})
+
+
+def origin_of(url: str | QUrl) -> str:
+    """``scheme://host[:port]`` of ``url`` (lower case), or ``""`` if it has none."""
+    q = QUrl(url) if isinstance(url, str) else url
+    if not q.isValid() or not q.scheme() or not q.host():
+        return ""
+    origin = f"{q.scheme().lower()}://{q.host().lower()}"
+    port = q.port()
+    default = {"http": 80, "https": 443}.get(q.scheme().lower())
+    if port != -1 and port != default:
+        origin += f":{port}"
+    return origin
+
+
+def media_permission_allowed(
+    permission: QWebEnginePermission.PermissionType, origin: str, allowed: Iterable[str]
+) -> bool:
+    """Whether a permission request is granted: media capture only, from allowed origins."""
+    return permission in _MEDIA_PERMISSIONS and bool(origin) and origin in set(allowed)
+
+
+def open_externally(url: QUrl) -> bool:
+    """Open ``url`` in the system's browser (tests replace this)."""
+    return QDesktopServices.openUrl(url)
+
+
+def _is_stage(url: QUrl) -> bool:
+    stage = stage_url()
+    return (
+        url.scheme() == stage.scheme() and url.host() == stage.host() and url.path() == stage.path()
+    )
+
+
+class _PopupCatcher(QWebEnginePage):
+    """Stands in for a pop-up window: opens its first URL outside, then goes away."""
+
+    def acceptNavigationRequest(
+        self, url: QUrl | str, _type: QWebEnginePage.NavigationType, _is_main_frame: bool
+    ) -> bool:
+        url = QUrl(url)
+        if url.scheme() in _EXTERNAL_SCHEMES:
+            log.info("pop-up opened outside: %s", url.toDisplayString())
+            open_externally(url)
+        else:
+            log.warning("pop-up to %s refused", url.scheme())
+        self.deleteLater()
+        return False
+
+
+class AvatarPage(QWebEnginePage):
+    """The stage page: console to logging, navigation locked to the stage, narrow permissions."""
+
+    def __init__(self, profile: QWebEngineProfile, parent: QObject | None = None) -> None:
+        super().__init__(profile, parent)
+        self._media_origins: set[str] = {STAGE_ORIGIN}
+        self.permissionRequested.connect(self._on_permission_requested)
+
+    # -- permissions ---------------------------------------------------------------------------
+
+    def allow_media_origins(self, urls: Iterable[str]) -> None:
+        """Allow media capture for the origins of ``urls`` (besides the stage itself)."""
+        self._media_origins = {STAGE_ORIGIN} | {o for o in map(origin_of, urls) if o}
+
+    @property
+    def media_origins(self) -> frozenset[str]:
+        return frozenset(self._media_origins)
+
+    def _on_permission_requested(self, permission: QWebEnginePermission) -> None:
+        kind = permission.permissionType()
+        origin = origin_of(permission.origin())
+        if media_permission_allowed(kind, origin, self._media_origins):
+            log.info("granted %s to %s", kind.name, origin)
+            permission.grant()
+        else:
+            log.warning("denied %s to %s", kind.name, origin or "an unknown origin")
+            permission.deny()
+
+    # -- navigation ----------------------------------------------------------------------------
+
+    def acceptNavigationRequest(
+        self, url: QUrl | str, nav_type: QWebEnginePage.NavigationType, is_main_frame: bool
+    ) -> bool:
+        url = QUrl(url)
+        if not is_main_frame:
+            # Frames the SDK may create; never local files or other app schemes.
+            return url.scheme() in ("https", "http", "about", "blob", "data")
+        if _is_stage(url):
+            return True
+        if nav_type == QWebEnginePage.NavigationType.NavigationTypeLinkClicked and (
+            url.scheme() in _EXTERNAL_SCHEMES
+        ):
+            log.info("link opened outside: %s", url.toDisplayString())
+            open_externally(url)
+        else:
+            log.warning("navigation away from the stage refused: %s", url.toDisplayString())
+        return False
+
+    def createWindow(self, _type: QWebEnginePage.WebWindowType) -> QWebEnginePage:
+        return _PopupCatcher(self.profile(), self)
+
+    # -- console -------------------------------------------------------------------------------
+
+    def javaScriptConsoleMessage(
+        self,
+        level: QWebEnginePage.JavaScriptConsoleMessageLevel,
+        message: str,
+        line: int,
+        source: str,
+    ) -> None:
+        js_log.log(_JS_LEVELS.get(level, logging.INFO), "%s (%s:%d)", message, source, line)
+
+
+class AvatarView(QWebEngineView):
+    """The central avatar area. ``bridge`` is the typed door to the page; call :meth:`load_stage`.
+
+    Call :meth:`shutdown` before the view is deleted.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        register_schemes()  # no-op when the app did it early, as it must
+        super().__init__(parent)
+        # Off the record: nothing (cookies, cache, permissions) is written to disk.
+        self._profile: QWebEngineProfile | None = QWebEngineProfile(self)
+        self._scheme_handler = StageSchemeHandler(parent=self._profile)
+        self._profile.installUrlSchemeHandler(SCHEME_BYTES, self._scheme_handler)
+        self._avatar_page: AvatarPage | None = AvatarPage(self._profile, self._profile)
+        settings = self._avatar_page.settings()
+        WA = QWebEngineSettings.WebAttribute
+        settings.setAttribute(WA.PlaybackRequiresUserGesture, False)
+        settings.setAttribute(WA.LocalContentCanAccessFileUrls, False)
+        settings.setAttribute(WA.LocalContentCanAccessRemoteUrls, False)
+        settings.setAttribute(WA.AllowRunningInsecureContent, False)
+        settings.setAttribute(WA.JavascriptCanOpenWindows, False)
+        settings.setAttribute(WA.PluginsEnabled, False)
+        settings.setAttribute(WA.PdfViewerEnabled, False)
+        settings.setAttribute(WA.ScreenCaptureEnabled, False)
+        self.bridge = Bridge(self)
+        self._channel = install_bridge(self._avatar_page, self.bridge)
+        self.setPage(self._avatar_page)
+
+    @property
+    def avatar_page(self) -> AvatarPage:
+        if self._avatar_page is None:
+            raise RuntimeError("the avatar view was shut down")
+        return self._avatar_page
+
+    def load_stage(self) -> None:
+        """(Re)load the stage page; the bridge becomes ready when the page says so."""
+        self.avatar_page.load(stage_url(STAGE_PAGE))
+
+    def shutdown(self) -> None:
+        """Delete the page, then its profile. Safe to call twice."""
+        page, profile = self._avatar_page, self._profile
+        if page is None or profile is None:
+            return
+        self._avatar_page = None
+        self._profile = None
+        self.bridge.reset()
+        page.loadStarted.disconnect(self.bridge.reset)
+        page.permissionRequested.disconnect(page._on_permission_requested)
+        # The view must not keep using the page we delete: give it an inert, default one.
+        self.setPage(QWebEnginePage(self))
+        # The page goes first, the profile after it: otherwise Qt warns that the profile was
+        # released while a page still used it.
+        page.destroyed.connect(profile.deleteLater)
+        page.deleteLater()
+        QCoreApplication.sendPostedEvents(page, QEvent.Type.DeferredDelete)

@@ -1,0 +1,372 @@
+// The avatar stage: loads the Web SDK (the official one, or the simulator's stand-in with the
+// same API), runs one AvaturnHead at a time and forwards its events to the app.
+//
+// The app talks to this page only through DOM CustomEvents (see bridge.js): commands arrive on
+// TO_PAGE, events and results leave on TO_HOST, always as JSON strings. The session token
+// arrives with the `init` command; it is handed to the SDK and never logged or shown.
+
+const TO_HOST = "avaturn:page-to-host";
+const TO_PAGE = "avaturn:host-to-page";
+const SPEECH_EVENTS = [
+  "avatar_started_speaking",
+  "avatar_ended_speaking",
+  "avatar_started_speaking_phrase",
+  "avatar_ended_speaking_phrase",
+];
+// Extra time the page gives init() beyond its own timeout, in case the SDK ignores it.
+const INIT_GRACE_MS = 2000;
+
+const ui = {
+  root: document.getElementById("avatar-root"),
+  placeholder: document.getElementById("placeholder"),
+  status: document.getElementById("status"),
+  message: document.getElementById("message"),
+};
+
+let avatar = null; // the live AvaturnHead, or null
+let sdkHost = null; // the element the live avatar was given (the SDK leaves it behind)
+let initRef = null; // ref of the init that is running, or null
+let generation = 0; // bumped by every dispose; stale callbacks compare and drop themselves
+let disposing = false;
+
+function post(message) {
+  window.dispatchEvent(new CustomEvent(TO_HOST, { detail: JSON.stringify(message) }));
+}
+
+function result(ref, ok, { error = null, data = null } = {}) {
+  post({ type: "result", ref, ok, error, data });
+}
+
+// -- what the viewer sees ----------------------------------------------------------------------
+
+function showPlaceholder() {
+  ui.placeholder.hidden = false;
+  ui.status.hidden = true;
+}
+
+function showStatus(text) {
+  ui.placeholder.hidden = true;
+  ui.status.textContent = text;
+  ui.status.hidden = false;
+}
+
+function showAvatar() {
+  ui.placeholder.hidden = true;
+  ui.status.hidden = true;
+}
+
+function showMessage(text) {
+  ui.message.textContent = text;
+  ui.message.hidden = false;
+}
+
+function clearMessage() {
+  ui.message.textContent = "";
+  ui.message.hidden = true;
+}
+
+// -- helpers ------------------------------------------------------------------------------------
+
+// A readable message for any thrown value. For axios-style errors the server's `detail`
+// (FastAPI shape: a string, or a list of {msg}) wins over the generic "Request failed" text.
+function describeError(error) {
+  const response = error && typeof error === "object" ? error.response : undefined;
+  const status = response && typeof response.status === "number" ? response.status : null;
+  let detail = response && response.data ? response.data.detail : undefined;
+  if (Array.isArray(detail)) {
+    detail = detail
+      .map((item) => (item && typeof item === "object" ? item.msg : item))
+      .filter(Boolean)
+      .join("; ");
+  }
+  if (typeof detail === "string" && detail) {
+    return { message: detail, status, detail };
+  }
+  let message;
+  if (error instanceof Error || (error && typeof error.message === "string")) {
+    message = error.message || error.name || "unknown error";
+  } else {
+    message = String(error);
+  }
+  return { message, status, detail: null };
+}
+
+// A JSON-safe copy of what an SDK call returned (an axios response is reduced to its data).
+function plain(value) {
+  if (value && typeof value === "object" && "data" in value && typeof value.status === "number") {
+    value = value.data;
+  }
+  if (value === undefined) {
+    return null;
+  }
+  try {
+    return JSON.parse(JSON.stringify(value));
+  } catch {
+    return null;
+  }
+}
+
+function withTimeout(promise, ms, message) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function phraseIdOf(payload) {
+  const id = payload && typeof payload === "object" ? payload.phrase_id ?? payload.phraseId : payload;
+  return id === undefined || id === null ? null : String(id);
+}
+
+function sessionIdOf(head, answer) {
+  const candidates = [
+    answer && answer.id,
+    answer && answer.session_id,
+    head.sessionId,
+    head.session && head.session.id,
+  ];
+  const found = candidates.find((value) => typeof value === "string" && value);
+  return found || "";
+}
+
+function removeSdkHost() {
+  if (sdkHost !== null) {
+    sdkHost.remove();
+    sdkHost = null;
+  }
+  ui.root.replaceChildren();
+}
+
+async function quietDispose(head) {
+  try {
+    await head.dispose();
+  } catch (error) {
+    console.warn("avatar dispose failed:", describeError(error).message);
+  }
+}
+
+function subscribe(head, gen) {
+  const live = () => gen === generation;
+  const on = (name, handler) => {
+    try {
+      head.on(name, (payload) => {
+        if (live()) {
+          handler(payload);
+        }
+      });
+    } catch (error) {
+      console.info(`the SDK has no '${name}' event:`, describeError(error).message);
+    }
+  };
+  for (const name of SPEECH_EVENTS) {
+    on(name, (payload) => {
+      const event = { type: name, at_ms: performance.now() };
+      if (name.endsWith("_phrase")) {
+        event.phrase_id = phraseIdOf(payload);
+      }
+      post(event);
+    });
+  }
+  on("idle", () => post({ type: "idle", at_ms: performance.now() }));
+  on("error", (payload) => {
+    const code = payload && payload.code ? String(payload.code) : "internal_error";
+    const message = payload && payload.message ? String(payload.message) : "";
+    post({ type: "sdk_error", code, message, at_ms: performance.now() });
+  });
+  on("dispose", (payload) => {
+    if (disposing || head !== avatar) {
+      return; // our own dispose, or an init that never went live
+    }
+    // The SDK ended the avatar by itself (idle without keepAlive, session over, ...).
+    generation += 1;
+    avatar = null;
+    removeSdkHost();
+    showPlaceholder();
+    const reason = payload && payload.reason ? String(payload.reason) : "ended by the Web SDK";
+    post({ type: "disposed", reason, at_ms: performance.now() });
+  });
+}
+
+// -- commands -----------------------------------------------------------------------------------
+
+async function init(command) {
+  if (initRef !== null) {
+    result(command.ref, false, { error: "An avatar is already connecting." });
+    return;
+  }
+  if (avatar !== null) {
+    result(command.ref, false, { error: "An avatar is already live; dispose it first." });
+    return;
+  }
+  initRef = command.ref;
+  const gen = generation;
+  clearMessage();
+  showStatus("Connecting to the avatar…");
+  try {
+    let module;
+    try {
+      module = await withTimeout(
+        import(command.sdk_url),
+        command.timeout_ms,
+        "loading the Web SDK timed out",
+      );
+    } catch (error) {
+      const reason = describeError(error).message;
+      console.error("the Web SDK could not be loaded:", reason);
+      if (gen === generation) {
+        showPlaceholder();
+        showMessage(`The avatar software could not be loaded (${reason}).`);
+      }
+      post({ type: "sdk_failed", message: reason });
+      return;
+    }
+    const AvaturnHead = module.AvaturnHead ?? (module.default && module.default.AvaturnHead);
+    if (typeof AvaturnHead !== "function") {
+      const reason = "the module does not export AvaturnHead";
+      showPlaceholder();
+      showMessage(`The avatar software could not be loaded (${reason}).`);
+      post({ type: "sdk_failed", message: reason });
+      return;
+    }
+    post({ type: "sdk_loaded" });
+    if (gen !== generation) {
+      showPlaceholder();
+      post({ type: "init_failed", message: "Connecting was cancelled.", timed_out: false });
+      return;
+    }
+
+    const container = document.createElement("div");
+    container.className = "sdk-host";
+    ui.root.append(container);
+    let head;
+    let answer;
+    try {
+      head = new AvaturnHead(container, {
+        sessionToken: command.token,
+        apiHost: command.api_host,
+        keepAlive: command.keep_alive,
+        immediatelyJoin: true,
+      });
+      subscribe(head, gen);
+      answer = await withTimeout(
+        head.init({ timeout: command.timeout_ms }),
+        command.timeout_ms + INIT_GRACE_MS,
+        "Connection timeout",
+      );
+    } catch (error) {
+      const reason = describeError(error).message;
+      const timedOut = reason === "Connection timeout";
+      if (head) {
+        await quietDispose(head);
+      }
+      container.remove();
+      if (gen === generation) {
+        showPlaceholder();
+        showMessage(
+          timedOut
+            ? `The avatar did not connect within ${Math.round(command.timeout_ms / 1000)} s.`
+            : `The avatar could not connect (${reason}).`,
+        );
+      }
+      post({ type: "init_failed", message: reason, timed_out: timedOut });
+      return;
+    }
+    if (gen !== generation) {
+      // disposed while connecting: do not leave a live avatar behind
+      await quietDispose(head);
+      container.remove();
+      post({ type: "init_failed", message: "Connecting was cancelled.", timed_out: false });
+      return;
+    }
+    avatar = head;
+    sdkHost = container;
+    showAvatar();
+    post({ type: "inited", session_id: sessionIdOf(head, answer) });
+  } finally {
+    initRef = null;
+  }
+}
+
+function liveAvatar() {
+  if (avatar === null) {
+    throw new Error("No avatar is live.");
+  }
+  return avatar;
+}
+
+async function dispose(command) {
+  generation += 1; // also cancels an init that is still running
+  const head = avatar;
+  avatar = null;
+  if (head !== null) {
+    disposing = true;
+    try {
+      await quietDispose(head);
+    } finally {
+      disposing = false;
+    }
+  }
+  removeSdkHost();
+  showPlaceholder();
+  if (head !== null) {
+    post({ type: "disposed", reason: null, at_ms: performance.now() });
+  }
+  result(command.ref, true);
+}
+
+async function run(command, call) {
+  try {
+    const data = await call();
+    result(command.ref, true, { data: plain(data) });
+  } catch (error) {
+    const { message, status, detail } = describeError(error);
+    result(command.ref, false, { error: message, data: { status, detail } });
+  }
+}
+
+const handlers = {
+  init,
+  task: (command) => run(command, () => liveAvatar().task(command.text)),
+  cancel_all: (command) => run(command, () => liveAvatar().cancelAllTasks()),
+  change_voice: (command) =>
+    run(command, () =>
+      liveAvatar().changeVoice({ engine: "elevenlabs", voice_id: command.voice_id }),
+    ),
+  dispose,
+};
+
+window.addEventListener(TO_PAGE, (event) => {
+  let command;
+  try {
+    command = JSON.parse(String(event.detail));
+  } catch {
+    console.error("a command that is not JSON was ignored");
+    return;
+  }
+  const handler = command && handlers[command.type];
+  if (!handler) {
+    console.error("an unknown command was ignored:", String(command && command.type));
+    if (command && Number.isInteger(command.ref)) {
+      result(command.ref, false, { error: "unknown command" });
+    }
+    return;
+  }
+  handler(command).catch((error) => {
+    console.error(`command ${command.type} failed:`, describeError(error).message);
+    if (Number.isInteger(command.ref)) {
+      result(command.ref, false, { error: describeError(error).message });
+    }
+  });
+});
+
+window.addEventListener("pagehide", () => {
+  generation += 1;
+  if (avatar !== null) {
+    quietDispose(avatar);
+    avatar = null;
+  }
+});
+
+showPlaceholder();
+post({ type: "ready" });
