@@ -69,6 +69,8 @@ BACKOFF_BASE: Final = 0.25
 BACKOFF_CAP: Final = 8.0
 #: How much of a non-JSON error body ends up in a message.
 MAX_DETAIL_CHARS: Final = 200
+#: How many validation issues of a 422 a message lists.
+MAX_ISSUES: Final = 5
 
 _RETRY_STATUSES: Final = frozenset({502, 503, 504})
 #: The request never left this machine: safe to send again, whatever the method.
@@ -497,17 +499,39 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(detail, str):
         return _truncate(detail)
     if isinstance(detail, list) and detail and all(isinstance(i, dict) for i in detail):
-        return "; ".join(_issue(issue) for issue in detail)
+        shown = [_issue(issue) for issue in detail[:MAX_ISSUES]]
+        if len(detail) > MAX_ISSUES:
+            shown.append(f"and {len(detail) - MAX_ISSUES} more")
+        return _bound("; ".join(shown))
     return _truncate(json.dumps(detail, ensure_ascii=False))
 
 
 def _issue(issue: dict[str, Any]) -> str:
-    """One FastAPI validation issue: ``conversation_engine.tts: Field required``."""
-    loc = [str(part) for part in issue.get("loc", ())]
-    if loc and loc[0] in ("body", "query", "path", "header"):
-        del loc[0]
+    """One FastAPI validation issue: ``conversation_engine.tts: Field required``.
+
+    The leading ``body`` is dropped, list indexes are shown as ``[n]``, and the tags pydantic
+    inserts for tagged unions (``text-echo``: not a field name) are left out.
+    """
     msg = str(issue.get("msg", "invalid"))
-    return f"{'.'.join(loc)}: {msg}" if loc else msg
+    if issue.get("type") == "json_invalid":
+        ctx = issue.get("ctx")
+        reason = ctx.get("error") if isinstance(ctx, dict) else None
+        return f"the body is not valid JSON ({reason})" if reason else "the body is not valid JSON"
+    parts = list(issue.get("loc", ()))
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        del parts[0]
+    where = ""
+    for part in parts:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif isinstance(part, str) and part.isidentifier():
+            where += f".{part}" if where else part
+    return f"{where}: {msg}" if where else msg
+
+
+def _bound(text: str) -> str:
+    """Bound a joined list of issues (each ``msg`` may quote what was sent)."""
+    return text if len(text) <= 4 * MAX_DETAIL_CHARS else text[: 4 * MAX_DETAIL_CHARS - 1] + "…"
 
 
 def _truncate(text: str) -> str:

@@ -760,3 +760,39 @@ def test_debug_log_names_method_path_status_and_duration(caplog: pytest.LogCaptu
     message = record.getMessage()
     assert message.startswith("DELETE /api/v1/sessions/s-42 -> 200 in ")
     assert message.endswith(" ms")
+
+
+@pytest.mark.parametrize(
+    ("issues", "expected"),
+    [
+        (
+            [{"loc": ["body", "conversation_engine", "text-echo", "tts"], "msg": "Field required"}],
+            "conversation_engine.tts: Field required",
+        ),
+        (
+            [{"loc": ["body", "items", 2, "text"], "msg": "bad"}],
+            "items[2].text: bad",
+        ),
+        (
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ["body", 1],
+                    "msg": "JSON decode error",
+                    "ctx": {"error": "Expecting value"},
+                }
+            ],
+            "the body is not valid JSON (Expecting value)",
+        ),
+        ([{"loc": ["body"], "msg": "Value error, text is empty"}], "Value error, text is empty"),
+        (
+            [{"loc": ["body", f"f{i}"], "msg": "x"} for i in range(7)],
+            "f0: x; f1: x; f2: x; f3: x; f4: x; and 2 more",
+        ),
+    ],
+)
+def test_422_issues_are_formatted_readably(issues: list[dict[str, Any]], expected: str) -> None:
+    err = fails(Script(error(422, issues)), lambda c: c.create_session(), InvalidRequestError)
+    assert isinstance(err, InvalidRequestError)
+    assert err.detail == expected
+    assert err.user_message.endswith(f": {expected}")
