@@ -1,0 +1,117 @@
+// TEST DOUBLE of the Web SDK's `AvaturnHead`, used only by tests/web to drive the stage page
+// without the simulator or the official SDK. It has the same public shape (constructor, on/off,
+// init, task, cancelAllTasks, changeVoice, dispose) and emits the same event names.
+//
+// Behaviour switches, by session token:
+//   "hang" -> init() rejects with "Connection timeout" after its timeout
+//   "gone" -> init() rejects like axios with a 404 and a FastAPI detail
+// changeVoice() accepts only KNOWN_VOICES and otherwise rejects like axios with a 400.
+
+const KNOWN_VOICES = new Set(["voice-a", "voice-b"]);
+const PHRASE_MS = 20;
+
+let taskCounter = 0;
+
+function httpError(status, detail) {
+  const error = new Error(`Request failed with status code ${status}`);
+  error.response = { status, data: { detail } };
+  return error;
+}
+
+export class AvaturnHead {
+  constructor(root, options) {
+    this.root = root;
+    this.options = { ...options };
+    this.handlers = new Map();
+    this.queue = [];
+    this.speaking = false;
+    this.timer = null;
+    this.sessionId = null;
+  }
+
+  on(name, callback) {
+    if (!this.handlers.has(name)) {
+      this.handlers.set(name, new Set());
+    }
+    this.handlers.get(name).add(callback);
+  }
+
+  off(name, callback) {
+    this.handlers.get(name)?.delete(callback);
+  }
+
+  emit(name, payload) {
+    for (const callback of this.handlers.get(name) ?? []) {
+      callback(payload);
+    }
+  }
+
+  async init({ timeout } = {}) {
+    const token = this.options.sessionToken;
+    if (token === "hang") {
+      await new Promise((_, reject) => {
+        setTimeout(() => reject(new Error("Connection timeout")), timeout);
+      });
+    }
+    if (token === "gone") {
+      throw httpError(404, "Session not found");
+    }
+    const picture = document.createElement("canvas");
+    picture.className = "fake-avatar";
+    this.root.append(picture);
+    this.sessionId = "fake-session";
+    this.emit("init");
+  }
+
+  async task(text) {
+    taskCounter += 1;
+    const taskId = `fake-task-${taskCounter}`;
+    this.queue.push({ taskId, text });
+    this.pump();
+    return { task_id: taskId };
+  }
+
+  pump() {
+    if (this.speaking || this.queue.length === 0) {
+      return;
+    }
+    const { taskId } = this.queue.shift();
+    this.speaking = true;
+    this.emit("avatar_started_speaking");
+    this.emit("avatar_started_speaking_phrase", { phrase_id: taskId });
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.emit("avatar_ended_speaking_phrase", { phrase_id: taskId });
+      this.emit("avatar_ended_speaking");
+      this.speaking = false;
+      this.pump();
+    }, PHRASE_MS);
+  }
+
+  async cancelAllTasks() {
+    const dropped = this.queue.length + (this.speaking ? 1 : 0);
+    this.queue = [];
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.speaking) {
+      this.speaking = false;
+      this.emit("avatar_ended_speaking");
+    }
+    return { cancelled: dropped };
+  }
+
+  async changeVoice({ engine, voice_id: voiceId }) {
+    if (engine !== "elevenlabs" || !KNOWN_VOICES.has(voiceId)) {
+      throw httpError(400, `Unknown voice_id: ${voiceId}`);
+    }
+    await this.cancelAllTasks();
+  }
+
+  async dispose() {
+    await this.cancelAllTasks();
+    this.emit("dispose");
+    // Like the real SDK, leaves its DOM behind.
+  }
+}

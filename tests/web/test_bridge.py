@@ -1,0 +1,91 @@
+"""The bridge object on its own: handshake, queueing, validation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from avaturn_desktop.core.events import (
+    AvatarEndedSpeakingPhrase,
+    CancelAllCommand,
+    Ready,
+    TaskCommand,
+)
+from avaturn_desktop.ui.web.bridge import Bridge
+
+
+def _record(bridge: Bridge) -> dict[str, list[Any]]:
+    seen: dict[str, list[Any]] = {"command": [], "event": [], "bad": [], "ready": []}
+    bridge.command.connect(seen["command"].append)
+    bridge.event_received.connect(seen["event"].append)
+    bridge.bad_message.connect(seen["bad"].append)
+    bridge.ready_changed.connect(seen["ready"].append)
+    return seen
+
+
+def test_commands_wait_for_ready_then_flush_in_order(qapp: Any) -> None:
+    bridge = Bridge()
+    seen = _record(bridge)
+    bridge.send(TaskCommand(ref=1, text="one"))
+    bridge.send(CancelAllCommand(ref=2))
+    assert seen["command"] == []
+    bridge.post('{"type": "ready"}')
+    assert seen["ready"] == [True]
+    assert seen["event"] == [Ready()]
+    assert [c for c in seen["command"]] == [
+        '{"type":"task","ref":1,"text":"one"}',
+        '{"type":"cancel_all","ref":2}',
+    ]
+    bridge.send(TaskCommand(ref=3, text="three"))
+    assert seen["command"][-1] == '{"type":"task","ref":3,"text":"three"}'
+
+
+def test_reset_makes_the_bridge_queue_again(qapp: Any) -> None:
+    bridge = Bridge()
+    seen = _record(bridge)
+    bridge.post('{"type": "ready"}')
+    bridge.reset()
+    assert seen["ready"] == [True, False]
+    assert not bridge.ready
+    bridge.send(CancelAllCommand(ref=9))
+    assert seen["command"] == []
+    assert bridge.clear_queue() == [CancelAllCommand(ref=9)]
+    bridge.post('{"type": "ready"}')
+    assert seen["command"] == []
+
+
+def test_events_arrive_typed(qapp: Any) -> None:
+    bridge = Bridge()
+    seen = _record(bridge)
+    bridge.post('{"type": "avatar_ended_speaking_phrase", "phrase_id": "p7", "at_ms": 1.5}')
+    assert seen["event"] == [AvatarEndedSpeakingPhrase(phrase_id="p7", at_ms=1.5)]
+    assert seen["bad"] == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "{oops",
+        '"just a string"',
+        '{"type": "unheard_of"}',
+        '{"type": "inited", "session_id": 42}',
+        '{"type": "result", "ref": "x", "ok": "yes"}',
+    ],
+)
+def test_malformed_message_is_reported_not_raised(
+    qapp: Any, raw: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bridge = Bridge()
+    seen = _record(bridge)
+    with caplog.at_level(logging.WARNING, logger="avaturn.web"):
+        bridge.post(raw)
+    assert seen["event"] == []
+    assert len(seen["bad"]) == 1
+    assert seen["bad"][0]
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert seen["bad"][0] in caplog.records[0].getMessage()
+    # and the bridge still works afterwards
+    bridge.post('{"type": "ready"}')
+    assert seen["event"] == [Ready()]

@@ -1,0 +1,205 @@
+"""The stage page in a real QtWebEngine: origin, worlds, navigation, files, bridge round trip."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6.QtCore import QCoreApplication, QEvent, QUrl
+from PySide6.QtWebEngineCore import QWebEnginePage, QWebEnginePermission
+
+from avaturn_desktop.core.events import Ready
+from avaturn_desktop.ui.web import view as view_module
+from avaturn_desktop.ui.web.scheme import STAGE_ORIGIN, resolve, stage_url
+from avaturn_desktop.ui.web.view import AvatarView, media_permission_allowed, origin_of
+
+RunJs = Callable[..., Any]
+
+
+def test_stage_is_a_secure_context(view: AvatarView, run_js: RunJs) -> None:
+    assert run_js(view, "window.isSecureContext") is True
+    assert run_js(view, "location.origin") == STAGE_ORIGIN
+    assert view.url() == stage_url()
+
+
+def test_qt_is_hidden_from_the_page_world(view: AvatarView, run_js: RunJs) -> None:
+    assert run_js(view, "typeof qt") == "undefined"
+    assert run_js(view, "typeof QWebChannel") == "undefined"
+    # ...it lives only in the bridge's isolated world
+    assert run_js(view, "typeof qt", 1) == "object"
+
+
+def test_placeholder_shows_when_no_session_is_live(view: AvatarView, run_js: RunJs) -> None:
+    text = run_js(view, "document.getElementById('placeholder').innerText")
+    assert "No session live" in text
+    assert run_js(view, "document.getElementById('placeholder').hidden") is False
+    assert run_js(view, "document.getElementById('message').hidden") is True
+
+
+def test_page_messages_arrive_typed_and_bad_ones_are_reported(
+    view: AvatarView, qtbot: Any, run_js: RunJs
+) -> None:
+    send = "window.dispatchEvent(new CustomEvent('avaturn:page-to-host', {detail: %s}))"
+    with qtbot.waitSignal(view.bridge.event_received) as got:
+        run_js(view, send % "JSON.stringify({type: 'idle', at_ms: 5})")
+    assert got.args[0].type == "idle"
+    bad_inputs = [
+        "'{broken'",
+        "JSON.stringify({type: 'no_such_event'})",
+        "JSON.stringify({type: 'inited', session_id: 12})",
+        "({type: 'ready'})",  # an object, not a JSON string
+    ]
+    for detail in bad_inputs:
+        with (
+            qtbot.assertNotEmitted(view.bridge.event_received),
+            qtbot.waitSignal(view.bridge.bad_message) as bad,
+        ):
+            run_js(view, send % detail)
+        assert bad.args[0]
+    assert view.bridge.ready
+
+
+def test_reload_resets_readiness_and_handshakes_again(view: AvatarView, qtbot: Any) -> None:
+    states: list[bool] = []
+    view.bridge.ready_changed.connect(states.append)
+    with qtbot.waitSignal(
+        view.bridge.event_received, check_params_cb=lambda e: isinstance(e, Ready), timeout=20_000
+    ):
+        view.reload()
+    assert states == [False, True]
+
+
+def test_navigation_away_is_blocked(
+    view: AvatarView, qtbot: Any, run_js: RunJs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    monkeypatch.setattr(view_module, "open_externally", lambda url: opened.append(url.toString()))
+    page = view.avatar_page
+    nav = QWebEnginePage.NavigationType
+    assert not page.acceptNavigationRequest(
+        QUrl("https://example.org/"), nav.NavigationTypeTyped, True
+    )
+    assert not page.acceptNavigationRequest(
+        QUrl("avaturn://stage/bridge.js"), nav.NavigationTypeTyped, True
+    )
+    assert page.acceptNavigationRequest(stage_url(), nav.NavigationTypeReload, True)
+    assert not page.acceptNavigationRequest(
+        QUrl("file:///etc/passwd"), nav.NavigationTypeTyped, False
+    )
+    assert opened == []
+    # a link click goes to the system browser, not into the stage
+    assert not page.acceptNavigationRequest(
+        QUrl("https://docs.avaturn.live/"), nav.NavigationTypeLinkClicked, True
+    )
+    assert opened == ["https://docs.avaturn.live/"]
+
+    # and from the page's own script, too
+    run_js(view, "location.href = 'https://example.org/elsewhere'")
+    run_js(
+        view,
+        "const a = document.createElement('a'); a.href = 'https://example.org/link';"
+        " document.body.append(a); a.click();",
+    )
+    qtbot.waitUntil(lambda: "https://example.org/link" in opened)
+    assert run_js(view, "location.href") == stage_url().toString()
+    assert view.url() == stage_url()
+
+
+def test_page_cannot_read_local_files(view: AvatarView, run_js: RunJs, qtbot: Any) -> None:
+    run_js(
+        view,
+        "window.__fileProbe = 'pending';"
+        "fetch('file:///etc/hostname').then(() => { window.__fileProbe = 'read'; },"
+        " (e) => { window.__fileProbe = 'refused: ' + e.name; });",
+    )
+    qtbot.waitUntil(lambda: run_js(view, "window.__fileProbe") != "pending")
+    assert run_js(view, "window.__fileProbe").startswith("refused")
+
+
+def test_scheme_serves_only_files_under_the_web_root(tmp_path: Path) -> None:
+    root = tmp_path / "web"
+    root.mkdir()
+    (root / "stage.html").write_text("<p>hi</p>")
+    (tmp_path / "secret.txt").write_text("no")
+    assert resolve(root, QUrl("avaturn://stage/stage.html")) == (root / "stage.html").resolve()
+    for bad in [
+        "avaturn://stage/../secret.txt",
+        "avaturn://stage/%2e%2e/secret.txt",
+        "avaturn://stage/..%2fsecret.txt",
+        "avaturn://other/stage.html",
+        "avaturn://stage/",
+        "avaturn://stage/missing.js",
+        "https://stage/stage.html",
+    ]:
+        assert resolve(root, QUrl(bad)) is None, bad
+
+
+def test_missing_resource_is_a_failed_load(view: AvatarView, run_js: RunJs, qtbot: Any) -> None:
+    run_js(
+        view,
+        "window.__probe = 'pending'; fetch('avaturn://stage/nope.js').then("
+        "(r) => { window.__probe = 'status ' + r.status; }, () => { window.__probe = 'failed'; });",
+    )
+    qtbot.waitUntil(lambda: run_js(view, "window.__probe") != "pending")
+    assert run_js(view, "window.__probe") == "status 404"
+
+
+def test_console_goes_to_the_js_logger(
+    view: AvatarView, run_js: RunJs, qtbot: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="avaturn.js"):
+        run_js(view, "console.warn('hello from the stage')")
+        qtbot.waitUntil(
+            lambda: any("hello from the stage" in r.getMessage() for r in caplog.records)
+        )
+    record = next(r for r in caplog.records if "hello from the stage" in r.getMessage())
+    assert record.name == "avaturn.js"
+    assert record.levelno == logging.WARNING
+
+
+def test_media_permissions_only_for_allowed_origins() -> None:
+    kind = QWebEnginePermission.PermissionType
+    allowed = {STAGE_ORIGIN, "http://127.0.0.1:8123"}
+    assert media_permission_allowed(kind.MediaAudioCapture, STAGE_ORIGIN, allowed)
+    assert media_permission_allowed(kind.MediaAudioVideoCapture, "http://127.0.0.1:8123", allowed)
+    assert not media_permission_allowed(kind.MediaAudioCapture, "https://evil.example", allowed)
+    assert not media_permission_allowed(kind.Geolocation, STAGE_ORIGIN, allowed)
+    assert not media_permission_allowed(kind.Notifications, STAGE_ORIGIN, allowed)
+    assert not media_permission_allowed(kind.DesktopVideoCapture, STAGE_ORIGIN, allowed)
+    assert not media_permission_allowed(kind.MediaAudioCapture, "", allowed)
+    assert origin_of("https://api.avaturn.live/x?y") == "https://api.avaturn.live"
+    assert origin_of("https://esm.sh:443/@avaturn-live/web-sdk") == "https://esm.sh"
+    assert origin_of("http://127.0.0.1:8123/sim/web-sdk.js") == "http://127.0.0.1:8123"
+    assert origin_of("not a url") == ""
+
+
+def test_page_allows_media_origins_it_is_told(make_view: Callable[[], AvatarView]) -> None:
+    page = make_view().avatar_page
+    assert page.media_origins == {STAGE_ORIGIN}
+    page.allow_media_origins(["https://api.avaturn.live", "https://esm.sh/@avaturn-live/x"])
+    assert page.media_origins == {STAGE_ORIGIN, "https://api.avaturn.live", "https://esm.sh"}
+
+
+def test_playback_needs_no_gesture_and_no_file_access(make_view: Callable[[], AvatarView]) -> None:
+    from PySide6.QtWebEngineCore import QWebEngineSettings
+
+    settings = make_view().avatar_page.settings()
+    attr = QWebEngineSettings.WebAttribute
+    assert not settings.testAttribute(attr.PlaybackRequiresUserGesture)
+    assert not settings.testAttribute(attr.LocalContentCanAccessFileUrls)
+    assert make_view().avatar_page.profile().isOffTheRecord()
+
+
+def test_shutdown_releases_page_before_profile(
+    make_view: Callable[[], AvatarView], qtbot: Any, qtlog: Any
+) -> None:
+    view = make_view()
+    with qtbot.waitSignal(view.bridge.ready_changed, timeout=20_000):
+        view.load_stage()
+    view.shutdown()
+    view.shutdown()  # twice is fine
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    assert not any("Release of profile" in r.message for r in qtlog.records)
