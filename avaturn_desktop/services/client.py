@@ -81,24 +81,27 @@ _JSON: Final = "application/json"
 class _Call:
     """What one endpoint is: fixed per method of the client, built once."""
 
-    __slots__ = ("idempotent", "is_task", "method", "what")
+    __slots__ = ("idempotent", "is_task", "method", "sdk", "what")
 
-    def __init__(self, method: str, what: str, *, idempotent: bool, is_task: bool = False):
+    def __init__(
+        self, method: str, what: str, *, idempotent: bool, is_task: bool = False, sdk: bool = False
+    ) -> None:
         self.method = method
         self.what = what
         self.idempotent = idempotent
         self.is_task = is_task
+        self.sdk = sdk  # authenticated with the session token, not the API key
 
 
 _CREATE = _Call("POST", "create the session", idempotent=False)
 _TASK = _Call("POST", "send the text", idempotent=False, is_task=True)
 _DELETE = _Call("DELETE", "end the session", idempotent=True)
-_SDK_GET = _Call("GET", "look up the session", idempotent=True)
-_SDK_TASK = _Call("POST", "send the text", idempotent=False, is_task=True)
+_SDK_GET = _Call("GET", "look up the session", idempotent=True, sdk=True)
+_SDK_TASK = _Call("POST", "send the text", idempotent=False, is_task=True, sdk=True)
 # Cancelling twice is the same as cancelling once; so is starting the stream.
-_SDK_CANCEL = _Call("POST", "cancel the speech", idempotent=True)
-_SDK_VOICE = _Call("PATCH", "change the voice", idempotent=True)
-_SDK_START = _Call("POST", "start the stream", idempotent=True)
+_SDK_CANCEL = _Call("POST", "cancel the speech", idempotent=True, sdk=True)
+_SDK_VOICE = _Call("PATCH", "change the voice", idempotent=True, sdk=True)
+_SDK_START = _Call("POST", "start the stream", idempotent=True, sdk=True)
 
 
 class AvaturnClient:
@@ -367,11 +370,14 @@ class AvaturnClient:
         detail = self._redact(_detail(response))
         suffix = f": {detail}" if detail else "."
         if status == 401:
-            return AuthError(
-                f"API key rejected by the service (401){suffix} Check the key in the settings.",
-                status=status,
-                detail=detail,
-            )
+            if call.sdk:
+                message = f"Session token rejected by the service (401){suffix}"
+            else:
+                message = (
+                    f"API key rejected by the service (401){_sentence(suffix)} "
+                    "Check the key in the settings."
+                )
+            return AuthError(message, status=status, detail=detail)
         if status in (400, 422):
             return InvalidRequestError(
                 f"The service refused the request to {call.what} ({status}){suffix}",
@@ -532,6 +538,11 @@ def _issue(issue: dict[str, Any]) -> str:
 def _bound(text: str) -> str:
     """Bound a joined list of issues (each ``msg`` may quote what was sent)."""
     return text if len(text) <= 4 * MAX_DETAIL_CHARS else text[: 4 * MAX_DETAIL_CHARS - 1] + "…"
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending as a sentence, so another can follow it."""
+    return text if text.endswith((".", "!", "?", "…")) else text + "."
 
 
 def _truncate(text: str) -> str:

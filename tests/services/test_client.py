@@ -796,3 +796,17 @@ def test_422_issues_are_formatted_readably(issues: list[dict[str, Any]], expecte
     assert isinstance(err, InvalidRequestError)
     assert err.detail == expected
     assert err.user_message.endswith(f": {expected}")
+
+
+def test_401_on_an_sdk_call_blames_the_token_not_the_key() -> None:
+    err = fails(
+        Script(error(401, "Missing session token")), lambda c: c.cancel_all(TOKEN), AuthError
+    )
+    assert err.user_message == "Session token rejected by the service (401): Missing session token"
+
+
+def test_401_message_reads_as_sentences() -> None:
+    err = fails(Script(error(401, "Invalid API key")), lambda c: c.create_session(), AuthError)
+    assert err.user_message == (
+        "API key rejected by the service (401): Invalid API key. Check the key in the settings."
+    )
