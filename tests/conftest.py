@@ -35,3 +35,13 @@ def simulator() -> Iterator[object]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The avatar page's secure avaturn:// scheme must be registered before any QApplication
+    # exists (ui tests build the main window with its AvatarView, too).
+    try:
+        from avaturn_desktop.ui.web.scheme import register_schemes
+    except ImportError:  # no QtWebEngine: the web tests skip themselves
+        return
+    register_schemes()
