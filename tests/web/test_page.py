@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QCoreApplication, QEvent, QUrl
+from PySide6.QtCore import QCoreApplication, QEvent, Qt, QUrl
 from PySide6.QtWebEngineCore import QWebEnginePage, QWebEnginePermission
 
 from avaturn_desktop.core.events import Ready
@@ -203,3 +203,25 @@ def test_shutdown_releases_page_before_profile(
     view.shutdown()  # twice is fine
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     assert not any("Release of profile" in r.message for r in qtlog.records)
+
+
+def test_popup_links_open_outside(
+    view: AvatarView, qtbot: Any, run_js: RunJs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    monkeypatch.setattr(view_module, "open_externally", lambda url: opened.append(url.toString()))
+    run_js(
+        view,
+        "const b = document.createElement('a'); b.href = 'https://example.org/new';"
+        " b.target = '_blank'; b.textContent = 'docs'; b.id = 'popup-link';"
+        " b.style = 'position:fixed; inset:0; z-index:10; display:block';"
+        " document.body.append(b);",
+    )
+    view.show()
+    qtbot.waitExposed(view)
+    qtbot.waitUntil(lambda: run_js(view, "document.getElementById('popup-link') !== null"))
+    target = view.focusProxy()
+    assert target is not None
+    qtbot.mouseClick(target, Qt.MouseButton.LeftButton, pos=target.rect().center())
+    qtbot.waitUntil(lambda: opened == ["https://example.org/new"])
+    assert view.url() == stage_url()
