@@ -21,6 +21,7 @@ from avaturn_desktop.core.events import (
     InitCommand,
     PageEvent,
     SdkLoaded,
+    SpeechPageEvent,
 )
 from avaturn_desktop.ui.web.stage import Stage, StageError
 from avaturn_desktop.ui.web.view import AvatarView
@@ -80,7 +81,7 @@ def test_full_flow(
     assert session_id == "fake-session"
     assert task_id.startswith("fake-task-")
     assert any(isinstance(e, SdkLoaded) for e in events)
-    speech = [e for e in events if e.type.startswith("avatar_")]
+    speech = [e for e in events if isinstance(e, SpeechPageEvent)]
     assert isinstance(speech[0], AvatarStartedSpeaking)
     assert AvatarStartedSpeakingPhrase(phrase_id=task_id, at_ms=speech[1].at_ms) == speech[1]
     assert all(e.at_ms is not None and e.at_ms > 0 for e in speech)
