@@ -485,15 +485,20 @@ def test_sdk_api_answers_cors_preflight(simulator: Any) -> None:
 
 
 def test_a_viewer_hears_the_tasks_in_order(simulator: Any, drive: Drive) -> None:
+    long_text = "A phrase long enough to queue another behind it. " * 4  # 0.5 s at 400 chars/s
+
     async def flow(c: AvaturnClient) -> tuple[list[str], list[tuple[str, Any]], str]:
         created = await c.create_session()
+        # queued while nobody watches (REST and SDK alike), spoken once a viewer joins
+        ids = [(await c.add_task(created.session_id, t)).task_id for t in ("One.", "Two.")]
+        ids.append((await c.sdk_task(created.token, "Three, from the page.")).task_id)
         async with connect(events_url(simulator, created.token)) as ws:
-            ids = [
-                (await c.add_task(created.session_id, t)).task_id for t in ("First one.", "Second.")
-            ]
-            sdk_id = (await c.sdk_task(created.token, "Third, from the page.")).task_id
-            ids.append(sdk_id)
             seen = await events_until(ws, ("avatar_ended_speaking", None))
+            # and while it watches: the next task queues behind the one being spoken
+            ids.append((await c.add_task(created.session_id, long_text)).task_id)
+            seen += await events_until(ws, ("avatar_started_speaking_phrase", ids[3]))
+            ids.append((await c.add_task(created.session_id, "Five.")).task_id)
+            seen += await events_until(ws, ("avatar_ended_speaking", None))
         return ids, seen, created.session_id
 
     ids, seen, session_id = drive(flow)
@@ -507,9 +512,16 @@ def test_a_viewer_hears_the_tasks_in_order(simulator: Any, drive: Drive) -> None
         ("avatar_started_speaking_phrase", ids[2]),
         ("avatar_ended_speaking_phrase", ids[2]),
         ("avatar_ended_speaking", None),
+        ("avatar_started_speaking", None),
+        ("avatar_started_speaking_phrase", ids[3]),
+        ("avatar_ended_speaking_phrase", ids[3]),
+        ("avatar_started_speaking_phrase", ids[4]),
+        ("avatar_ended_speaking_phrase", ids[4]),
+        ("avatar_ended_speaking", None),
     ]
     view = session_view(simulator, session_id)
-    assert [t["status"] for t in view["tasks"]] == ["spoken"] * 3
+    assert [t["status"] for t in view["tasks"]] == ["spoken"] * 5
+    assert [t["source"] for t in view["tasks"]] == ["api", "api", "sdk", "api", "api"]
 
 
 def test_tasks_wait_for_a_viewer(simulator: Any, drive: Drive) -> None:
@@ -558,7 +570,7 @@ def test_change_voice_drops_the_queue_and_speaks_on_with_the_new_voice(
         created = await c.create_session()
         async with connect(events_url(simulator, created.token)) as ws:
             first = (
-                await c.add_task(created.session_id, "Long enough to still be speaking. " * 40)
+                await c.add_task(created.session_id, "Long enough to still be speaking. " * 8)
             ).task_id
             dropped = (await c.add_task(created.session_id, "Dropped by the voice change.")).task_id
             await events_until(ws, ("avatar_started_speaking_phrase", first))

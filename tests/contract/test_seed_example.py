@@ -51,5 +51,7 @@ def test_seed_backend_example_runs_against_the_simulator(simulator: Any, tmp_pat
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    before = simulator.snapshot()
-    assert before is not None
+    # It did what it says: one session, one task, then DELETE.
+    (session,) = simulator.snapshot()["sessions"]
+    assert [task["text"] for task in session["tasks"]] == ["Hello, world!"]
+    assert (session["state"], session["end_reason"]) == ("ended", "terminated")
