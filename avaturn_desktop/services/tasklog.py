@@ -1,0 +1,440 @@
+"""The task log: every line of speech and every state change, durable in SQLite.
+
+One connection, in WAL mode with ``synchronous=NORMAL``: each write is one small transaction,
+committed before the method returns, so a crash of the app (or a kill) loses nothing that was
+written; only a power cut or an OS crash can lose the last few commits. Writes happen on the GUI
+thread and typically take a few tens of microseconds.
+
+Transitions (see :mod:`avaturn_desktop.core.tasks`): ``mark_*`` checks the current state inside
+the same UPDATE, so a late event cannot move a task backwards or out of a terminal state, e.g. a
+late "started speaking" for a cancelled task raises :class:`IllegalTransitionError` (a
+``ValueError``) and leaves the row alone; callers that expect late events check
+``get(row_id).is_terminal`` first or catch the error. ``mark_acked`` records the service's
+answer without changing the state, so it is also accepted after speaking started or the task
+ended (the answer can arrive late), but not before ``mark_sent``.
+
+Search is a case-insensitive substring match: the text is stored a second time, case-folded,
+and matched with ``instr``, so ``%`` and ``_`` in a search are plain characters (no LIKE
+wildcards to escape) and non-ASCII letters fold too (SQLite's LIKE folds ASCII only).
+
+The session registry remembers every avatar session the app created and whether it was ended,
+so after a crash the app can find and terminate the sessions it left open. Task rows do not
+reference it with a foreign key: a task may be logged for a session the registry never saw.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from avaturn_desktop.core.paths import data_dir
+from avaturn_desktop.core.tasks import (
+    ALLOWED_FROM,
+    SessionRecord,
+    TaskRecord,
+    TaskRoute,
+    TaskState,
+)
+
+DEFAULT_FILE_NAME: Final = "tasklog.sqlite3"
+SCHEMA_VERSION: Final = 1
+
+_MIGRATIONS: Final[dict[int, str]] = {
+    1: """
+        CREATE TABLE tasks (
+            row_id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            text TEXT NOT NULL,
+            text_fold TEXT NOT NULL,
+            voice_id TEXT,
+            route TEXT NOT NULL CHECK (route IN ('rest', 'sdk')),
+            state TEXT NOT NULL CHECK (
+                state IN ('queued', 'sent', 'speaking', 'spoken', 'cancelled', 'failed')),
+            reason TEXT,
+            task_id TEXT,
+            created_at REAL NOT NULL,
+            sent_at REAL,
+            acked_at REAL,
+            started_at REAL,
+            ended_at REAL
+        );
+        CREATE INDEX tasks_by_session ON tasks (session_id, row_id);
+        CREATE INDEX tasks_by_state ON tasks (state, row_id);
+        CREATE INDEX tasks_by_task_id ON tasks (task_id) WHERE task_id IS NOT NULL;
+        CREATE TABLE sessions (
+            session_id TEXT PRIMARY KEY,
+            backend TEXT NOT NULL,
+            avatar_id TEXT NOT NULL,
+            voice_id TEXT,
+            created_at REAL NOT NULL,
+            ended_at REAL,
+            end_reason TEXT,
+            max_duration INTEGER NOT NULL
+        );
+        CREATE INDEX sessions_open ON sessions (backend, created_at) WHERE ended_at IS NULL;
+    """,
+}
+
+_TASK_COLUMNS: Final = (
+    "row_id, session_id, text, voice_id, route, state, reason, task_id, "
+    "created_at, sent_at, acked_at, started_at, ended_at"
+)
+_TASK_FIELDS: Final = tuple(_TASK_COLUMNS.split(", "))
+_SESSION_COLUMNS: Final = (
+    "session_id, backend, avatar_id, voice_id, created_at, ended_at, end_reason, max_duration"
+)
+_IN_CHUNK: Final = 500  # ids per "IN (...)" query, well under SQLite's variable limit
+
+
+class IllegalTransitionError(ValueError):
+    """A ``mark_*`` call that the task's current state does not allow; the row is unchanged."""
+
+    def __init__(self, row_id: int, current: TaskState, target: TaskState | str) -> None:
+        super().__init__(f"task {row_id} is {current}; it cannot become {target}")
+        self.row_id = row_id
+        self.current = current
+        self.target = target
+
+
+def _task(row: tuple[Any, ...]) -> TaskRecord:
+    # pydantic-core validates a dict faster than model_construct builds one, so validate
+    return TaskRecord.model_validate(dict(zip(_TASK_FIELDS, row, strict=True)))
+
+
+def _session(row: tuple[Any, ...]) -> SessionRecord:
+    return SessionRecord(
+        session_id=row[0],
+        backend=row[1],
+        avatar_id=row[2],
+        voice_id=row[3],
+        created_at=row[4],
+        ended_at=row[5],
+        end_reason=row[6],
+        max_duration=row[7],
+    )
+
+
+def _now(at: float | None) -> float:
+    return time.time() if at is None else float(at)
+
+
+def _reason(reason: str) -> str:
+    if not reason or not reason.strip():
+        raise ValueError("a cancelled or failed task needs a reason")
+    return reason
+
+
+def _where(
+    session_id: str | None, states: Collection[TaskState] | None, search: str | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if session_id is not None:
+        clauses.append("session_id = ?")
+        params.append(session_id)
+    if states is not None:
+        wanted = sorted({TaskState(s).value for s in states})
+        if not wanted:
+            clauses.append("0")
+        else:
+            clauses.append(f"state IN ({', '.join('?' * len(wanted))})")
+            params.extend(wanted)
+    if search:
+        clauses.append("instr(text_fold, ?) > 0")
+        params.append(search.casefold())
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+class TaskLogStore:
+    """The task log and session registry in one SQLite file (see the module docs)."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # isolation_level=None: every statement commits on its own unless we BEGIN ourselves
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def open_default(cls) -> TaskLogStore:
+        """The app's log, in its data dir (``AVATURN_DESKTOP_HOME`` wins)."""
+        return cls(data_dir() / DEFAULT_FILE_NAME)
+
+    def _migrate(self) -> None:
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the task log {self.path} was written by a newer version of the app "
+                f"(schema {version}, this app knows {SCHEMA_VERSION})"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._transaction():
+                for statement in _MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {target:d}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> TaskLogStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def add(
+        self,
+        *,
+        session_id: str,
+        text: str,
+        voice_id: str | None,
+        route: TaskRoute,
+        at: float | None = None,
+    ) -> TaskRecord:
+        """Log a new line of speech, ``queued``."""
+        route = TaskRoute(route)
+        created = _now(at)
+        cur = self._db.execute(
+            "INSERT INTO tasks (session_id, text, text_fold, voice_id, route, state, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (session_id, text, text.casefold(), voice_id, route.value, "queued", created),
+        )
+        row_id = cur.lastrowid
+        assert row_id is not None
+        return _task(
+            (row_id, session_id, text, voice_id, route.value, "queued", None, None, created)
+            + (None,) * 4
+        )
+
+    def _move(self, row_id: int, target: TaskState, **sets: Any) -> TaskRecord:
+        allowed = sorted(s.value for s in ALLOWED_FROM[target])
+        assignments = "".join(f", {column} = ?" for column in sets)
+        cur = self._db.execute(
+            f"UPDATE tasks SET state = ?{assignments}"
+            f" WHERE row_id = ? AND state IN ({', '.join('?' * len(allowed))})",
+            (target.value, *sets.values(), row_id, *allowed),
+        )
+        record = self.get(row_id)
+        if cur.rowcount != 1:
+            raise IllegalTransitionError(row_id, record.state, target)
+        return record
+
+    def mark_sent(self, row_id: int, *, at: float | None = None) -> TaskRecord:
+        """The request is leaving: ``queued → sent``."""
+        return self._move(row_id, TaskState.SENT, sent_at=_now(at))
+
+    def mark_acked(self, row_id: int, task_id: str, *, at: float | None = None) -> TaskRecord:
+        """The service answered with ``task_id``; the state does not change.
+
+        Accepted in any state after ``sent`` (the answer may come after the speaking events
+        or a cancel). Acknowledging again with the same id changes nothing; another id raises.
+        """
+        if not task_id:
+            raise ValueError("a task id cannot be empty")
+        cur = self._db.execute(
+            "UPDATE tasks SET task_id = ?, acked_at = ?"
+            " WHERE row_id = ? AND state != 'queued' AND task_id IS NULL",
+            (task_id, _now(at), row_id),
+        )
+        record = self.get(row_id)
+        if cur.rowcount == 1 or record.task_id == task_id:
+            return record
+        if record.state is TaskState.QUEUED:
+            raise IllegalTransitionError(row_id, record.state, "acknowledged (it was not sent)")
+        raise ValueError(f"task {row_id} was already acknowledged as {record.task_id!r}")
+
+    def mark_speaking(self, row_id: int, *, at: float | None = None) -> TaskRecord:
+        """The avatar started speaking it: ``sent → speaking``."""
+        return self._move(row_id, TaskState.SPEAKING, started_at=_now(at))
+
+    def mark_spoken(self, row_id: int, *, at: float | None = None) -> TaskRecord:
+        """The avatar finished it: ``speaking → spoken`` (or ``sent → spoken``, no start seen)."""
+        return self._move(row_id, TaskState.SPOKEN, ended_at=_now(at))
+
+    def mark_cancelled(self, row_id: int, reason: str, *, at: float | None = None) -> TaskRecord:
+        """Stopped before it finished (queued, sent or speaking)."""
+        return self._move(row_id, TaskState.CANCELLED, reason=_reason(reason), ended_at=_now(at))
+
+    def mark_failed(self, row_id: int, reason: str, *, at: float | None = None) -> TaskRecord:
+        """It could not be sent or spoken (queued, sent or speaking)."""
+        return self._move(row_id, TaskState.FAILED, reason=_reason(reason), ended_at=_now(at))
+
+    def get(self, row_id: int) -> TaskRecord:
+        """The row; ``KeyError`` if there is none."""
+        row = self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE row_id = ?", (row_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"no task {row_id} in the log")
+        return _task(row)
+
+    def find_by_task_id(self, task_id: str) -> TaskRecord | None:
+        """The row the service knows as ``task_id`` (the newest, should ids ever repeat)."""
+        row = self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = ? ORDER BY row_id DESC LIMIT 1",
+            (task_id,),
+        ).fetchone()
+        return None if row is None else _task(row)
+
+    def query(
+        self,
+        *,
+        session_id: str | None = None,
+        states: Collection[TaskState] | None = None,
+        search: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[TaskRecord]:
+        """Rows in log order (or newest first), filtered; ``states=()`` matches nothing."""
+        where, params = _where(session_id, states, search)
+        order = "DESC" if newest_first else "ASC"
+        rows = self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks{where} ORDER BY row_id {order} LIMIT ? OFFSET ?",
+            (*params, -1 if limit is None else limit, offset),
+        )
+        return [_task(row) for row in rows]
+
+    def count(
+        self,
+        *,
+        session_id: str | None = None,
+        states: Collection[TaskState] | None = None,
+        search: str | None = None,
+    ) -> int:
+        where, params = _where(session_id, states, search)
+        result: int = self._db.execute(f"SELECT count(*) FROM tasks{where}", params).fetchone()[0]
+        return result
+
+    def row_ids(
+        self,
+        *,
+        session_id: str | None = None,
+        states: Collection[TaskState] | None = None,
+        search: str | None = None,
+    ) -> list[int]:
+        """The matching row ids in log order: cheap, for a table model that loads lazily."""
+        where, params = _where(session_id, states, search)
+        return [
+            row[0]
+            for row in self._db.execute(f"SELECT row_id FROM tasks{where} ORDER BY row_id", params)
+        ]
+
+    def get_many(self, row_ids: Sequence[int]) -> list[TaskRecord]:
+        """The rows for ``row_ids``, in that order; ``KeyError`` if any is missing."""
+        found: dict[int, TaskRecord] = {}
+        wanted = list(dict.fromkeys(row_ids))
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start : start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE row_id IN ({marks})", chunk
+            )
+            for row in rows:
+                found[row[0]] = _task(row)
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise KeyError(f"no task {missing[0]} in the log ({len(missing)} missing)")
+        return [found[i] for i in row_ids]
+
+    def session_ids(self) -> list[str]:
+        """Every session that has tasks in the log, oldest first (for browsing past sessions)."""
+        rows = self._db.execute(
+            "SELECT session_id FROM tasks GROUP BY session_id ORDER BY min(row_id)"
+        )
+        return [row[0] for row in rows]
+
+    # -- session registry ------------------------------------------------------------------
+
+    def record_session(self, record: SessionRecord) -> None:
+        """Remember a session the app created (recording the same id again updates it)."""
+        self._db.execute(
+            f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (session_id) DO UPDATE SET backend = excluded.backend,"
+            " avatar_id = excluded.avatar_id, voice_id = excluded.voice_id,"
+            " created_at = excluded.created_at, ended_at = excluded.ended_at,"
+            " end_reason = excluded.end_reason, max_duration = excluded.max_duration",
+            (
+                record.session_id,
+                record.backend,
+                record.avatar_id,
+                record.voice_id,
+                record.created_at,
+                record.ended_at,
+                record.end_reason,
+                record.max_duration,
+            ),
+        )
+
+    def end_session(self, session_id: str, reason: str, *, at: float | None = None) -> None:
+        """Mark a session ended. Ending it again keeps the first time and reason.
+
+        ``KeyError`` for a session that was never recorded.
+        """
+        cur = self._db.execute(
+            "UPDATE sessions SET ended_at = ?, end_reason = ?"
+            " WHERE session_id = ? AND ended_at IS NULL",
+            (_now(at), reason, session_id),
+        )
+        if cur.rowcount == 0 and self.get_session(session_id) is None:
+            raise KeyError(f"no session {session_id!r} in the registry")
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        row = self._db.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return None if row is None else _session(row)
+
+    def open_sessions(self, backend: str | None = None) -> list[SessionRecord]:
+        """Sessions created and never ended (after a crash: the orphans), oldest first."""
+        if backend is None:
+            rows = self._db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE ended_at IS NULL"
+                " ORDER BY created_at, session_id"
+            )
+        else:
+            rows = self._db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions"
+                " WHERE ended_at IS NULL AND backend = ? ORDER BY created_at, session_id",
+                (backend,),
+            )
+        return [_session(row) for row in rows]
+
+    def sessions(self) -> list[SessionRecord]:
+        """Every recorded session, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions ORDER BY created_at, session_id"
+        )
+        return [_session(row) for row in rows]
