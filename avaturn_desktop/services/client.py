@@ -313,7 +313,7 @@ class AvaturnClient:
                     attempt += 1
                     await self._sleep(wait)
                     continue
-            raise self._status_error(call, path, response)
+            raise self._status_error(call, response)
 
     def _retry_delay(self, call: _Call, response: httpx.Response, attempt: int) -> float | None:
         """How long to wait before sending again, or ``None`` for "do not"."""
@@ -342,7 +342,7 @@ class AvaturnClient:
                 f"Could not connect to the service at {self._base_url}, so could not "
                 f"{call.what}. Check the network and the service address."
             )
-        if isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.ProtocolError):
+        if isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError):
             # The request may have reached the service.
             if call.is_task:
                 return _NoRetry(
@@ -365,7 +365,7 @@ class AvaturnClient:
         # UnsupportedProtocol, ProxyError, LocalProtocolError: sending again will not help.
         return _NoRetry(NetworkError(f"Could not {call.what}: {type(exc).__name__} for {where}."))
 
-    def _status_error(self, call: _Call, path: str, response: httpx.Response) -> ApiError:
+    def _status_error(self, call: _Call, response: httpx.Response) -> ApiError:
         status = response.status_code
         detail = self._redact(_detail(response))
         suffix = f": {detail}" if detail else "."

@@ -810,3 +810,10 @@ def test_401_message_reads_as_sentences() -> None:
     assert err.user_message == (
         "API key rejected by the service (401): Invalid API key. Check the key in the settings."
     )
+
+
+def test_a_local_protocol_error_is_not_an_unclear_outcome() -> None:
+    script = Script(httpx.LocalProtocolError("bad header"))
+    err = fails(script, lambda c: c.add_task("s-1", "Hello"), NetworkError)
+    assert type(err) is NetworkError
+    assert script.count == 1
