@@ -40,7 +40,9 @@ TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     SessionState.CONNECTING: frozenset(
         {SessionState.LIVE, SessionState.FAILED, SessionState.TERMINATING, SessionState.ENDED}
     ),
-    SessionState.LIVE: frozenset({SessionState.TERMINATING, SessionState.ENDED, SessionState.FAILED}),
+    SessionState.LIVE: frozenset(
+        {SessionState.TERMINATING, SessionState.ENDED, SessionState.FAILED}
+    ),
     SessionState.TERMINATING: frozenset({SessionState.ENDED, SessionState.FAILED}),
     SessionState.ENDED: frozenset({SessionState.CREATING}),
     SessionState.FAILED: frozenset({SessionState.CREATING}),

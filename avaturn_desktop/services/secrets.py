@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Literal
@@ -53,10 +54,8 @@ def store_api_key(key: str | None) -> None:
         if key:
             keyring.set_password(KEYRING_SERVICE, KEYRING_USER, key.strip())
         else:
-            try:
+            with contextlib.suppress(keyring_error):
                 keyring.delete_password(KEYRING_SERVICE, KEYRING_USER)
-            except keyring_error:
-                pass
     except (keyring_error, RuntimeError, OSError) as exc:
         raise KeyringUnavailableError(
             f"the OS keyring is not available ({type(exc).__name__}); "
