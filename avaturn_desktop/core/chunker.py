@@ -41,6 +41,10 @@ lost, added or reordered, and when no word is longer than the bound, ``" ".join(
 Every chunk is non-empty, has no leading or trailing whitespace, no line break and no run of
 spaces, and is at most ``max_chars`` long.
 
+A sentence is handed out as soon as it is certain: when the whitespace after a definite end
+(``.``, ``!``, ``?``) or a line break arrives; for ellipses and abbreviations, when the next
+word's first letter arrives; and at :meth:`SentenceChunker.flush`.
+
 Cost: each piece is scanned once with a regular expression; the buffer never holds more than
 about ``max_chars`` characters plus the word being read, so a stream costs O(n) overall.
 """
@@ -150,6 +154,7 @@ class SentenceChunker:
         self._in_word = False
         self._in_space = False
         self._newline = False
+        self._gap_cut = False  # the whitespace being read already ended the sentence
         self._tail = ""
         self._word_len = 0
         self._word_alnum = False
@@ -187,10 +192,17 @@ class SentenceChunker:
             self._in_word = False
             self._in_space = True
             self._newline = False
+            # a definite sentence end is certain now: hand it out without waiting for more
+            self._gap_cut = self._last_end is _End.YES
+            if self._gap_cut:
+                self._boundary()
         elif not self._in_space:
             return  # leading whitespace
         if not self._newline and _LINE_BREAK.search(token):
             self._newline = True
+            if not self._gap_cut:
+                self._gap_cut = True
+                self._boundary()
 
     def _chars(self, token: str) -> None:
         if self._in_space:
@@ -227,13 +239,12 @@ class SentenceChunker:
 
     def _separator(self) -> None:
         """Whitespace ended and a new word starts: is the gap a sentence end?"""
-        end = self._last_end
-        if self._newline or end is _End.YES:
-            self._boundary()
-        elif end is _End.NO:
+        if self._gap_cut:
+            return  # yes, and the sentence was handed out when the whitespace arrived
+        if self._last_end is _End.NO:
             self._push(" ")
         else:
-            self._pending = end
+            self._pending = self._last_end  # it depends on the next word's first letter
 
     def _resolve(self, letter: str | None) -> None:
         end, self._pending = self._pending, None

@@ -109,15 +109,19 @@ def test_incremental_hands_out_sentences_early() -> None:
     chunker = SentenceChunker()
     assert chunker.feed("Hello there. How") == ["Hello there."]
     assert chunker.feed(" are you") == []
-    assert chunker.feed("? ") == []  # certain only once the next word starts
-    assert chunker.feed("I am") == ["How are you?"]
-    assert chunker.feed(" fine") == []
-    assert chunker.flush() == ["I am fine"]
+    assert chunker.feed("?") == []  # "?!" could follow
+    assert chunker.feed(" ") == ["How are you?"]  # certain once whitespace follows
+    assert chunker.feed("I am fine") == []
+    assert chunker.feed("\n") == ["I am fine"]  # a line break ends it at once
+    assert chunker.feed("Dr.") == []
+    assert chunker.feed(" ") == []  # an abbreviation waits for the next word
+    assert chunker.feed("Who") == []
+    assert chunker.flush() == ["Dr. Who"]
     # an ellipsis waits for the next word's first letter, past opening quotes
     assert chunker.feed('Wait... "') == []
     assert chunker.feed("what") == []
-    assert chunker.feed('" ok. ') == []
-    assert chunker.flush() == ['Wait... "what" ok.']
+    assert chunker.feed('" ok. ') == ['Wait... "what" ok.']
+    assert chunker.flush() == []
     # flush resets: the chunker serves the next stream
     assert chunker.feed("Next stream. A") == ["Next stream."]
     assert chunker.flush() == ["A"]
