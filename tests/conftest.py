@@ -45,3 +45,15 @@ def pytest_configure(config: pytest.Config) -> None:
     except ImportError:  # no QtWebEngine: the web tests skip themselves
         return
     register_schemes()
+
+
+def _register_page_scheme() -> None:
+    # The avatar page's scheme must be registered before the first QApplication exists.
+    try:
+        from avaturn_desktop.ui.web.scheme import register_schemes
+    except ImportError:  # pragma: no cover - QtWebEngine missing: the web tests skip
+        return
+    register_schemes()
+
+
+_register_page_scheme()
