@@ -1,0 +1,119 @@
+"""The command line: ``avaturn-desktop [run] | simulator | log export``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from avaturn_desktop import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avaturn-desktop",
+        description=(
+            "A desktop control panel for Avaturn Live talking avatars. With no API key it runs "
+            "on the built-in simulator."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="open the control panel (the default)")
+    add_run_arguments(run)
+
+    sim = sub.add_parser(
+        "simulator", help="run the local simulator of the Avaturn service in the foreground"
+    )
+    from avaturn_desktop.simulator import cli as simulator_cli
+
+    simulator_cli.add_arguments(sim)
+
+    log = sub.add_parser("log", help="the task log")
+    log_sub = log.add_subparsers(dest="log_command", metavar="ACTION", required=True)
+    export = log_sub.add_parser("export", help="export the task log as CSV, JSONL or SRT")
+    export.add_argument("--session", metavar="ID", help="only this session")
+    export.add_argument("--format", required=True, choices=["csv", "jsonl", "srt"])
+    export.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    export.add_argument("--database", metavar="FILE", help=argparse.SUPPRESS)
+    return parser
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    backend = parser.add_mutually_exclusive_group()
+    backend.add_argument(
+        "--simulator",
+        action="store_true",
+        help="use the in-process simulator even when an API key is set",
+    )
+    backend.add_argument(
+        "--api-base",
+        metavar="URL",
+        help="the service's base URL (a staging server or an external simulator)",
+    )
+    parser.add_argument("--sdk-url", metavar="URL", help="where the page loads the Web SDK from")
+    parser.add_argument(
+        "--auto-start", action="store_true", help="create a session as soon as the window is up"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="console log level (the log file always has DEBUG)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # "run" is the default command: `avaturn-desktop --simulator` means `run --simulator`.
+    if not args_list or (
+        args_list[0].startswith("-")
+        and args_list[0]
+        not in (
+            "-h",
+            "--help",
+            "--version",
+        )
+    ):
+        args_list.insert(0, "run")
+    args = parser.parse_args(args_list)
+    if args.command == "simulator":
+        from avaturn_desktop.simulator import cli as simulator_cli
+
+        return simulator_cli.run(args)
+    if args.command == "log":
+        return _log_export(args)
+    from avaturn_desktop import app
+
+    return app.main(args)
+
+
+def _log_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from avaturn_desktop.services.export import ExportFormat, export_log
+    from avaturn_desktop.services.tasklog import TaskLogStore
+
+    if args.database:
+        path = Path(args.database)
+    else:
+        from avaturn_desktop.core.paths import data_dir
+
+        path = data_dir() / "tasklog.sqlite3"
+    if not path.exists():
+        print(f"avaturn-desktop: no task log at {path}", file=sys.stderr)  # noqa: T201
+        return 1
+    store = TaskLogStore(path)
+    try:
+        fmt = ExportFormat(args.format)
+        if args.output:
+            with open(args.output, "w", encoding="utf-8", newline="") as out:
+                rows = export_log(store, fmt, out, session_id=args.session)
+            print(f"{rows} rows written to {args.output}", file=sys.stderr)  # noqa: T201
+        else:
+            export_log(store, fmt, sys.stdout, session_id=args.session)
+    finally:
+        store.close()
+    return 0

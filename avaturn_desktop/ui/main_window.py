@@ -1,0 +1,179 @@
+"""The main window: the avatar stage in the middle, panels in docks around it."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QWidget,
+)
+
+from avaturn_desktop import __version__
+from avaturn_desktop.core.paths import resource
+from avaturn_desktop.core.session_state import SessionSnapshot, SessionState
+from avaturn_desktop.ui import window_state
+from avaturn_desktop.ui.docks.session_panel import SessionPanel, format_duration
+from avaturn_desktop.ui.messages import Level, MessageBus
+from avaturn_desktop.ui.presenters import SessionPresenter
+
+log = logging.getLogger("avaturn.ui")
+
+APP_TITLE = "Avaturn Desktop"
+
+
+def app_icon() -> QIcon:
+    return QIcon(str(resource("icons", "avaturn-desktop.svg")))
+
+
+class MainWindow(QMainWindow):
+    """Owns docking and wiring; panels are plain widgets that never import services."""
+
+    #: The user asked to quit (the composition root ends the session, then exits).
+    closed = Signal()
+    settings_requested = Signal()
+
+    def __init__(
+        self,
+        *,
+        stage: QWidget,
+        session_panel: SessionPanel,
+        session: SessionPresenter,
+        messages: MessageBus,
+        backend_label: str,
+        extra_docks: tuple[tuple[str, str, QWidget, Qt.DockWidgetArea], ...] = (),
+    ) -> None:
+        super().__init__()
+        self.setObjectName("main_window")
+        self.setWindowTitle(APP_TITLE)
+        self.setWindowIcon(app_icon())
+        self.resize(1280, 800)
+        self._session = session
+        self._messages = messages
+        self.session_panel = session_panel
+        self.stage = stage
+        self.setCentralWidget(stage)
+
+        self.docks: dict[str, QDockWidget] = {}
+        self._add_dock("session", "Session", session_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        for name, title, widget, area in extra_docks:
+            self._add_dock(name, title, widget, area)
+
+        self.backend_status = QLabel(backend_label)
+        self.backend_status.setObjectName("status.backend")
+        self.state_status = QLabel()
+        self.state_status.setObjectName("status.state")
+        self.statusBar().addPermanentWidget(self.backend_status)
+        self.statusBar().addPermanentWidget(self.state_status)
+
+        self._build_menus()
+        self._connect_signals()
+        self._render(session.snapshot)
+        window_state.restore(self)
+        messages.start_listening()
+
+    def _add_dock(self, name: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock.{name}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        self.docks[name] = dock
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        settings = QAction("&Settings…", self)
+        settings.setShortcut(QKeySequence.StandardKey.Preferences)
+        settings.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+        settings.triggered.connect(self.settings_requested)
+        file_menu.addAction(settings)
+        file_menu.addSeparator()
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
+
+        session_menu = bar.addMenu("&Session")
+        self.create_action = QAction("&Create session", self)
+        self.create_action.setShortcut(QKeySequence("Ctrl+Shift+N"))
+        self.create_action.triggered.connect(self.session_panel.request_create)
+        self.cancel_action = QAction("Ca&ncel start", self)
+        self.cancel_action.triggered.connect(self._session.cancel)
+        self.terminate_action = QAction("&Terminate session", self)
+        self.terminate_action.setShortcut(QKeySequence("Ctrl+Shift+W"))
+        self.terminate_action.triggered.connect(self._confirm_terminate)
+        copy_id = QAction("Copy session &id", self)
+        copy_id.triggered.connect(self.session_panel._copy_session_id)
+        for action in (self.create_action, self.cancel_action, self.terminate_action, copy_id):
+            session_menu.addAction(action)
+
+        view_menu = bar.addMenu("&View")
+        for dock in self.docks.values():
+            view_menu.addAction(dock.toggleViewAction())
+        view_menu.addSeparator()
+        full = QAction("&Full screen", self)
+        full.setShortcut(QKeySequence.StandardKey.FullScreen)
+        full.setCheckable(True)
+        full.toggled.connect(lambda on: self.showFullScreen() if on else self.showNormal())
+        view_menu.addAction(full)
+
+        help_menu = bar.addMenu("&Help")
+        about = QAction("&About Avaturn Desktop", self)
+        about.triggered.connect(self._about)
+        help_menu.addAction(about)
+
+    def _connect_signals(self) -> None:
+        """The one place where panels meet presenters."""
+        self._session.snapshot_changed.connect(self._render)
+        self._session.snapshot_changed.connect(self.session_panel.render)
+        self.session_panel.cancel_requested.connect(self._session.cancel)
+        self.session_panel.terminate_requested.connect(self._session.terminate)
+        self._messages.message.connect(self._show_message)
+        self._clock = QTimer(self)
+        self._clock.setInterval(1000)
+        self._clock.timeout.connect(lambda: self._render(self._session.snapshot))
+        self._clock.start()
+
+    def _render(self, snap: SessionSnapshot) -> None:
+        state = snap.state
+        text = f"Session: {state.label}"
+        if state is SessionState.LIVE:
+            left = snap.time_left(time.time())
+            text += f" · {format_duration(left)} left"
+        elif state in (SessionState.ENDED, SessionState.FAILED) and snap.reason:
+            text += f" ({snap.reason})"
+        self.state_status.setText(text)
+        live = state is SessionState.LIVE
+        self.setWindowTitle(f"{APP_TITLE} — live" if live else APP_TITLE)
+        self.create_action.setEnabled(not state.busy)
+        self.cancel_action.setEnabled(state in (SessionState.CREATING, SessionState.CONNECTING))
+        self.terminate_action.setEnabled(live)
+
+    def _show_message(self, level: str, text: str) -> None:
+        timeout = 0 if level == Level.ERROR.value else 8000
+        self.statusBar().showMessage(text, timeout)
+
+    def _confirm_terminate(self) -> None:
+        self._session.terminate()
+
+    def _about(self) -> None:
+        QMessageBox.about(
+            self,
+            "About Avaturn Desktop",
+            f"<b>Avaturn Desktop</b> {__version__}<br>A control panel for Avaturn Live "
+            "talking avatars driven by text.",
+        )
+
+    def sizeHint(self) -> QSize:
+        return QSize(1280, 800)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        window_state.save(self)
+        self.closed.emit()
+        event.accept()

@@ -1,0 +1,134 @@
+"""File → Settings: backend, API key (into the OS keyring), page and speaking options."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from avaturn_desktop.core.settings import Settings
+from avaturn_desktop.services import secrets
+
+
+class SettingsDialog(QDialog):
+    saved = Signal(object)  # the new Settings
+
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("settings_dialog")
+        self.setWindowTitle("Settings")
+        self._settings = settings
+
+        self.backend = QComboBox()
+        for value, label in (
+            ("auto", "Automatic: the cloud with an API key, else the simulator"),
+            ("cloud", "Avaturn cloud"),
+            ("simulator", "Local simulator"),
+        ):
+            self.backend.addItem(label, value)
+        self.backend.setCurrentIndex(self.backend.findData(settings.backend))
+        self.api_base = QLineEdit(settings.api_base)
+        self.sdk_url = QLineEdit(settings.sdk_url)
+        self.api_key = QLineEdit()
+        self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
+        _, source = secrets.load_api_key()
+        self.api_key.setPlaceholderText(
+            {
+                "environment": f"set by {secrets.ENV_VAR} (the environment wins)",
+                "keyring": "stored in the OS keyring (type to replace)",
+                "none": "not set: sessions run on the simulator",
+            }[source]
+        )
+        self.forget_key = QCheckBox("Remove the stored key from the keyring")
+        self.forget_key.setVisible(source == "keyring")
+        self.init_timeout = QDoubleSpinBox()
+        self.init_timeout.setRange(1, 600)
+        self.init_timeout.setSuffix(" s")
+        self.init_timeout.setValue(settings.init_timeout_s)
+        self.keep_alive = QCheckBox("Keep the avatar connected when idle (no 5-minute timeout)")
+        self.keep_alive.setChecked(settings.keep_alive)
+        self.split = QCheckBox("Cut long text into sentences, one task each")
+        self.split.setChecked(settings.split_sentences)
+        self.max_chunk = QSpinBox()
+        self.max_chunk.setRange(40, 5000)
+        self.max_chunk.setValue(settings.max_chunk_chars)
+        self.offline = QComboBox()
+        self.offline.addItem("Hold it in the queue until a session is live", "hold")
+        self.offline.addItem("Refuse it with a message", "refuse")
+        self.offline.setCurrentIndex(self.offline.findData(settings.offline_policy))
+        self.warn = QSpinBox()
+        self.warn.setRange(0, 3600)
+        self.warn.setSuffix(" s")
+        self.warn.setValue(settings.warn_before_end_s)
+        self.error = QLabel()
+        self.error.setObjectName("error")
+        self.error.setStyleSheet("color: #b91c1c;")
+        self.error.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("&Backend", self.backend)
+        form.addRow("API &base URL", self.api_base)
+        form.addRow("API &key", self.api_key)
+        form.addRow("", self.forget_key)
+        form.addRow("Web &SDK URL", self.sdk_url)
+        form.addRow("Connect &timeout", self.init_timeout)
+        form.addRow("", self.keep_alive)
+        form.addRow("", self.split)
+        form.addRow("Longest &sentence", self.max_chunk)
+        form.addRow("Text with no session &live", self.offline)
+        form.addRow("&Warn before the end", self.warn)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.error)
+        layout.addWidget(buttons)
+
+    def accept(self) -> None:
+        try:
+            new = Settings.model_validate(
+                {
+                    **self._settings.model_dump(),
+                    "backend": self.backend.currentData(),
+                    "api_base": self.api_base.text(),
+                    "sdk_url": self.sdk_url.text(),
+                    "init_timeout_s": self.init_timeout.value(),
+                    "keep_alive": self.keep_alive.isChecked(),
+                    "split_sentences": self.split.isChecked(),
+                    "max_chunk_chars": self.max_chunk.value(),
+                    "offline_policy": self.offline.currentData(),
+                    "warn_before_end_s": self.warn.value(),
+                }
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            self.error.setText(f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
+            return
+        key = self.api_key.text().strip()
+        try:
+            if key:
+                secrets.store_api_key(key)
+            elif self.forget_key.isChecked():
+                secrets.store_api_key(None)
+        except secrets.KeyringUnavailableError as exc:
+            self.error.setText(str(exc))
+            return
+        finally:
+            self.api_key.clear()
+        self.saved.emit(new)
+        super().accept()
