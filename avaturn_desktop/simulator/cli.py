@@ -1,0 +1,131 @@
+"""``avaturn-desktop simulator``: run the simulated service in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+
+from avaturn_desktop.simulator.faults import FaultConfig
+from avaturn_desktop.simulator.server import SDK_PATH, SimulatorConfig, serve
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the simulator's options to ``parser`` (the top-level CLI's subcommand uses this)."""
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: a free one)")
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="the only API key accepted (default: any non-empty bearer key)",
+    )
+    parser.add_argument(
+        "--voice",
+        dest="voices",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="add a voice id to the catalogue (repeatable); other ids get 400",
+    )
+    parser.add_argument("--chars-per-second", type=float, default=15.0, help="speaking rate")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="divide user_absent_timeout and max_duration by this",
+    )
+    parser.add_argument(
+        "--phrase-ids",
+        choices=["task", "own"],
+        default="task",
+        help="phrase_id equals task_id ('task') or is an unrelated id ('own')",
+    )
+    faults = parser.add_argument_group("fault injection (also at run time: PUT /_sim/faults)")
+    faults.add_argument("--latency-ms", type=float, default=0.0, help="delay of every call")
+    faults.add_argument("--jitter-ms", type=float, default=0.0, help="± random extra delay")
+    faults.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 5xx")
+    faults.add_argument("--error-status", type=int, default=503, help="status of those answers")
+    faults.add_argument("--rate-limit-burst", type=int, default=0, help="the first N calls get 429")
+    faults.add_argument("--retry-after", type=int, default=1, help="Retry-After of a 429, s")
+    faults.add_argument(
+        "--reset-rate", type=float, default=0.0, help="fraction of calls reset without answer"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    return SimulatorConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        extra_voices=list(args.voices),
+        chars_per_second=args.chars_per_second,
+        time_scale=args.time_scale,
+        phrase_ids=args.phrase_ids,
+        faults=FaultConfig(
+            latency_ms=args.latency_ms,
+            jitter_ms=args.jitter_ms,
+            error_rate=args.error_rate,
+            error_status=args.error_status,
+            rate_limit_burst=args.rate_limit_burst,
+            retry_after_s=args.retry_after,
+            reset_rate=args.reset_rate,
+        ),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM, then stop cleanly and return 0."""
+    config = config_from_args(args)
+
+    def ready(base_url: str) -> None:
+        sys.stdout.write(f"Avaturn simulator listening on {base_url}\n")
+        sys.stdout.write(f"Simulated Web SDK: {base_url}{SDK_PATH}\n")
+        sys.stdout.flush()
+
+    try:
+        return asyncio.run(_run(config, ready))
+    except OSError as exc:  # e.g. the port is taken
+        sys.stderr.write(f"Avaturn simulator could not start: {exc}\n")
+        return 1
+
+
+async def _run(config: SimulatorConfig, ready: Callable[[str], None]) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    installed: list[signal.Signals] = []
+    for sig in signals:
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # Windows: no loop signal handlers
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    server = asyncio.create_task(serve(config, ready=ready))
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({server, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not server.done():
+            server.cancel()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m avaturn_desktop.simulator",
+        description="Run the local Avaturn Live simulator in the foreground.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
