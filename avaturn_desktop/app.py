@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,6 +60,16 @@ def choose_backend(
 
 
 def main(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.headless:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    elif not qtenv.display_available():
+        print(  # noqa: T201 (before logging and Qt: one plain line for the user)
+            "avaturn-desktop: no display found (DISPLAY and WAYLAND_DISPLAY are unset). Run it "
+            "in a desktop session, under xvfb-run, or with --headless.",
+            file=sys.stderr,
+        )
+        return 2
     missing = qtenv.missing_packages()
     if missing:
         print(  # noqa: T201 (before logging and Qt: one plain line for the user)
@@ -97,7 +109,16 @@ def main(args: argparse.Namespace) -> int:
         log.info("API key found in the %s", source)
 
     with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
-        return runner.run(run(app, settings, backend, auto_start=args.auto_start))
+        return runner.run(
+            run(
+                app,
+                settings,
+                backend,
+                auto_start=args.auto_start or args.exit_after == "live",
+                exit_after=args.exit_after,
+                started=started,
+            )
+        )
 
 
 async def run(
@@ -106,6 +127,8 @@ async def run(
     backend: Backend | None,
     *,
     auto_start: bool = False,
+    exit_after: str | None = None,
+    started: float | None = None,
 ) -> int:
     """Build the graph, show the window, wait for quit, then shut down in order."""
     import httpx
@@ -135,9 +158,17 @@ async def run(
         shell = Shell(settings=settings, backend=backend, client=client, store=store)
         controller: SessionController = shell.controller
         shell.show()
+        if exit_after == "shown":
+            await shell.wait_exposed()
+            _report("window shown", started)
+            shell.window.close()
         await shell.offer_orphans()
         if auto_start:
             shell.start_session()
+        if exit_after == "live":
+            ok = await shell.wait_live_or_failed()
+            _report("session live" if ok else "session failed", started)
+            shell.window.close()
         await shell.wait_closed()
         await controller.shutdown()
         await shell.shutdown()
@@ -148,3 +179,8 @@ async def run(
             simulator.stop()
     log.info("Bye")
     return 0
+
+
+def _report(what: str, started: float | None) -> None:
+    if started is not None:
+        print(f"{what} after {time.perf_counter() - started:.3f} s", flush=True)  # noqa: T201

@@ -57,6 +57,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--auto-start", action="store_true", help="create a session as soon as the window is up"
     )
     parser.add_argument(
+        "--headless",
+        action="store_true",
+        help="run without a screen (Qt's offscreen platform), e.g. on a server or in CI",
+    )
+    parser.add_argument(
+        "--exit-after",
+        choices=["shown", "live"],
+        help="quit once the window is shown, or once a session went live (it is then "
+        "terminated); prints the seconds it took. For smoke tests and benchmarks",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],

@@ -46,6 +46,13 @@ def platform_name() -> str:
     return "xcb"
 
 
+def display_available() -> bool:
+    """False on a Linux machine with no screen to open a window on (and no platform forced)."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def missing_packages() -> list[str]:
     """Debian/Ubuntu packages whose libraries Qt will need here but cannot find."""
     if not sys.platform.startswith("linux"):

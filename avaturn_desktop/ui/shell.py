@@ -107,6 +107,27 @@ class Shell:
     def show(self) -> None:
         self.window.show()
 
+    async def wait_exposed(self) -> None:
+        """Until the window is on screen and the stage page has loaded."""
+        loaded = asyncio.Event()
+        self.view.loadFinished.connect(lambda _ok: loaded.set())
+        if not self.view.bridge.ready:
+            await loaded.wait()
+
+    async def wait_live_or_failed(self) -> bool:
+        from avaturn_desktop.core.session_state import SessionState
+
+        done = asyncio.Event()
+        unsubscribe = self.controller.subscribe(
+            lambda snap: snap.state in (SessionState.LIVE, SessionState.FAILED) and done.set()
+        )
+        try:
+            if self.controller.state not in (SessionState.LIVE, SessionState.FAILED):
+                await done.wait()
+        finally:
+            unsubscribe()
+        return self.controller.state is SessionState.LIVE
+
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
