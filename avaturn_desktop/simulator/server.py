@@ -155,6 +155,7 @@ def create_app(config: SimulatorConfig) -> FastAPI:
         allow_origins=["*"],
         allow_methods=CORS_METHODS,
         allow_headers=CORS_HEADERS,
+        expose_headers=["Retry-After"],
         max_age=600,
     )
 
