@@ -657,7 +657,7 @@ def test_a_reset_task_is_unclear_and_not_sent_again(simulator: Any, drive: Drive
 
 
 def test_latency_beyond_the_timeout_is_a_timeout(simulator: Any) -> None:
-    simulator.set_faults(FaultConfig(latency_ms=1500))
+    simulator.set_faults(FaultConfig(latency_ms=800))
     sleeps: list[float] = []
 
     async def record(delay: float) -> None:
@@ -669,7 +669,7 @@ def test_latency_beyond_the_timeout_is_a_timeout(simulator: Any) -> None:
                 http,
                 api_key=KEY,
                 base_url=simulator.base_url,
-                timeout=0.5,
+                timeout=0.3,
                 max_retries=1,
                 sleep=record,
             )
@@ -683,7 +683,7 @@ def test_latency_beyond_the_timeout_is_a_timeout(simulator: Any) -> None:
             return create.value, lookup.value
 
     create, lookup = asyncio.run(main())
-    assert "within 0.5 s" in create.user_message
+    assert "within 0.3 s" in create.user_message
     assert "may have been done anyway" in create.user_message
-    assert "within 0.5 s" in lookup.user_message
+    assert "within 0.3 s" in lookup.user_message
     assert len(sleeps) == 1
