@@ -120,11 +120,12 @@ function phraseIdOf(payload) {
 }
 
 function sessionIdOf(head, answer) {
+  // The SDK's public `session_id` property; the other places are fallbacks.
   const candidates = [
-    answer && answer.id,
+    head.session_id,
     answer && answer.session_id,
+    answer && answer.id,
     head.sessionId,
-    head.session && head.session.id,
   ];
   const found = candidates.find((value) => typeof value === "string" && value);
   return found || "";

@@ -26,7 +26,7 @@ export class AvaturnHead {
     this.queue = [];
     this.speaking = false;
     this.timer = null;
-    this.sessionId = null;
+    this.session_id = "";
   }
 
   on(name, callback) {
@@ -59,7 +59,7 @@ export class AvaturnHead {
     const picture = document.createElement("canvas");
     picture.className = "fake-avatar";
     this.root.append(picture);
-    this.sessionId = "fake-session";
+    this.session_id = "fake-session";
     this.emit("init");
   }
 

@@ -110,9 +110,10 @@ class Stage(QObject):
             self._results.pop(ref, None)
             if self._init_waiter is waiter:
                 self._init_waiter = None
-        for fut in done:
-            if (exc := fut.exception()) is not None:
-                raise exc
+        # Look at every finished future (a reload fails both), then raise the first error.
+        errors = [exc for fut in done if (exc := fut.exception()) is not None]
+        if errors:
+            raise errors[0]
         if refused in done:
             answer = refused.result()
             raise StageError(answer.error or "The avatar page refused to connect.")
