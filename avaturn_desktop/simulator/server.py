@@ -425,6 +425,22 @@ class _Uvicorn(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self._exit_requested = asyncio.Event()
+
+    def request_exit(self) -> None:
+        self.should_exit = True
+        self._exit_requested.set()
+
+    async def main_loop(self) -> None:
+        # uvicorn's loop, but woken at once by ``request_exit`` instead of on its next tick.
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864_000
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await self._exit_requested.wait()
+            should_exit = await self.on_tick(counter)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Any:
@@ -461,7 +477,7 @@ async def _serve_app(
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
-        server.should_exit = True
+        server.request_exit()
         await task
         raise
     finally:
