@@ -37,16 +37,6 @@ def simulator() -> Iterator[object]:
         server.stop()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # The avatar page's secure avaturn:// scheme must be registered before any QApplication
-    # exists (ui tests build the main window with its AvatarView, too).
-    try:
-        from avaturn_desktop.ui.web.scheme import register_schemes
-    except ImportError:  # no QtWebEngine: the web tests skip themselves
-        return
-    register_schemes()
-
-
 def _register_page_scheme() -> None:
     # The avatar page's scheme must be registered before the first QApplication exists.
     try:

@@ -58,6 +58,8 @@ export class AvaturnHead {
     }
     const picture = document.createElement("canvas");
     picture.className = "fake-avatar";
+    picture.dataset.keepAlive = String(this.options.keepAlive);
+    picture.dataset.immediatelyJoin = String(this.options.immediatelyJoin);
     this.root.append(picture);
     this.session_id = "fake-session";
     this.emit("init");

@@ -89,6 +89,8 @@ def test_full_flow(
     dom = _dom(view, run_js)
     assert dom["placeholder"] is False
     assert dom["avatars"] >= 1
+    options = "JSON.stringify(document.querySelector('.fake-avatar').dataset)"
+    assert json.loads(run_js(view, options)) == {"keepAlive": "true", "immediatelyJoin": "true"}
 
     qloop.run_until_complete(stage.cancel_all())
     qloop.run_until_complete(stage.change_voice("voice-b"))

@@ -78,9 +78,19 @@ class Stage(QObject):
     # -- commands -------------------------------------------------------------------------------
 
     async def connect(  # type: ignore[override]  # not QObject.connect: the session's connect
-        self, token: str, *, api_host: str, sdk_url: str, timeout_s: float
+        self,
+        token: str,
+        *,
+        api_host: str,
+        sdk_url: str,
+        timeout_s: float,
+        keep_alive: bool = True,
     ) -> str:
-        """Load the SDK and bring the avatar live; returns the SDK's session id (may be "")."""
+        """Load the SDK and bring the avatar live; returns the SDK's session id (may be "").
+
+        ``timeout_s`` bounds ``init()`` in the page (and, separately, the SDK's import); the
+        whole call gives up after ``2 * timeout_s + CONNECT_MARGIN_S``.
+        """
         if self._init_waiter is not None and not self._init_waiter.done():
             raise StageError("The avatar is already connecting.")
         if self._allow_media_origins is not None:
@@ -92,6 +102,7 @@ class Stage(QObject):
             api_host=api_host,
             sdk_url=sdk_url,
             timeout_ms=max(1, math.ceil(timeout_s * 1000)),
+            keep_alive=keep_alive,
         )
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[PageEvent] = loop.create_future()
