@@ -60,29 +60,29 @@ class Viewer:
     async def __aexit__(self, *exc: object) -> None:
         await self.ws.close()
 
-    async def next(self, timeout: float = 5.0, *, captions: bool = False) -> dict[str, Any]:
+    async def next(self, within: float = 5.0, *, captions: bool = False) -> dict[str, Any]:
         """The next message (``sim_caption`` skipped unless asked for)."""
         while True:
-            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+            raw = await asyncio.wait_for(self.ws.recv(), within)
             message: dict[str, Any] = json.loads(raw)
             if captions or message["type"] != "sim_caption":
                 return message
 
-    async def until(self, type_: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    async def until(self, type_: str, within: float = 5.0) -> list[dict[str, Any]]:
         """Messages up to and including the first of ``type_``."""
         seen: list[dict[str, Any]] = []
         while True:
-            message = await self.next(timeout)
+            message = await self.next(within)
             seen.append(message)
             if message["type"] == type_:
                 return seen
 
-    async def closed(self, timeout: float = 5.0) -> tuple[int | None, str | None, list[Any]]:
+    async def closed(self, within: float = 5.0) -> tuple[int | None, str | None, list[Any]]:
         """Wait for the server to close; returns (code, reason, messages received before)."""
         messages: list[Any] = []
         try:
             while True:
-                messages.append(json.loads(await asyncio.wait_for(self.ws.recv(), timeout)))
+                messages.append(json.loads(await asyncio.wait_for(self.ws.recv(), within)))
         except websockets.ConnectionClosed as exc:
             rcvd = exc.rcvd
             return (rcvd.code if rcvd else None, rcvd.reason if rcvd else None, messages)
@@ -93,9 +93,9 @@ def viewer() -> Callable[[str, str], Viewer]:
     return Viewer
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
+def wait_for(predicate: Callable[[], Any], within: float = 5.0, interval: float = 0.005) -> Any:
     """Poll ``predicate`` until it returns something truthy (a condition, not a fixed wait)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = predicate()
         if value:

@@ -275,7 +275,8 @@ def test_sdk_task_cancel_and_start_stream(client, sim, view):
         assert page.post("/_sdk/v0/sessions/start_stream").status_code == 200
     session = view(sim, created.session_id)
     assert session["queue"] == [] and session["stream_started"] is True
-    assert [(t["task_id"], t["source"], t["status"]) for t in session["tasks"]][0] == (
+    first_task = session["tasks"][0]
+    assert (first_task["task_id"], first_task["source"], first_task["status"]) == (
         first.task_id,
         "sdk",
         "cancelled",
