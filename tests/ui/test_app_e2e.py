@@ -98,10 +98,11 @@ def test_create_live_and_terminate(
                 assert shell.controller.snapshot.reason == EndReason.BY_USER.value
                 assert "terminated by you" in shell.session_panel.state_label.text()
                 assert store.open_sessions() == []
-                ended = [
+                (ended,) = [
                     s for s in simulator.snapshot()["sessions"] if s["session_id"] == session_id
                 ]
-                assert not ended or ended[0].get("ended_reason")
+                assert ended["state"] == "ended", ended
+                assert ended["end_reason"] == "terminated", ended
             finally:
                 await shell.controller.shutdown()
                 await shell.shutdown()
