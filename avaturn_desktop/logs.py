@@ -28,6 +28,6 @@ def setup(level: str = "INFO", log_dir: Path | None = None) -> Path | None:
         file.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(file)
     # Third-party chatter stays at warnings unless asked for.
-    for noisy in ("httpx", "httpcore", "uvicorn.access", "asyncio", "websockets"):
+    for noisy in ("httpx", "httpcore", "uvicorn", "asyncio", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return path

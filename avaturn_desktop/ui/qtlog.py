@@ -16,7 +16,12 @@ _LEVELS = {
     QtMsgType.QtFatalMsg: logging.CRITICAL,
 }
 #: Harmless start-up noise on machines without a GPU or a system bus.
-_QUIET = ("QRhiGles2: Failed to create", "Failed to create RHI", "GPUInfo not initialized")
+_QUIET = (
+    "QRhiGles2: Failed to create",
+    "Failed to create RHI",
+    "GPUInfo not initialized",
+    "This plugin does not support propagateSizeHints",
+)
 
 
 def _handler(mode: QtMsgType, context: QMessageLogContext, message: str) -> None:
