@@ -1,0 +1,244 @@
+"""The simulated Web SDK in a real Chromium page served from another origin."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("PySide6.QtWebEngineWidgets")
+
+from PySide6.QtCore import QCoreApplication, QEvent, QUrl
+from PySide6.QtWebEngineCore import QWebEnginePage
+from PySide6.QtWebEngineWidgets import QWebEngineView
+
+from avaturn_desktop.core.catalog import VOICES
+
+pytestmark = pytest.mark.web
+
+AUTH = {"Authorization": "Bearer k"}
+
+# The page under test: imports the SDK module from the simulator (a cross-origin import) and
+# reports everything through console.log as JSON, which the test page object collects.
+PAGE = b"""<!doctype html>
+<html><head><meta charset="utf-8"><title>sim sdk</title></head>
+<body><div id="root" style="width: 320px; height: 320px"></div>
+<script type="module">
+const report = (kind, data = null) => console.log(JSON.stringify({ kind, data }));
+const EVENTS = [
+  "avatar_started_speaking", "avatar_ended_speaking",
+  "avatar_started_speaking_phrase", "avatar_ended_speaking_phrase",
+  "error", "dispose", "init",
+];
+window.harness = {
+  async start(sdkUrl, apiHost, sessionToken) {
+    try {
+      const { AvaturnHead } = await import(sdkUrl);
+      const root = document.getElementById("root");
+      const avatar = new AvaturnHead(root, { sessionToken, apiHost });
+      window.avatar = avatar;
+      for (const name of EVENTS) {
+        avatar.on(name, (payload) => report("event", { name, payload }));
+      }
+      const first = avatar.init({ timeout: 10000 });
+      const second = avatar.init({ timeout: 10000 });
+      await Promise.all([first, second]);
+      report("inited", {
+        same: first === second,
+        inited: avatar.inited,
+        session_id: avatar.session_id,
+        drawn: root.children.length,
+        stream: avatar.mediaStream instanceof MediaStream,
+      });
+    } catch (error) {
+      report("failed", String((error && error.message) || error));
+    }
+  },
+  async call(name, ...args) {
+    try {
+      const value = await window.avatar[name](...args);
+      report("result", { name, value: value === undefined ? null : value });
+    } catch (error) {
+      const status = error && error.response ? error.response.status : null;
+      report("rejected", { name, status, message: String((error && error.message) || error) });
+    }
+  },
+};
+report("ready");
+</script></body></html>
+"""
+
+
+class ConsolePage(QWebEnginePage):
+    """Collects the page's JSON console reports (and keeps JS chatter out of Qt's log)."""
+
+    def __init__(self, parent: Any) -> None:
+        super().__init__(parent)
+        self.reports: list[dict[str, Any]] = []
+        self.other: list[str] = []
+
+    def javaScriptConsoleMessage(self, level: Any, message: str, line: int, source: str) -> None:
+        try:
+            self.reports.append(json.loads(message))
+        except ValueError:
+            self.other.append(message)
+
+    def find(self, kind: str, **match: Any) -> dict[str, Any] | None:
+        for report in self.reports:
+            data = report.get("data") or {}
+            if report["kind"] == kind and all(data.get(k) == v for k, v in match.items()):
+                return report
+        return None
+
+    def has(self, kind: str, **match: Any) -> bool:
+        # waitUntil treats a None answer as "passed": conditions must return a real bool.
+        return self.find(kind, **match) is not None
+
+    def events(self) -> list[tuple[str, Any]]:
+        return [
+            (r["data"]["name"], r["data"]["payload"].get("phrase_id"))
+            for r in self.reports
+            if r["kind"] == "event" and isinstance(r["data"]["payload"], dict)
+        ]
+
+    def call(self, function: str, *args: Any) -> None:
+        # Arguments go through JSON, never pasted into the script as raw text.
+        self.runJavaScript(f"{function}({', '.join(json.dumps(a) for a in args)})")
+
+
+@pytest.fixture
+def page_origin() -> Iterator[str]:
+    """A second origin (its own port) serving the test page."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(PAGE)))
+            self.end_headers()
+            self.wfile.write(PAGE)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def page(qtbot: Any, page_origin: str) -> Iterator[ConsolePage]:
+    view = QWebEngineView()
+    page = ConsolePage(view)
+    view.setPage(page)
+    view.resize(400, 400)
+    try:
+        with qtbot.waitSignal(page.loadFinished, timeout=15_000) as loaded:
+            page.load(QUrl(page_origin))
+        assert loaded.args == [True]
+        qtbot.waitUntil(lambda: page.has("ready"), timeout=10_000)
+        yield page
+    finally:
+        view.close()
+        view.deleteLater()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+def test_the_simulated_sdk_in_a_cross_origin_page(qtbot, simulator, page, page_origin):
+    sim = simulator
+    assert not sim.base_url.startswith(page_origin.rstrip("/"))
+    created = httpx.post(sim.base_url + "/api/v1/sessions", headers=AUTH).json()
+    session_id = created["session_id"]
+
+    page.call("harness.start", sim.sdk_url, sim.base_url, created["token"])
+    qtbot.waitUntil(lambda: page.has("inited") or page.has("failed"), timeout=15_000)
+    assert page.find("failed") is None, page.reports
+    inited = page.find("inited")["data"]
+    assert inited == {
+        "same": True,
+        "inited": True,
+        "session_id": session_id,
+        "drawn": 1,
+        "stream": True,
+    }
+    # Two init() calls, one event channel.
+    assert sim.snapshot()["sessions"][0]["viewers"] == 1
+
+    # task() from the page: the events reach the handlers with the official payloads.
+    page.call("harness.call", "task", "Hello from the page.")
+    qtbot.waitUntil(lambda: page.has("result", name="task"), timeout=10_000)
+    task_id = page.find("result", name="task")["data"]["value"]["task_id"]
+    qtbot.waitUntil(lambda: ("avatar_ended_speaking", None) in page.events(), timeout=10_000)
+    assert page.events()[:4] == [
+        ("init", None),
+        ("avatar_started_speaking", None),
+        ("avatar_started_speaking_phrase", task_id),
+        ("avatar_ended_speaking_phrase", task_id),
+    ]
+    phrase_payload = next(
+        r["data"]["payload"]
+        for r in page.reports
+        if r["kind"] == "event" and r["data"]["name"] == "avatar_started_speaking_phrase"
+    )
+    assert phrase_payload == {"type": "avatar_started_speaking_phrase", "phrase_id": task_id}
+
+    # cancelAllTasks() cuts a long phrase sent over REST.
+    long_id = httpx.post(
+        sim.base_url + f"/api/v1/sessions/{session_id}/tasks",
+        headers=AUTH,
+        json={"text": "x" * 4000},
+    ).json()["task_id"]
+    qtbot.waitUntil(
+        lambda: ("avatar_started_speaking_phrase", long_id) in page.events(), timeout=10_000
+    )
+    page.call("harness.call", "cancelAllTasks")
+    qtbot.waitUntil(lambda: page.has("result", name="cancelAllTasks"), timeout=10_000)
+    assert page.find("result", name="cancelAllTasks")["data"]["value"] == {"cancelled": 1}
+    qtbot.waitUntil(
+        lambda: ("avatar_ended_speaking_phrase", long_id) in page.events(), timeout=5_000
+    )
+
+    # changeVoice(): a bad voice is refused with the service's 400, a good one is applied.
+    page.call("harness.call", "changeVoice", {"engine": "elevenlabs", "voice_id": "nope"})
+    qtbot.waitUntil(lambda: page.has("rejected", name="changeVoice"), timeout=10_000)
+    assert page.find("rejected", name="changeVoice")["data"]["status"] == 400
+    page.call("harness.call", "changeVoice", {"engine": "elevenlabs", "voice_id": VOICES[4].id})
+    qtbot.waitUntil(lambda: page.has("result", name="changeVoice"), timeout=10_000)
+    assert sim.snapshot()["sessions"][0]["voice_id"] == VOICES[4].id
+
+    # The backend ends the session: the page hears why, and the SDK disposes itself.
+    httpx.delete(sim.base_url + f"/api/v1/sessions/{session_id}", headers=AUTH)
+    qtbot.waitUntil(lambda: ("dispose", None) in page.events(), timeout=10_000)
+    error = next(
+        r["data"]["payload"]
+        for r in page.reports
+        if r["kind"] == "event" and r["data"]["name"] == "error"
+    )
+    assert error["code"] == "session_terminated"
+    dispose = next(
+        r["data"]["payload"]
+        for r in page.reports
+        if r["kind"] == "event" and r["data"]["name"] == "dispose"
+    )
+    assert dispose == {"reason": "terminated"}
+    assert page.other == []  # no stray console output (uncaught errors would land here)
+
+
+def test_init_rejects_for_an_ended_session_and_times_out(qtbot, simulator, page):
+    sim = simulator
+    created = httpx.post(sim.base_url + "/api/v1/sessions", headers=AUTH).json()
+    httpx.delete(sim.base_url + f"/api/v1/sessions/{created['session_id']}", headers=AUTH)
+    page.call("harness.start", sim.sdk_url, sim.base_url, created["token"])
+    qtbot.waitUntil(lambda: page.has("failed"), timeout=15_000)
+    assert "404" in page.find("failed")["data"]
