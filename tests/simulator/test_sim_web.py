@@ -18,6 +18,7 @@ from PySide6.QtWebEngineCore import QWebEnginePage
 from PySide6.QtWebEngineWidgets import QWebEngineView
 
 from avaturn_desktop.core.catalog import VOICES
+from avaturn_desktop.simulator.server import FaultConfig
 
 pytestmark = pytest.mark.web
 
@@ -33,14 +34,14 @@ const report = (kind, data = null) => console.log(JSON.stringify({ kind, data })
 const EVENTS = [
   "avatar_started_speaking", "avatar_ended_speaking",
   "avatar_started_speaking_phrase", "avatar_ended_speaking_phrase",
-  "error", "dispose", "init",
+  "error", "dispose", "init", "idle",
 ];
 window.harness = {
-  async start(sdkUrl, apiHost, sessionToken) {
+  async start(sdkUrl, apiHost, sessionToken, extra = {}) {
     try {
       const { AvaturnHead } = await import(sdkUrl);
       const root = document.getElementById("root");
-      const avatar = new AvaturnHead(root, { sessionToken, apiHost });
+      const avatar = new AvaturnHead(root, { sessionToken, apiHost, ...extra });
       window.avatar = avatar;
       for (const name of EVENTS) {
         avatar.on(name, (payload) => report("event", { name, payload }));
@@ -242,3 +243,28 @@ def test_init_rejects_for_an_ended_session_and_times_out(qtbot, simulator, page)
     page.call("harness.start", sim.sdk_url, sim.base_url, created["token"])
     qtbot.waitUntil(lambda: page.has("failed"), timeout=15_000)
     assert "404" in page.find("failed")["data"]
+
+
+def test_reconnects_after_a_drop_and_disposes_when_idle(qtbot, simulator, page):
+    sim = simulator
+    created = httpx.post(sim.base_url + "/api/v1/sessions", headers=AUTH).json()
+    # idleTimeoutMs is the simulated SDK's only extra option: the 5 minute timer, shortened.
+    page.call("harness.start", sim.sdk_url, sim.base_url, created["token"], {"idleTimeoutMs": 1500})
+    qtbot.waitUntil(lambda: page.has("inited") or page.has("failed"), timeout=15_000)
+    assert page.has("inited"), page.reports
+
+    def viewers() -> tuple[int, int]:
+        session = sim.snapshot()["sessions"][0]
+        return session["viewers"], session["viewers_seen"]
+
+    sim.set_faults(FaultConfig(drop_event_channels=True))
+    qtbot.waitUntil(lambda: viewers() == (1, 2), timeout=10_000)  # back on a new channel
+    assert ("dispose", None) not in page.events()
+
+    qtbot.waitUntil(lambda: ("dispose", None) in page.events(), timeout=10_000)
+    names = [name for name, _ in page.events()]
+    assert names[-2:] == ["idle", "dispose"]
+    dispose = page.reports[-1]["data"]["payload"]
+    assert dispose == {"reason": "idle"}
+    qtbot.waitUntil(lambda: viewers()[0] == 0, timeout=5_000)  # dispose left the channel
+    assert sim.snapshot()["sessions"][0]["end_reason"] is None  # ... but did not end the session
