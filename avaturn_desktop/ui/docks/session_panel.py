@@ -133,7 +133,9 @@ class SessionPanel(QWidget):
             column.setSpacing(2)
             column.addWidget(widget)
             column.addWidget(error)
-            form.addRow(label, column)
+            caption = QLabel(label)
+            caption.setBuddy(widget)
+            form.addRow(caption, column)
 
         self.create_button = QPushButton("&Create session")
         self.create_button.setObjectName("create")
