@@ -21,7 +21,7 @@ def _tool(name: str) -> str:
 
 def test_ruff_is_clean() -> None:
     result = subprocess.run(
-        [_tool("ruff"), "check", "avaturn_desktop", "tests", "bench"],
+        [_tool("ruff"), "check", "avaturn_desktop", "tests", "bench", "scripts"],
         cwd=ROOT,
         capture_output=True,
         text=True,
