@@ -47,3 +47,31 @@ def _register_page_scheme() -> None:
 
 
 _register_page_scheme()
+
+
+@pytest.fixture(autouse=True)
+def _memory_keyring() -> Iterator[dict[tuple[str, str], str]]:
+    """Tests never touch the developer's real keyring: an in-memory one stands in."""
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    store: dict[tuple[str, str], str] = {}
+
+    class MemoryKeyring(KeyringBackend):
+        priority = 1  # type: ignore[assignment]
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return store.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            store[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            store.pop((service, username), None)
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    try:
+        yield store
+    finally:
+        keyring.set_keyring(previous)
