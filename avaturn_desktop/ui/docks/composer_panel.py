@@ -1,0 +1,388 @@
+"""The composer: type, queue or speak now, stop, recall, and change the voice.
+
+Keys in the editor: Ctrl+Enter queues, Enter adds a line, Ctrl+Shift+Enter speaks now (cancels
+what plays and what is queued), Esc stops, Ctrl+Up / Ctrl+Down walk the history. Ctrl+. stops
+from anywhere in the app.
+
+Text leaves the box only once the service has acknowledged every sentence of it. While it is
+on its way the box is read-only; when a sentence fails (or is removed or cancelled before the
+service took it) the rest of that text is taken out of the queue and put back in the box,
+marked, with the reason, ready to send again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+from qasync import asyncSlot
+
+from avaturn_desktop.core import catalog
+from avaturn_desktop.services.speech_queue import QueueChange, QueueItem
+
+if TYPE_CHECKING:
+    from avaturn_desktop.ui.speaking import QueuePresenter
+
+log = logging.getLogger("avaturn.ui")
+
+#: Stops the avatar from anywhere in the app (Esc works in the composer).
+STOP_SHORTCUT: Final = "Ctrl+."
+HISTORY_LIMIT: Final = 200
+_FAILED_STYLE: Final = "QPlainTextEdit { border: 2px solid #c62828; }"
+_STOP_STYLE: Final = (
+    "QPushButton { background: #c62828; color: white; font-weight: bold; font-size: 16px;"
+    " padding: 8px 18px; }"
+)
+
+
+class VoiceChangeDialog:
+    """Confirms a voice change, which clears the queue (tests replace ``ask``)."""
+
+    @classmethod
+    def ask(cls, parent: QWidget | None, voice_label: str) -> bool:
+        answer = QMessageBox.question(
+            parent,
+            "Change voice",
+            f"Change the voice to {voice_label}?\n\nThe avatar drops what is queued on the "
+            "service; the sentence being spoken finishes in the old voice.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.Yes,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+
+class ComposerEdit(QPlainTextEdit):
+    """The editor; its keys are intents, handled by the panel."""
+
+    submit_requested = Signal()
+    speak_now_requested = Signal()
+    stop_requested = Signal()
+    history_requested = Signal(int)  # -1 older, +1 newer
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key = event.key()
+        mods = event.modifiers()
+        ctrl = bool(mods & Qt.KeyboardModifier.ControlModifier)
+        shift = bool(mods & Qt.KeyboardModifier.ShiftModifier)
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and ctrl:
+            (self.speak_now_requested if shift else self.submit_requested).emit()
+        elif key == Qt.Key.Key_Escape:
+            self.stop_requested.emit()
+        elif key == Qt.Key.Key_Up and ctrl:
+            self.history_requested.emit(-1)
+        elif key == Qt.Key.Key_Down and ctrl:
+            self.history_requested.emit(1)
+        else:
+            super().keyPressEvent(event)
+            return
+        event.accept()
+
+
+class ComposerPanel(QWidget):
+    def __init__(self, presenter: QueuePresenter, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("composer_panel")
+        self._presenter = presenter
+        self._history: list[str] = []
+        self._history_pos = 0
+        self._draft = ""
+        #: The sentences of the text on its way, by item id (latest view of each), in order.
+        self._batch: dict[int, QueueItem] = {}
+        self._batch_text = ""
+        self._resolving = False
+        self._busy = False
+
+        self.editor = ComposerEdit()
+        self.editor.setObjectName("composer.editor")
+        self.editor.setPlaceholderText(
+            "Type what the avatar should say. Ctrl+Enter queues it, Ctrl+Shift+Enter says it now."
+        )
+        self.editor.setTabChangesFocus(True)
+        self.count_label = QLabel()
+        self.count_label.setObjectName("composer.count")
+        self.status_label = QLabel()
+        self.status_label.setObjectName("composer.status")
+        self.status_label.setWordWrap(True)
+
+        self.queue_button = QPushButton("Queue")
+        self.queue_button.setToolTip("Add to the speech queue (Ctrl+Enter)")
+        self.speak_now_button = QPushButton("Speak now")
+        self.speak_now_button.setToolTip(
+            "Cancel what is playing and queued, then say this (Ctrl+Shift+Enter)"
+        )
+        self.stop_button = QPushButton("■ Stop")
+        self.stop_button.setObjectName("composer.stop")
+        self.stop_button.setStyleSheet(_STOP_STYLE)
+        self.stop_button.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Expanding)
+        self.stop_button.setToolTip(f"Stop the avatar now (Esc, or {STOP_SHORTCUT} anywhere)")
+        self.stop_shortcut = QShortcut(QKeySequence(STOP_SHORTCUT), self)
+        self.stop_shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
+
+        self.voice_combo = QComboBox()
+        self.voice_combo.setObjectName("composer.voice")
+        self.voice_combo.setEditable(True)
+        self.voice_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.voice_combo.setToolTip("Pick a voice, or type an ElevenLabs voice id")
+        for preset in catalog.VOICES:
+            self.voice_combo.addItem(f"{preset.name} ({preset.id})", preset.id)
+        self.voice_button = QPushButton("Change voice")
+        self.voice_button.setToolTip("Switch the live session's voice (clears the queue)")
+
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.queue_button)
+        buttons.addWidget(self.speak_now_button)
+        buttons.addWidget(self.stop_button, 1)
+        top = QHBoxLayout()
+        top.addWidget(self.editor, 1)
+        top.addLayout(buttons)
+        info = QHBoxLayout()
+        info.addWidget(self.status_label, 1)
+        info.addWidget(self.count_label)
+        voice = QHBoxLayout()
+        voice.addWidget(QLabel("Voice:"))
+        voice.addWidget(self.voice_combo, 1)
+        voice.addWidget(self.voice_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top, 1)
+        layout.addLayout(info)
+        layout.addLayout(voice)
+
+        self.editor.submit_requested.connect(self.queue_text)
+        self.editor.speak_now_requested.connect(self._on_speak_now)
+        self.editor.stop_requested.connect(presenter.request_stop)
+        self.editor.history_requested.connect(self.recall)
+        self.editor.textChanged.connect(self._update_count)
+        self.queue_button.clicked.connect(self.queue_text)
+        self.speak_now_button.clicked.connect(self._on_speak_now)
+        self.stop_button.clicked.connect(presenter.request_stop)
+        self.stop_shortcut.activated.connect(presenter.request_stop)
+        self.voice_button.clicked.connect(self._on_change_voice_clicked)
+        presenter.changed.connect(self._on_change)
+        self._update_count()
+
+    # -- state shown -------------------------------------------------------------------------
+
+    @property
+    def failed(self) -> bool:
+        """The text in the box is marked: its last send failed."""
+        return bool(self.editor.property("failed"))
+
+    @property
+    def pending(self) -> bool:
+        """Text is on its way (the box is read-only until the service took all of it)."""
+        return bool(self._batch) or self._busy
+
+    def _set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def _mark_failed(self, failed: bool) -> None:
+        self.editor.setProperty("failed", failed)
+        self.editor.setStyleSheet(_FAILED_STYLE if failed else "")
+
+    def _lock(self, locked: bool) -> None:
+        self.editor.setReadOnly(locked)
+        self.queue_button.setEnabled(not locked)
+        self.speak_now_button.setEnabled(not locked)
+
+    def _update_count(self) -> None:
+        text = self.editor.toPlainText()
+        sentences = len(self._presenter.chunks(text)) if text.strip() else 0
+        plural = "" if sentences == 1 else "s"
+        self.count_label.setText(f"{len(text)} characters · {sentences} sentence{plural}")
+        if self.failed and not self.pending and text != self._batch_text:
+            self._mark_failed(False)
+
+    def settings_changed(self) -> None:
+        self._update_count()
+
+    def focus_editor(self) -> None:
+        self.editor.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _take_text(self) -> list[str] | None:
+        if self.pending:
+            self._set_status("The last text is still on its way; wait for the service.")
+            return None
+        text = self.editor.toPlainText()
+        if not text.strip():
+            self._set_status("Nothing to send: type some text first.")
+            return None
+        chunks = self._presenter.chunks(text)
+        if not chunks:
+            self._set_status("Nothing to send: type some text first.")
+            return None
+        self._batch_text = text
+        return chunks
+
+    def queue_text(self) -> bool:
+        """Ctrl+Enter: queue the text (as sentences). True when it was queued."""
+        chunks = self._take_text()
+        if chunks is None:
+            return False
+        items = self._presenter.enqueue(chunks)
+        if items is None:
+            self._mark_failed(True)
+            self._set_status("Not queued (see the message). The text is kept.")
+            return False
+        self._track(items)
+        return True
+
+    @asyncSlot()
+    async def _on_speak_now(self) -> None:
+        await self.speak_now()
+
+    async def speak_now(self) -> bool:
+        """Ctrl+Shift+Enter: cancel what plays and is queued, then say the text first."""
+        chunks = self._take_text()
+        if chunks is None:
+            return False
+        self._busy = True
+        self._lock(True)
+        try:
+            items = await self._presenter.speak_now(chunks)
+        finally:
+            self._busy = False
+        if items is None:
+            self._lock(False)
+            self._mark_failed(True)
+            self._set_status("Not spoken (see the message). The text is kept.")
+            return False
+        self._track(items)
+        return True
+
+    def _track(self, items: list[QueueItem]) -> None:
+        self._batch = {item.item_id: item for item in items}
+        self._mark_failed(False)
+        self._lock(True)
+        self._evaluate()
+
+    def _on_change(self, change: QueueChange) -> None:
+        item = change.item
+        if item is None or item.item_id not in self._batch:
+            return
+        self._batch[item.item_id] = item
+        if not self._resolving:
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        items = list(self._batch.values())
+        if not items:
+            return
+        if all(item.acknowledged for item in items):
+            self._batch = {}
+            self._remember(self._batch_text)
+            self.editor.setPlainText("")
+            self._lock(False)
+            n = len(items)
+            self._set_status(f"Sent ({n} sentence{'' if n == 1 else 's'}).")
+            return
+        lost = next((i for i in items if not i.acknowledged and i.state.finished), None)
+        if lost is not None:
+            self._give_back(lost)
+            return
+        if any(item.held for item in items):
+            self._set_status(
+                "Held: no session is live. It is sent when one is (remove it from the queue "
+                "to edit it)."
+            )
+        else:
+            self._set_status("Sending…")
+
+    def _give_back(self, lost: QueueItem) -> None:
+        """A sentence was not taken: pull the rest back and put the unsent text in the box."""
+        self._resolving = True
+        try:
+            for item in list(self._batch.values()):
+                if item.editable:
+                    self._presenter.remove(item.item_id)
+        finally:
+            self._resolving = False
+        unsent = [i.text for i in self._batch.values() if not i.acknowledged]
+        sent = len(self._batch) - len(unsent)
+        self._batch = {}
+        keep = "\n".join(unsent)
+        self._batch_text = keep
+        self.editor.setPlainText(keep)
+        self._lock(False)
+        self._mark_failed(True)
+        why = lost.reason or lost.state.value
+        done = f" {sent} sentence(s) before it were sent." if sent else ""
+        self._set_status(f"Not sent: {why}.{done} The rest is kept here; send it again.")
+        self.focus_editor()
+
+    # -- history -----------------------------------------------------------------------------
+
+    def _remember(self, text: str) -> None:
+        if text.strip() and (not self._history or self._history[-1] != text):
+            self._history.append(text)
+            del self._history[:-HISTORY_LIMIT]
+        self._history_pos = len(self._history)
+        self._draft = ""
+
+    @property
+    def history(self) -> tuple[str, ...]:
+        return tuple(self._history)
+
+    def recall(self, step: int) -> None:
+        """Ctrl+Up (-1) / Ctrl+Down (+1): walk the sent texts; past the newest, the draft."""
+        if self.pending or not self._history:
+            return
+        if self._history_pos == len(self._history):
+            self._draft = self.editor.toPlainText()
+        pos = max(0, min(len(self._history), self._history_pos + step))
+        if pos == self._history_pos:
+            return
+        self._history_pos = pos
+        text = self._draft if pos == len(self._history) else self._history[pos]
+        self.editor.setPlainText(text)
+        self.editor.moveCursor(self.editor.textCursor().MoveOperation.End)
+
+    # -- voice -------------------------------------------------------------------------------
+
+    def selected_voice(self) -> tuple[str, str]:
+        """``(voice_id, label)`` of the picked preset, or the id typed in the box."""
+        text = self.voice_combo.currentText().strip()
+        index = self.voice_combo.findText(text)
+        if index >= 0:
+            return str(self.voice_combo.itemData(index)), text
+        return text, text
+
+    def _on_change_voice_clicked(self) -> None:
+        voice_id, label = self.selected_voice()
+        if not voice_id:
+            self._set_status("Pick a voice or type a voice id first.")
+            return
+        if not VoiceChangeDialog.ask(self, label):
+            return
+        self._change_voice(voice_id)
+
+    @asyncSlot(str)
+    async def _change_voice(self, voice_id: str) -> None:
+        await self.change_voice(voice_id)
+
+    async def change_voice(self, voice_id: str) -> bool:
+        self.voice_button.setEnabled(False)
+        try:
+            ok = await self._presenter.change_voice(voice_id)
+        finally:
+            self.voice_button.setEnabled(True)
+        self._set_status(
+            f"Voice changed to {voice_id}."
+            if ok
+            else "The voice was not changed (see the message)."
+        )
+        return ok

@@ -1,0 +1,263 @@
+"""The task log as a Qt table model: lazy, filtered, and updated one row at a time.
+
+The model holds only the matching row ids (one cheap query) and a small LRU cache of records,
+fetched a page at a time when the view asks for a row it has not seen, so 100,000 rows cost a
+list of ints and the few pages on screen. A change to one row (from the speech queue) updates
+that row alone; a new row is appended when it matches the filter.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from enum import IntEnum
+from typing import Any, Final
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+)
+from PySide6.QtGui import QBrush, QColor
+
+from avaturn_desktop.core.tasks import TaskRecord, TaskState
+from avaturn_desktop.services.tasklog import TaskLogStore
+
+PAGE: Final = 200
+CACHE_ROWS: Final = 4_000
+
+_Index = QModelIndex | QPersistentModelIndex
+
+
+class Column(IntEnum):
+    SESSION = 0
+    SENT = 1
+    TEXT = 2
+    TASK_ID = 3
+    ROUTE = 4
+    VOICE = 5
+    STATE = 6
+    LATENCY = 7
+    DURATION = 8
+
+
+HEADERS: Final = (
+    "Session",
+    "Time sent",
+    "Text",
+    "Task id",
+    "Route",
+    "Voice",
+    "State",
+    "Latency (ms)",
+    "Duration (s)",
+)
+
+_STATE_COLOURS: Final = {
+    TaskState.SPOKEN: QColor("#2e7d32"),
+    TaskState.SPEAKING: QColor("#1565c0"),
+    TaskState.CANCELLED: QColor("#8d6e00"),
+    TaskState.FAILED: QColor("#c62828"),
+}
+
+
+def format_time(t: float | None) -> str:
+    if t is None:
+        return ""
+    stamp = datetime.fromtimestamp(t)
+    return stamp.strftime("%Y-%m-%d %H:%M:%S.") + f"{stamp.microsecond // 1000:03d}"
+
+
+def state_text(record: TaskRecord) -> str:
+    return f"{record.state.value} ({record.reason})" if record.reason else record.state.value
+
+
+def cell(record: TaskRecord, column: Column) -> str:
+    """The text of one cell (also what Copy puts on the clipboard)."""
+    if column is Column.SESSION:
+        return record.session_id
+    if column is Column.SENT:
+        return format_time(record.sent_at)
+    if column is Column.TEXT:
+        return record.text
+    if column is Column.TASK_ID:
+        return record.task_id or ""
+    if column is Column.ROUTE:
+        return record.route.value
+    if column is Column.VOICE:
+        return record.voice_id or ""
+    if column is Column.STATE:
+        return state_text(record)
+    if column is Column.LATENCY:
+        latency = record.latency_ms
+        return "" if latency is None else f"{latency:.0f}"
+    duration = record.duration_s
+    return "" if duration is None else f"{duration:.2f}"
+
+
+class LogModel(QAbstractTableModel):
+    """Rows of a :class:`TaskLogStore`, filtered by session, state and text."""
+
+    def __init__(self, store: TaskLogStore, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._store = store
+        self._session_id: str | None = None
+        self._states: frozenset[TaskState] | None = None
+        self._search = ""
+        self._ids: list[int] = []
+        self._cache: OrderedDict[int, TaskRecord] = OrderedDict()
+        #: How many pages were read from the store (for tests and the curious).
+        self.pages_read = 0
+        self.reload()
+
+    # -- filter ----------------------------------------------------------------------------
+
+    @property
+    def session_id(self) -> str | None:
+        return self._session_id
+
+    @property
+    def states(self) -> frozenset[TaskState] | None:
+        return self._states
+
+    @property
+    def search(self) -> str:
+        return self._search
+
+    def set_filter(
+        self,
+        *,
+        session_id: str | None = None,
+        states: Collection[TaskState] | None = None,
+        search: str = "",
+    ) -> None:
+        self._session_id = session_id
+        self._states = None if states is None else frozenset(states)
+        self._search = search
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the matching ids again (after a filter change, or to see others' writes)."""
+        self.beginResetModel()
+        self._ids = self._store.row_ids(
+            session_id=self._session_id, states=self._states, search=self._search or None
+        )
+        self._cache.clear()
+        self.endResetModel()
+
+    def _matches(self, record: TaskRecord) -> bool:
+        if self._session_id is not None and record.session_id != self._session_id:
+            return False
+        if self._states is not None and record.state not in self._states:
+            return False
+        return not self._search or self._search.casefold() in record.text.casefold()
+
+    # -- live updates ----------------------------------------------------------------------
+
+    def row_written(self, row_id: int, new: bool = False) -> None:
+        """A row was added or changed in the store: show it (one row, never a reset)."""
+        self._cache.pop(row_id, None)
+        try:
+            record = self._store.get(row_id)
+        except KeyError:
+            return
+        pos = bisect.bisect_left(self._ids, row_id)
+        present = pos < len(self._ids) and self._ids[pos] == row_id
+        wanted = self._matches(record)
+        if present and wanted:
+            self._remember(record)
+            self.dataChanged.emit(self.index(pos, 0), self.index(pos, len(Column) - 1))
+        elif present:
+            self.beginRemoveRows(QModelIndex(), pos, pos)
+            del self._ids[pos]
+            self.endRemoveRows()
+        elif wanted:
+            self.beginInsertRows(QModelIndex(), pos, pos)
+            self._ids.insert(pos, row_id)
+            self._remember(record)
+            self.endInsertRows()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def row_id(self, row: int) -> int:
+        return self._ids[row]
+
+    def row_of(self, row_id: int) -> int | None:
+        pos = bisect.bisect_left(self._ids, row_id)
+        return pos if pos < len(self._ids) and self._ids[pos] == row_id else None
+
+    def record(self, row: int) -> TaskRecord:
+        row_id = self._ids[row]
+        record = self._cache.get(row_id)
+        if record is not None:
+            self._cache.move_to_end(row_id)
+            return record
+        start = row - row % PAGE
+        page = self._ids[start : start + PAGE]
+        self.pages_read += 1
+        found: TaskRecord | None = None
+        for rec in self._store.get_many(page):
+            self._remember(rec)
+            if rec.row_id == row_id:
+                found = rec
+        assert found is not None
+        return found
+
+    def records(self, rows: Sequence[int]) -> list[TaskRecord]:
+        return [self.record(r) for r in rows]
+
+    def _remember(self, record: TaskRecord) -> None:
+        self._cache[record.row_id] = record
+        self._cache.move_to_end(record.row_id)
+        while len(self._cache) > CACHE_ROWS:
+            self._cache.popitem(last=False)
+
+    def as_text(self, rows: Sequence[int]) -> str:
+        """Tab-separated rows with a header line, for the clipboard."""
+        lines = ["\t".join(HEADERS)]
+        for record in self.records(sorted(set(rows))):
+            cells = (cell(record, c).replace("\t", " ").replace("\n", " ") for c in Column)
+            lines.append("\t".join(cells))
+        return "\n".join(lines)
+
+    # -- QAbstractTableModel ---------------------------------------------------------------
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._ids)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(Column)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        if orientation == Qt.Orientation.Horizontal:
+            return HEADERS[section] if 0 <= section < len(HEADERS) else None
+        return str(section + 1)
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._ids):
+            return None
+        column = Column(index.column())
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+            text = cell(self.record(index.row()), column)
+            if role == Qt.ItemDataRole.DisplayRole and column is Column.TEXT:
+                return text if len(text) <= 200 else text[:199] + "…"
+            return text
+        if role == Qt.ItemDataRole.ForegroundRole and column is Column.STATE:
+            colour = _STATE_COLOURS.get(self.record(index.row()).state)
+            return None if colour is None else QBrush(colour)
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in (
+            Column.LATENCY,
+            Column.DURATION,
+        ):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.UserRole:
+            return self._ids[index.row()]
+        return None
