@@ -1,0 +1,150 @@
+"""The task log model over 100,000 rows: lazy reads, filters, search, one-row live updates."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6.QtCore import QModelIndex, Qt
+
+from avaturn_desktop.core.tasks import TaskRoute, TaskState
+from avaturn_desktop.services.tasklog import TaskLogStore
+from avaturn_desktop.ui.docks import log_panel
+from avaturn_desktop.ui.docks.log_panel import LogPanel
+from avaturn_desktop.ui.log_model import Column, LogModel
+
+ROWS = 100_000
+SESSIONS = ("s-a", "s-b", "s-c", "s-d")
+
+
+def _fill(path: Path) -> None:
+    """100k spoken rows in one transaction (the store's add() commits each row on its own)."""
+    TaskLogStore(path).close()  # creates the schema
+    db = sqlite3.connect(path)
+    rows = []
+    for i in range(ROWS):
+        text = f"Line number {i} about {'apples' if i % 1000 == 7 else 'pears'}."
+        t = 1_700_000_000.0 + i
+        fixed = (SESSIONS[i % 4], text, text.casefold(), "v1", "rest", "spoken", f"task-{i}")
+        rows.append((*fixed, t, t, t + 0.01, t + 0.2, t + 0.9))
+    with db:
+        db.executemany(
+            "INSERT INTO tasks (session_id, text, text_fold, voice_id, route, state, task_id,"
+            " created_at, sent_at, acked_at, started_at, ended_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    db.close()
+
+
+@pytest.fixture(scope="module")
+def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("biglog") / "log.sqlite3"
+    _fill(path)
+    return path
+
+
+@pytest.fixture
+def store(big_log: Path, tmp_path: Path) -> Iterator[TaskLogStore]:
+    copy = tmp_path / "log.sqlite3"
+    copy.write_bytes(big_log.read_bytes())
+    with TaskLogStore(copy) as store:
+        yield store
+
+
+def test_a_big_log_is_fast_and_lazy(store: TaskLogStore, qtmodeltester: Any) -> None:
+    started = time.perf_counter()
+    model = LogModel(store)
+    assert model.rowCount() == ROWS
+    far = model.index(ROWS - 1, Column.TEXT)
+    assert model.data(far) == f"Line number {ROWS - 1} about pears."
+    assert model.data(model.index(ROWS - 1, Column.LATENCY)) == "200"
+    assert model.data(model.index(ROWS - 1, Column.DURATION)) == "0.70"
+    assert model.data(model.index(ROWS - 1, Column.STATE)) == "spoken"
+    assert model.pages_read == 1
+    model.data(model.index(ROWS - 2, Column.SESSION))  # same page: no read
+    assert model.pages_read == 1
+    assert time.perf_counter() - started < 3.0
+    assert model.headerData(Column.LATENCY, Qt.Orientation.Horizontal) == "Latency (ms)"
+    assert model.rowCount(model.index(0, 0)) == 0
+
+
+def test_filter_by_session_and_state_and_search(store: TaskLogStore) -> None:
+    model = LogModel(store)
+    model.set_filter(session_id="s-b")
+    assert model.rowCount() == ROWS // 4
+    assert model.data(model.index(0, Column.SESSION)) == "s-b"
+    model.set_filter(search="APPLES")
+    assert model.rowCount() == ROWS // 1000
+    assert model.data(model.index(3, Column.TEXT)) == "Line number 3007 about apples."
+    model.set_filter(session_id="s-d", search="apples")
+    assert model.rowCount() == ROWS // 1000  # 7 mod 4 == 3: every apples row is in s-d
+    model.set_filter(states=[TaskState.FAILED])
+    assert model.rowCount() == 0
+
+
+def test_live_updates_touch_one_row(store: TaskLogStore, qtbot: Any) -> None:
+    model = LogModel(store)
+    resets: list[bool] = []
+    model.modelReset.connect(lambda: resets.append(True))
+    record = store.add(session_id="s-new", text="Fresh.", voice_id="v2", route=TaskRoute.REST)
+    with qtbot.waitSignal(model.rowsInserted) as inserted:
+        model.row_written(record.row_id, True)
+    assert inserted.args[1:] == [ROWS, ROWS]
+    store.mark_sent(record.row_id, at=10.0)
+    with qtbot.waitSignal(model.dataChanged) as changed:
+        model.row_written(record.row_id, False)
+    top_left: QModelIndex = changed.args[0]
+    assert top_left.row() == ROWS
+    assert model.data(model.index(ROWS, Column.STATE)) == "sent"
+    assert resets == []
+
+    # a row that leaves the state filter goes away, alone
+    model.set_filter(states=[TaskState.SENT])
+    assert model.rowCount() == 1
+    store.mark_cancelled(record.row_id, "stopped")
+    with qtbot.waitSignal(model.rowsRemoved):
+        model.row_written(record.row_id, False)
+    assert model.rowCount() == 0
+
+
+def test_panel_copies_searches_resends_and_exports(
+    store: TaskLogStore, qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = LogModel(store)
+    exported: list[tuple[Path, str, str | None]] = []
+
+    def exporter(path: Path, fmt: str, session_id: str | None) -> int:
+        exported.append((path, fmt, session_id))
+        path.write_text("x", encoding="utf-8")
+        return 1
+
+    panel = LogPanel(model, sessions=lambda: list(SESSIONS), exporter=exporter)
+    qtbot.addWidget(panel)
+    assert [panel.session_combo.itemText(i) for i in range(5)] == ["All sessions", *SESSIONS]
+
+    panel.session_combo.setCurrentIndex(2)  # s-b
+    assert model.session_id == "s-b" and model.rowCount() == ROWS // 4
+    with qtbot.waitSignal(model.modelReset, timeout=2000):
+        panel.search.setText("number 1 about")  # debounced
+    assert model.rowCount() == 1
+    assert model.data(model.index(0, Column.TEXT)) == "Line number 1 about pears."
+
+    panel.select_rows([0])
+    text = panel.copy_selection()
+    assert text.splitlines()[0].startswith("Session\tTime sent\tText")
+    assert "\tLine number 1 about pears.\ttask-1\trest\tv1\tspoken\t200\t0.70" in text
+    with qtbot.waitSignal(panel.resend_requested) as resent:
+        panel.resend_button.click()
+    assert resent.args == ["Line number 1 about pears."]
+
+    target = tmp_path / "out.srt"
+    monkeypatch.setattr(
+        log_panel.ExportDialog, "ask", classmethod(lambda _cls, _parent, _fmt, _s: target)
+    )
+    assert panel.export("srt") == target
+    assert exported == [(target, "srt", "s-b")]
