@@ -214,7 +214,7 @@ def test_every_viewer_gets_the_events(sim, viewer):
     assert first == second
 
 
-def test_a_viewer_counts_as_connected_while_its_socket_is_open(sim, viewer, view):
+def test_a_viewer_counts_as_connected_while_its_socket_is_open(sim, viewer, view, until):
     session_id, token = new_session(sim)
 
     async def watch() -> None:
@@ -223,14 +223,8 @@ def test_a_viewer_counts_as_connected_while_its_socket_is_open(sim, viewer, view
             assert (state["viewers"], state["state"]) == (1, "active")
 
     asyncio.run(watch())
-    state = wait_until_viewers(sim, view, session_id, 0)
+    state = until(lambda: (s := view(sim, session_id))["viewers"] == 0 and s)
     assert state["state"] == "waiting" and state["viewers_seen"] == 1
-
-
-def wait_until_viewers(sim: Any, view: Any, session_id: str, count: int) -> dict[str, Any]:
-    from conftest import wait_for
-
-    return wait_for(lambda: (s := view(sim, session_id))["viewers"] == count and s)
 
 
 def test_user_absent_timeout_ends_a_session_nobody_watches(make_sim, until, view):
