@@ -206,6 +206,8 @@ class _Entry:
     provisional: bool = False
     #: Stop / Speak now arrived while its request was in flight: cancel it once answered.
     cancel_on_ack: str | None = None
+    #: A cancel-all is on its way for it: an "ended" event now means it was cut off.
+    stopping: str | None = None
 
     def view(self) -> QueueItem:
         return QueueItem(
@@ -442,8 +444,17 @@ class SpeechQueue:
         log.info("Voice changed to %s", voice_id)
 
     async def _cancel_on_service(self, reason: str) -> None:
-        if self.live:
-            await self._stage.cancel_all()
+        # The cut phrase's "ended" event can arrive before cancel-all answers: it must log the
+        # item as cancelled, not spoken.
+        targets = [e for e in self._entries if e.state in (ItemState.SENT, ItemState.SPEAKING)]
+        for entry in targets:
+            entry.stopping = reason
+        try:
+            if self.live:
+                await self._stage.cancel_all()
+        finally:
+            for entry in targets:
+                entry.stopping = None
         for entry in list(self._entries):
             if entry.state in (ItemState.SENT, ItemState.SPEAKING):
                 self._cancel(entry, reason)
@@ -670,6 +681,9 @@ class SpeechQueue:
 
     def _finish(self, entry: _Entry) -> None:
         assert entry.row_id is not None
+        if entry.stopping is not None:
+            self._cancel(entry, entry.stopping)
+            return
         self._mark_sent(entry)
         if self._write(self._store.mark_spoken, entry.row_id, at=self._clock()) is None:
             return

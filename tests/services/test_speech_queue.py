@@ -70,9 +70,13 @@ class FakeStage:
     cancels: int = 0
     voices: list[str] = field(default_factory=list)
     voice_error: AppError | None = None
+    #: Runs inside cancel_all, before it answers (events the page sends meanwhile).
+    during_cancel: Callable[[], None] | None = None
 
     async def cancel_all(self) -> None:
         self.cancels += 1
+        if self.during_cancel is not None:
+            self.during_cancel()
 
     async def change_voice(self, voice_id: str) -> None:
         if self.voice_error is not None:
@@ -507,3 +511,21 @@ def test_every_change_is_announced(rig: Rig) -> None:
     row_id = rig.store.query()[0].row_id
     # added, sent, acknowledged, speaking, spoken
     assert rows == [(row_id, True)] + [(row_id, False)] * 4
+
+
+def test_a_cut_phrase_ending_before_cancel_all_answers_is_cancelled(rig: Rig) -> None:
+    rig.stage.during_cancel = lambda: rig.queue.handle_page_event(
+        AvatarEndedSpeakingPhrase(phrase_id="t1")
+    )
+
+    async def scenario() -> None:
+        rig.controller.go_live()
+        rig.queue.enqueue("Cut me off.")
+        await settle(rig)
+        rig.queue.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id="t1"))
+        await rig.queue.stop()
+
+    run(scenario())
+    record = rig.store.query()[0]
+    assert (record.state, record.reason) == (TaskState.CANCELLED, REASON_STOPPED)
+    assert record.duration_s is not None
