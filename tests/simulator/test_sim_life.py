@@ -255,7 +255,7 @@ def test_the_absence_clock_stops_while_a_viewer_watches(make_sim, viewer, until,
 
 
 def test_max_duration_ends_the_session_with_limits_exceeded(make_sim, viewer, view):
-    sim = make_sim(time_scale=600)  # 60 s -> 0.1 s
+    sim = make_sim(time_scale=30)  # 60 s -> 2 s: room for a viewer and a task when busy
     session_id, token = new_session(sim, max_duration=60, user_absent_timeout=3600)
 
     async def watch() -> tuple[int | None, str | None, list[Any]]:
