@@ -678,6 +678,10 @@ class SpeechQueue:
             return
         entry.state = ItemState.SPEAKING
         self._notify(ChangeKind.CHANGED, entry)
+        # The avatar speaks one phrase at a time: one that was speaking is over now, even if
+        # its end event was lost (e.g. while the event channel was reconnecting).
+        for other in [e for e in self._entries if e.state is ItemState.SPEAKING and e is not entry]:
+            self._finish(other)
 
     def _finish(self, entry: _Entry) -> None:
         assert entry.row_id is not None
