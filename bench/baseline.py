@@ -1,8 +1,8 @@
 """The bare baseline: a process with a QMainWindow and a QWebEngineView loading a local page.
 
-Prints ``shown`` when the window first paints and ``loaded`` at the page's ``loadFinished``
-(the start-up benchmark times these lines from the process's spawn), then, after ``--hold-ms``,
-its memory as a ``BENCH-RESULT`` line. Nothing of the app is imported.
+Prints ``shown`` when the window is first exposed (on screen) and ``loaded`` at the page's
+``loadFinished`` (the start-up benchmark times these lines from the process's spawn), then,
+after ``--hold-ms``, its memory as a ``BENCH-RESULT`` line. Nothing of the app is imported.
 """
 
 from __future__ import annotations
@@ -39,18 +39,21 @@ def main() -> int:
     window.setCentralWidget(view)
     window.resize(1440, 900)
 
-    class FirstPaint(QObject):
+    class FirstExpose(QObject):
         seen = False
 
         def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-            if not self.seen and event.type() == QEvent.Type.Paint:
+            if not self.seen and event.type() == QEvent.Type.Expose and window.isVisible():
                 self.seen = True
                 sys.stdout.write("shown\n")
                 sys.stdout.flush()
             return False
 
-    painted = FirstPaint()
-    window.installEventFilter(painted)
+    exposed = FirstExpose()
+    window.winId()  # the QWindow exists from here on
+    handle = window.windowHandle()
+    assert handle is not None
+    handle.installEventFilter(exposed)
 
     def loaded(ok: bool) -> None:
         sys.stdout.write(f"loaded {ok}\n")
