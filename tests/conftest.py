@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,29 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("AVATURN_DESKTOP_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def qloop(qapp: Any) -> Iterator[Any]:
+    """qasync's loop on pytest-qt's QApplication; unhandled task errors fail the test."""
+    import asyncio
+    import gc
+
+    import qasync
+
+    loop = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(loop)
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield loop
+    loop.close()
+    asyncio.set_event_loop(None)
+    # qasync's timer objects end up in reference cycles: collect them here, on the Qt thread.
+    # Left to chance, a collection in a simulator thread deletes them there, and a timer of a
+    # deleted object later fires (a crash) or Qt warns "Timers cannot be stopped from another
+    # thread".
+    gc.collect()
+    assert not errors, errors
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ class StagePort(Protocol):
     """The avatar page, as the controller sees it (implemented by ``ui.web.stage.Stage``)."""
 
     async def connect(
-        self, token: str, *, api_host: str, sdk_url: str, timeout_s: float
+        self, token: str, *, api_host: str, sdk_url: str, timeout_s: float, keep_alive: bool
     ) -> str: ...
 
     async def dispose(self) -> None: ...
@@ -178,6 +178,7 @@ class SessionController:
                 api_host=self._api_host,
                 sdk_url=self._sdk_url,
                 timeout_s=self.init_timeout_s,
+                keep_alive=self.keep_alive,
             )
             self._set(SessionState.LIVE, live_at=self._clock())
             self._watchdog = self._spawn(self._watch_max_duration())

@@ -25,6 +25,7 @@ from avaturn_desktop.ui.docks.session_panel import SessionPanel
 from avaturn_desktop.ui.main_window import MainWindow
 from avaturn_desktop.ui.messages import MessageBus
 from avaturn_desktop.ui.presenters import SessionPresenter
+from avaturn_desktop.ui.speaking import SpeakingUi
 from avaturn_desktop.ui.web.stage import Stage
 from avaturn_desktop.ui.web.view import AvatarView
 
@@ -86,12 +87,22 @@ class Shell:
         self.session_panel = SessionPanel(
             settings.session, warn_before_end_s=settings.warn_before_end_s
         )
+        self.speaking = SpeakingUi(
+            client=client,
+            store=store,
+            controller=self.controller,
+            stage=self.stage,
+            settings=settings,
+            messages=self.messages,
+            session_presenter=self.session,
+        )
         self.window = MainWindow(
             stage=self.view,
             session_panel=self.session_panel,
             session=self.session,
             messages=self.messages,
             backend_label=backend.label,
+            extra_docks=self.speaking.docks,
         )
         self.session_panel.create_requested.connect(self._create)
         self.window.settings_requested.connect(self.open_settings)
@@ -160,6 +171,7 @@ class Shell:
         )
         self.settings = new
         self._save_settings()
+        self.speaking.apply_settings(new)
         self.controller.keep_alive = new.keep_alive
         self.controller.init_timeout_s = new.init_timeout_s
         if backend_changed:
@@ -203,6 +215,7 @@ class Shell:
         self.messages.info(f"Ended {ended} session(s) left over from an earlier run.")
 
     async def shutdown(self) -> None:
+        await self.speaking.shutdown()
         self.session.close()
         self.view.shutdown()
         self.window.deleteLater()

@@ -47,7 +47,9 @@ class FakeStage:
     tokens: list[str] = field(default_factory=list)
     disposed: int = 0
 
-    async def connect(self, token: str, *, api_host: str, sdk_url: str, timeout_s: float) -> str:
+    async def connect(
+        self, token: str, *, api_host: str, sdk_url: str, timeout_s: float, keep_alive: bool
+    ) -> str:
         self.tokens.append(token)
         if self.connect_gate is not None:
             await self.connect_gate.wait()

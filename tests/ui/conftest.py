@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import qasync
-from PySide6.QtWidgets import QApplication
 from speaking_fakes import FakeClient, FakeController, FakeStage, QueueRig
 
 from avaturn_desktop.core.settings import Settings
 from avaturn_desktop.services.speech_queue import SpeechQueue
 from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui.messages import MessageBus
-
-
-@pytest.fixture
-def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
-    """qasync's loop on pytest-qt's QApplication; unhandled task errors fail the test."""
-    loop = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(loop)
-    errors: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    yield loop
-    loop.close()
-    asyncio.set_event_loop(None)
-    assert not errors, errors
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ quit with a live session; start again after a crash and be offered the orphan.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import httpx
 import pytest
 import qasync
 from PySide6.QtCore import QCoreApplication, QEvent
-from PySide6.QtWidgets import QApplication
 
 from avaturn_desktop.app import Backend
 from avaturn_desktop.core.session_state import EndReason, SessionState
@@ -27,18 +25,6 @@ from avaturn_desktop.ui import shell as shell_mod
 from avaturn_desktop.ui.shell import Shell
 
 pytestmark = pytest.mark.web
-
-
-@pytest.fixture
-def loop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
-    loop = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(loop)
-    errors: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    yield loop
-    loop.close()
-    asyncio.set_event_loop(None)
-    assert not errors, errors
 
 
 async def reach(controller: SessionController, state: SessionState, wait_s: float = 30) -> None:
@@ -70,7 +56,7 @@ def close_shell(shell: Shell) -> None:
 
 
 def test_create_live_and_terminate(
-    loop: qasync.QEventLoop, simulator: Any, tmp_path: Path, qtbot: Any
+    qloop: qasync.QEventLoop, simulator: Any, tmp_path: Path, qtbot: Any
 ) -> None:
     backend = Backend("simulator", simulator.base_url, simulator.sdk_url, "local-simulator")
     store = TaskLogStore(tmp_path / "log.sqlite3")
@@ -108,12 +94,12 @@ def test_create_live_and_terminate(
                 await shell.shutdown()
                 close_shell(shell)
 
-    loop.run_until_complete(scenario())
+    qloop.run_until_complete(scenario())
     store.close()
 
 
 def test_orphans_of_a_crashed_run_are_offered_and_ended(
-    loop: qasync.QEventLoop, simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    qloop: qasync.QEventLoop, simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = Backend("simulator", simulator.base_url, simulator.sdk_url, "local-simulator")
     store = TaskLogStore(tmp_path / "log.sqlite3")
@@ -146,7 +132,7 @@ def test_orphans_of_a_crashed_run_are_offered_and_ended(
                 close_shell(second)
             return orphan
 
-    orphan = loop.run_until_complete(scenario())
+    orphan = qloop.run_until_complete(scenario())
     assert asked == [[orphan]]
     assert store.open_sessions() == []
     gone = httpx.post(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,9 +13,7 @@ import pytest
 
 pytest.importorskip("PySide6.QtWebEngineWidgets")
 
-import qasync
 from PySide6.QtCore import QCoreApplication, QEvent
-from PySide6.QtWidgets import QApplication
 
 from avaturn_desktop.ui.web.scheme import register_schemes
 
@@ -32,23 +29,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(HERE) and item.path.name != "test_events.py":
             item.add_marker(pytest.mark.web)
-
-
-@pytest.fixture
-def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
-    """qasync's loop on pytest-qt's QApplication; unhandled task errors fail the test."""
-    loop = qasync.QEventLoop(qapp)
-    asyncio.set_event_loop(loop)
-    errors: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    yield loop
-    loop.close()
-    asyncio.set_event_loop(None)
-    # qasync's timer objects end up in reference cycles; collect them here, on the Qt thread.
-    # Left to chance, a collection in a server thread deletes them there, and Qt warns
-    # "Timers cannot be stopped from another thread".
-    gc.collect()
-    assert not errors, errors
 
 
 def _delete_view(view: AvatarView) -> None:
