@@ -39,9 +39,9 @@ class SessionDefaults(BaseModel):
     user_absent_timeout: Annotated[int, Field(ge=models.MIN_USER_ABSENT_TIMEOUT)] = (
         models.DEFAULT_USER_ABSENT_TIMEOUT
     )
-    max_duration: Annotated[
-        int, Field(ge=models.MIN_MAX_DURATION, le=models.MAX_MAX_DURATION)
-    ] = models.DEFAULT_MAX_DURATION
+    max_duration: Annotated[int, Field(ge=models.MIN_MAX_DURATION, le=models.MAX_MAX_DURATION)] = (
+        models.DEFAULT_MAX_DURATION
+    )
 
     def to_request(self) -> models.SessionCreate:
         engine = models.TextEchoEngine(tts=models.TTSConfig(voice_id=self.voice_id))
