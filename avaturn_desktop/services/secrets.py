@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Literal
+from typing import Any, Literal
 
 log = logging.getLogger("avaturn.secrets")
 
@@ -16,7 +16,7 @@ KEYRING_USER = "api-key"
 KeySource = Literal["environment", "keyring", "none"]
 
 
-def _keyring():  # type: ignore[no-untyped-def]
+def _keyring() -> tuple[Any, type[Exception]]:
     try:
         import keyring
         from keyring.errors import KeyringError

@@ -131,7 +131,7 @@ class MainWindow(QMainWindow):
     def _connect_signals(self) -> None:
         """The one place where panels meet presenters."""
         self._session.snapshot_changed.connect(self._render)
-        self._session.snapshot_changed.connect(self.session_panel.render)
+        self._session.snapshot_changed.connect(self.session_panel.show_snapshot)
         self.session_panel.cancel_requested.connect(self._session.cancel)
         self.session_panel.terminate_requested.connect(self._session.terminate)
         self._messages.message.connect(self._show_message)

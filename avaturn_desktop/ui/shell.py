@@ -126,12 +126,15 @@ class Shell:
             await loaded.wait()
 
     async def wait_live_or_failed(self) -> bool:
-        from avaturn_desktop.core.session_state import SessionState
+        from avaturn_desktop.core.session_state import SessionSnapshot, SessionState
 
         done = asyncio.Event()
-        unsubscribe = self.controller.subscribe(
-            lambda snap: snap.state in (SessionState.LIVE, SessionState.FAILED) and done.set()
-        )
+
+        def on_snapshot(snap: SessionSnapshot) -> None:
+            if snap.state in (SessionState.LIVE, SessionState.FAILED):
+                done.set()
+
+        unsubscribe = self.controller.subscribe(on_snapshot)
         try:
             if self.controller.state not in (SessionState.LIVE, SessionState.FAILED):
                 await done.wait()

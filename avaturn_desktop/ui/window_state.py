@@ -26,7 +26,7 @@ def save(window: QMainWindow) -> None:
 def restore(window: QMainWindow) -> bool:
     """Restore what was saved for this layout version; False when the defaults stay."""
     store = _store()
-    if int(store.value("layout_version", 0) or 0) != LAYOUT_VERSION:
+    if str(store.value("layout_version", 0)) != str(LAYOUT_VERSION):
         return False
     geometry = store.value("geometry")
     state = store.value("state")

@@ -75,7 +75,7 @@ def test_rendering_follows_the_state(panel: SessionPanel) -> None:
     live = SessionSnapshot(
         state=SessionState.LIVE, session_id="s-1", request=request, created_at=500.0
     )
-    panel.render(live)
+    panel.show_snapshot(live)
     assert panel.state_label.text() == "Live"
     assert panel.session_id.text() == "s-1"
     assert not panel.create_button.isEnabled()
@@ -86,7 +86,9 @@ def test_rendering_follows_the_state(panel: SessionPanel) -> None:
     assert panel.time_left.text() == "1:40"  # under the 120 s warning
     assert "ends in 1:40" in panel.notice.text()
 
-    panel.render(SessionSnapshot(state=SessionState.CONNECTING, request=request, created_at=990.0))
+    panel.show_snapshot(
+        SessionSnapshot(state=SessionState.CONNECTING, request=request, created_at=990.0)
+    )
     assert panel.cancel_button.isEnabled() and not panel.terminate_button.isEnabled()
 
     ended = SessionSnapshot(
@@ -97,7 +99,7 @@ def test_rendering_follows_the_state(panel: SessionPanel) -> None:
         ended_at=560.0,
         reason="max duration reached",
     )
-    panel.render(ended)
+    panel.show_snapshot(ended)
     assert panel.state_label.text() == "Ended: max duration reached"
     assert panel.create_button.isEnabled()
     assert panel.elapsed.text() == "1:00"

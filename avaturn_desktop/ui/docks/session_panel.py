@@ -191,7 +191,7 @@ class SessionPanel(QWidget):
         self._ticker.setInterval(1000)
         self._ticker.timeout.connect(self._tick)
         self.set_defaults(defaults)
-        self.render(self._snap)
+        self.show_snapshot(self._snap)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -252,7 +252,7 @@ class SessionPanel(QWidget):
 
     # -- rendering ---------------------------------------------------------------------------
 
-    def render(self, snap: SessionSnapshot) -> None:
+    def show_snapshot(self, snap: SessionSnapshot) -> None:
         self._snap = snap
         state = snap.state
         text = state.label
