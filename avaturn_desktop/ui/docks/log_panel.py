@@ -50,6 +50,19 @@ class ExportDialog:
         return Path(name) if name else None
 
 
+_COLUMN_WIDTHS = {
+    Column.TEXT: 320,
+    Column.SESSION: 90,
+    Column.SENT: 170,
+    Column.TASK_ID: 90,
+    Column.ROUTE: 45,
+    Column.VOICE: 90,
+    Column.STATE: 110,
+    Column.LATENCY: 85,
+    Column.DURATION: 85,
+}
+
+
 class LogPanel(QWidget):
     #: The text of a row to queue again.
     resend_requested = Signal(str)
@@ -96,7 +109,11 @@ class LogPanel(QWidget):
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setSectionResizeMode(Column.TEXT, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(True)
+        header.setMinimumSectionSize(40)
+        # Narrow ids and figures so the text, the column people read, gets the room.
+        for column, width in _COLUMN_WIDTHS.items():
+            self.table.setColumnWidth(column, width)
         self.copy_shortcut = QShortcut(QKeySequence.StandardKey.Copy, self.table)
         self.copy_shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
 
