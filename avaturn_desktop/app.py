@@ -117,6 +117,7 @@ def main(args: argparse.Namespace) -> int:
                 auto_start=args.auto_start or args.exit_after == "live",
                 exit_after=args.exit_after,
                 started=started,
+                headless=args.headless,
             )
         )
 
@@ -129,6 +130,7 @@ async def run(
     auto_start: bool = False,
     exit_after: str | None = None,
     started: float | None = None,
+    headless: bool = False,
 ) -> int:
     """Build the graph, show the window, wait for quit, then shut down in order."""
     import httpx
@@ -162,7 +164,7 @@ async def run(
             await shell.wait_exposed()
             _report("window shown", started)
             shell.window.close()
-        await shell.offer_orphans()
+        await shell.offer_orphans(ask=not headless)
         if auto_start:
             shell.start_session()
         if exit_after == "live":

@@ -99,3 +99,17 @@ def _memory_keyring() -> Iterator[dict[tuple[str, str], str]]:
         yield store
     finally:
         keyring.set_keyring(previous)
+
+
+@pytest.fixture(autouse=True)
+def _collect_loop_garbage(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that ran a qasync loop, collect its Qt garbage on the Qt thread.
+
+    Whatever fixture made the loop: garbage left to chance may be collected in a simulator
+    thread, which deletes Qt timer objects there, and a later event crashes the process.
+    """
+    yield
+    if {"qloop", "loop"} & set(request.fixturenames):
+        import gc
+
+        gc.collect()

@@ -180,12 +180,17 @@ class Shell:
         if backend_changed:
             self.messages.info("Backend settings take effect the next time the app starts.")
 
-    async def offer_orphans(self) -> None:
-        """Sessions a crashed run left open: offer to end them (they burn quota otherwise)."""
+    async def offer_orphans(self, *, ask: bool = True) -> None:
+        """Sessions a crashed run left open: offer to end them (they burn quota otherwise).
+
+        With ``ask`` false (headless, unattended) they are ended without asking.
+        """
         orphans = self.store.open_sessions()
         if not orphans:
             return
-        wanted = await qasync.asyncWrap(lambda: OrphanDialog.ask(self.window, orphans))
+        wanted = (
+            await qasync.asyncWrap(lambda: OrphanDialog.ask(self.window, orphans)) if ask else True
+        )
         if not wanted:
             self.messages.info(
                 f"{len(orphans)} session(s) from an earlier run left as they are; they end "

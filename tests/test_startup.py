@@ -1,0 +1,133 @@
+"""Start-up as a user meets it: the command line, the checks before Qt, a real run, a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from avaturn_desktop import app, cli, qtenv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_app(home: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AVATURN_DESKTOP_HOME": str(home)}
+    env.pop("AVATURN_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "avaturn_desktop", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "avaturn_desktop", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    for command in ("run", "simulator", "log"):
+        assert command in result.stdout
+
+
+def test_missing_system_libraries_are_named_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(sys, "platform", "linux")
+    missing = {"xcb-icccm", "xcb-keysyms"}
+    real = qtenv.ctypes.util.find_library
+    monkeypatch.setattr(
+        qtenv.ctypes.util, "find_library", lambda name: None if name in missing else real(name)
+    )
+    args = cli.build_parser().parse_args(["run"])
+    assert app.main(args) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "sudo apt install" in err[0]
+    assert "libxcb-icccm4" in err[0] and "libxcb-keysyms1" in err[0]
+
+
+def test_no_display_is_said_plainly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert app.main(cli.build_parser().parse_args(["run"])) == 2
+    assert "--headless" in capsys.readouterr().err
+
+
+def test_root_turns_the_sandbox_off_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QTWEBENGINE_DISABLE_SANDBOX", raising=False)
+    monkeypatch.setattr(qtenv, "running_as_root", lambda: True)
+    notes = qtenv.prepare_environment(headless=True)
+    assert os.environ["QTWEBENGINE_DISABLE_SANDBOX"] == "1"
+    assert any("sandbox" in note for note in notes)
+    assert "--disable-gpu" in os.environ["QTWEBENGINE_CHROMIUM_FLAGS"]
+
+
+@pytest.mark.web
+def test_a_session_goes_live_on_the_built_in_simulator(tmp_path: Path) -> None:
+    result = run_app(tmp_path, "--headless", "--exit-after", "live")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "session live after" in result.stdout, result.stderr[-3000:]
+    assert "running the local simulator" in result.stderr
+    # Quitting with the session live ended it, and the registry says so.
+    with sqlite3.connect(tmp_path / "tasklog.sqlite3") as db:
+        rows = db.execute("SELECT session_id, ended_at, end_reason FROM sessions").fetchall()
+    assert len(rows) == 1 and rows[0][1] is not None, rows
+
+
+@pytest.mark.web
+def test_after_a_kill_the_next_start_ends_the_orphan(tmp_path: Path) -> None:
+    env = {**os.environ, "AVATURN_DESKTOP_HOME": str(tmp_path)}
+    seen: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "avaturn_desktop", "--headless", "--auto-start"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                seen.append(line)
+                if "avaturn.session" in line and ": live" in line:
+                    break
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait(30)
+    if not any(": live" in line for line in seen):
+        pytest.fail("the app never went live:\n" + "".join(seen[-30:]))
+    db_path = tmp_path / "tasklog.sqlite3"
+    with sqlite3.connect(db_path) as db:
+        open_rows: list[Any] = db.execute(
+            "SELECT session_id FROM sessions WHERE ended_at IS NULL"
+        ).fetchall()
+    assert len(open_rows) == 1
+
+    result = run_app(tmp_path, "--headless", "--exit-after", "live")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "left over from an earlier run" in result.stderr
+    with sqlite3.connect(db_path) as db:
+        still_open = db.execute("SELECT session_id FROM sessions WHERE ended_at IS NULL").fetchall()
+    assert still_open == []
