@@ -1,0 +1,208 @@
+"""The app assembled for fault runs: the Shell (real QtWebEngine page, session controller, real
+client) with the speaking docks (speech queue, composer) over it, a GUI-loop watchdog, and an
+HTTP transport that counts what the service did wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PySide6.QtCore import QCoreApplication, QEvent, QTimer
+
+from avaturn_desktop.app import Backend
+from avaturn_desktop.core.models import SessionCreate
+from avaturn_desktop.core.session_state import SessionState
+from avaturn_desktop.core.settings import Settings
+from avaturn_desktop.core.tasks import TaskRecord
+from avaturn_desktop.services.client import AvaturnClient
+from avaturn_desktop.services.speech_queue import QueueChange, SpeechQueue
+from avaturn_desktop.services.tasklog import TaskLogStore
+from avaturn_desktop.simulator.server import FaultConfig, SimulatorServer
+from avaturn_desktop.ui.docks.composer_panel import ComposerPanel
+from avaturn_desktop.ui.shell import Shell
+from avaturn_desktop.ui.speaking import SpeakingUi
+
+#: The longest the GUI loop may go without running a timer, under any fault.
+MAX_STALL_MS = 100.0
+
+
+async def until(predicate: Callable[[], bool], within: float = 15.0, what: str = "") -> None:
+    """Wait for ``predicate`` (checked every 10 ms on the running loop); fail after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what or predicate}")
+        await asyncio.sleep(0.01)
+
+
+class Watchdog:
+    """A 5 ms QTimer in the GUI loop; ``max_gap_ms`` is the longest time between two ticks."""
+
+    INTERVAL_MS = 5
+
+    def __init__(self) -> None:
+        self._timer = QTimer()
+        self._timer.setInterval(self.INTERVAL_MS)
+        self._timer.timeout.connect(self._tick)
+        self._last: float | None = None
+        self.max_gap_ms = 0.0
+        self.ticks = 0
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.max_gap_ms = max(self.max_gap_ms, (now - self._last) * 1000)
+        self._last = now
+        self.ticks += 1
+
+
+class CountingTransport(httpx.AsyncHTTPTransport):
+    """The real transport, counting faulty answers (5xx, 429) and broken connections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: Counter[str] = Counter()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        start = time.perf_counter()
+        try:
+            response = await super().handle_async_request(request)
+        except httpx.TransportError as exc:
+            self.seen[f"transport:{type(exc).__name__}"] += 1
+            raise
+        if time.perf_counter() - start >= 1.9:
+            self.seen["latency>=1.9s"] += 1
+        if response.status_code == 429:
+            self.seen["429"] += 1
+        elif response.status_code >= 500:
+            self.seen[f"{response.status_code}"] += 1
+        return response
+
+
+def _speaking_of(shell: Shell) -> SpeakingUi | None:
+    """The shell's own speaking docks, once the shell builds them."""
+    for value in vars(shell).values():
+        if isinstance(value, SpeakingUi):
+            return value
+    return None
+
+
+class Rig:
+    """One app instance against ``sim``; build with :meth:`open`, end with :meth:`close`."""
+
+    def __init__(
+        self,
+        sim: SimulatorServer,
+        store_path: Path,
+        *,
+        kind: str = "simulator",
+        api_key: str = "local-simulator",
+        max_retries: int = 3,
+        settings: Settings | None = None,
+    ) -> None:
+        self.sim = sim
+        self.transport = CountingTransport()
+        self.http = httpx.AsyncClient(transport=self.transport, timeout=10.0)
+        self.client = AvaturnClient(
+            self.http, api_key=api_key, base_url=sim.base_url, max_retries=max_retries
+        )
+        self.store = TaskLogStore(store_path)
+        self.settings = settings or Settings()
+        backend = Backend(kind, sim.base_url, sim.sdk_url, api_key)
+        self.shell = Shell(
+            settings=self.settings, backend=backend, client=self.client, store=self.store
+        )
+        own = _speaking_of(self.shell)
+        self._own_speaking = own is None
+        self.speaking = own or SpeakingUi(
+            client=self.client,
+            store=self.store,
+            controller=self.shell.controller,
+            stage=self.shell.stage,
+            settings=self.settings,
+            messages=self.shell.messages,
+            session_presenter=self.shell.session,
+        )
+        self.queue: SpeechQueue = self.speaking.queue
+        self.composer: ComposerPanel = self.speaking.composer
+        self.controller = self.shell.controller
+        self.changes: list[QueueChange] = []
+        self.queue.subscribe(self.changes.append)
+        self.watchdog = Watchdog()
+
+    async def open(self) -> None:
+        ready = asyncio.Event()
+        bridge = self.shell.view.bridge
+        bridge.ready_changed.connect(lambda ok: ready.set() if ok else None)
+        if not bridge.ready:
+            await asyncio.wait_for(ready.wait(), 30)
+
+    async def start(self, request: SessionCreate | None = None) -> str:
+        ok = await self.controller.start(request or self.settings.session.to_request())
+        snap = self.controller.snapshot
+        assert ok, f"the session did not go live: {snap.state} {snap.reason} {snap.detail}"
+        assert snap.session_id is not None
+        return snap.session_id
+
+    async def close(self) -> None:
+        self.watchdog.stop()
+        if self._own_speaking:
+            await self.speaking.shutdown()
+        await self.controller.shutdown()
+        await self.shell.shutdown()
+        self.shell.view.shutdown()
+        self.shell.window.close()
+        for widget in (self.composer, self.speaking.queue_panel, self.speaking.log_panel):
+            widget.deleteLater()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        await self.http.aclose()
+        self.store.close()
+        # Qt objects caught in reference cycles must be collected here, on the GUI thread: a
+        # collection that happens to run on the simulator's thread would destroy them there.
+        self.__dict__.clear()
+        gc.collect()
+
+    # -- what the app and the service say ------------------------------------------------------
+
+    def set_faults(self, **knobs: Any) -> None:
+        self.sim.set_faults(FaultConfig(**knobs))
+
+    async def sim_tasks(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        state = await asyncio.to_thread(self.sim.snapshot)
+        return [
+            task
+            for session in state["sessions"]
+            if session_id is None or session["session_id"] == session_id
+            for task in session["tasks"]
+        ]
+
+    async def sim_session(self, session_id: str) -> dict[str, Any]:
+        state = await asyncio.to_thread(self.sim.snapshot)
+        (session,) = [s for s in state["sessions"] if s["session_id"] == session_id]
+        return session
+
+    def rows(self) -> list[TaskRecord]:
+        return self.store.query()
+
+    def composer_text(self) -> str:
+        return self.composer.editor.toPlainText()
+
+    def type_and_queue(self, text: str) -> bool:
+        self.composer.editor.setPlainText(text)
+        return self.composer.queue_text()
+
+    async def live(self) -> None:
+        await until(lambda: self.controller.state is SessionState.LIVE, 30, "a live session")

@@ -1,0 +1,105 @@
+"""The counts the reliability suite reports: faults injected / survived, inputs tried /
+crashes, places checked for the API key / secrets found.
+
+Every test adds to one :class:`Tally` per pytest run; at the end of the run the tally is
+written as JSON (``.cache/reliability/summary.json`` at the repo root, or the path in
+``AVATURN_RELIABILITY_SUMMARY``). A fault counts as survived only when every check of the
+test that injected it passed: tests record their faults as pending and settle them at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+SUMMARY_ENV = "AVATURN_RELIABILITY_SUMMARY"
+
+
+def summary_path() -> Path:
+    override = os.environ.get(SUMMARY_ENV)
+    return Path(override) if override else REPO / ".cache" / "reliability" / "summary.json"
+
+
+@dataclass
+class Tally:
+    faults_injected: Counter[str] = field(default_factory=Counter)
+    faults_survived: Counter[str] = field(default_factory=Counter)
+    inputs_tried: Counter[str] = field(default_factory=Counter)
+    crashes: Counter[str] = field(default_factory=Counter)
+    places_checked: Counter[str] = field(default_factory=Counter)
+    secrets_found: Counter[str] = field(default_factory=Counter)
+    tests: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def faults(self, kind: str, count: int = 1) -> None:
+        """``count`` faults of ``kind`` were injected (and not yet known to be survived)."""
+        self.faults_injected[kind] += count
+
+    def survived(self, kinds: Counter[str]) -> None:
+        for kind, count in kinds.items():
+            self.faults_survived[kind] += count
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def tried(self, target: str, count: int = 1) -> None:
+        self.inputs_tried[target] += count
+
+    def crash(self, target: str) -> None:
+        self.crashes[target] += 1
+
+    # -- secrets -----------------------------------------------------------------------------
+
+    def checked(self, place: str, found: bool) -> None:
+        self.places_checked[place] += 1
+        if found:
+            self.secrets_found[place] += 1
+
+    # -- the report --------------------------------------------------------------------------
+
+    def as_json(self) -> dict[str, Any]:
+        def block(c: Counter[str]) -> dict[str, Any]:
+            return {"total": sum(c.values()), "by_kind": dict(sorted(c.items()))}
+
+        return {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.started)),
+            "duration_s": round(time.time() - self.started, 1),
+            "machine": machine(),
+            "tests": sorted(self.tests),
+            "faults_injected": block(self.faults_injected),
+            "faults_survived": block(self.faults_survived),
+            "inputs_tried": block(self.inputs_tried),
+            "crashes": block(self.crashes),
+            "secret_places_checked": block(self.places_checked),
+            "secrets_found": block(self.secrets_found),
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.as_json(), indent=2) + "\n", encoding="utf-8")
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+    }

@@ -1,0 +1,348 @@
+"""Faults: the assembled app (real page, session controller, speech queue, composer, real
+client) against the simulator's fault injection over loopback.
+
+Every scenario checks the same promises:
+
+* the GUI loop never stalls more than 100 ms (a 5 ms QTimer measures the gaps);
+* no composer text is lost: each sentence is either taken by the service (it is in the
+  simulator's task list) or back in the composer box, or visibly held in the queue;
+* no line reaches the service twice because of a retry (the simulator's tasks per text);
+* each failure is shown with its reason (task-log reason, composer status, session reason);
+* the session recovers, or ends with a clear reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from avaturn_desktop.core.models import SessionCreate
+from avaturn_desktop.core.session_state import EndReason, SessionState
+from avaturn_desktop.core.tasks import TaskState
+from avaturn_desktop.services.speech_queue import ItemState
+from avaturn_desktop.simulator.server import SimulatorServer
+from tests.reliability.conftest import FaultLedger
+from tests.reliability.rig import MAX_STALL_MS, Rig, until
+
+pytestmark = [pytest.mark.web, pytest.mark.timeout(90)]
+
+SimFactory = Callable[..., SimulatorServer]
+
+
+def sentences(prefix: str, n: int) -> list[str]:
+    return [f"{prefix} line number {i} is here." for i in range(1, n + 1)]
+
+
+async def settled(rig: Rig) -> None:
+    """Until nothing is on its way: every item finished or held."""
+    await until(
+        lambda: (
+            all(i.state.finished or i.held for i in rig.queue.items) and not rig.composer.pending
+        ),
+        20,
+        "the queue to settle",
+    )
+
+
+async def check_promises(rig: Rig, composed: list[str]) -> Counter[str]:
+    """The promises every scenario keeps; returns the simulator's tasks per text."""
+    tasks = await rig.sim_tasks()
+    per_text = Counter(t["text"] for t in tasks)
+    twice = {text: n for text, n in per_text.items() if n > 1}
+    assert not twice, f"sent twice: {twice}"
+    box = rig.composer_text()
+    held = {i.text for i in rig.queue.items if i.state is ItemState.WAITING}
+    lost = [s for s in composed if s not in per_text and s not in box and s not in held]
+    assert not lost, f"composer text lost: {lost}"
+    rows = rig.rows()
+    for row in rows:
+        if row.state in (TaskState.FAILED, TaskState.CANCELLED):
+            assert row.reason and row.reason.strip(), row
+    sim_ids = {t["task_id"] for t in tasks}
+    logged_ids = {r.task_id for r in rows if r.task_id}
+    assert logged_ids <= sim_ids, "the log names task ids the service never gave"
+    assert sim_ids <= logged_ids, "a task the service acknowledged is missing from the log"
+    assert rig.watchdog.max_gap_ms < MAX_STALL_MS, f"GUI stalled {rig.watchdog.max_gap_ms:.0f} ms"
+    snap = rig.controller.snapshot
+    if snap.state in (SessionState.ENDED, SessionState.FAILED):
+        assert snap.reason, snap
+    return per_text
+
+
+@pytest.fixture
+def rig_factory(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> Callable[..., Any]:
+    """``run(sim, scenario, **rig_options)``: build a rig, run ``scenario(rig)``, close it."""
+
+    def run(sim: SimulatorServer, scenario: Callable[[Rig], Any], **options: Any) -> None:
+        async def main() -> None:
+            rig = Rig(sim, tmp_path / "log.sqlite3", **options)
+            try:
+                await rig.open()
+                await scenario(rig)
+            finally:
+                await rig.close()
+
+        loop.run_until_complete(main())
+
+    return run
+
+
+def test_5xx_burst_fails_the_line_keeps_the_text_and_recovers(
+    make_sim: SimFactory, rig_factory: Callable[..., Any], ledger: FaultLedger
+) -> None:
+    sim = make_sim()
+    lines = sentences("Burst", 3)
+
+    async def scenario(rig: Rig) -> None:
+        session_id = await rig.start()
+        rig.watchdog.start()
+        rig.set_faults(error_rate=1.0, error_status=503)
+        assert rig.type_and_queue(" ".join(lines))
+        await until(lambda: rig.composer.failed, 10, "the composer to show the failure")
+        await settled(rig)
+        ledger.inject("5xx", rig.transport.seen["503"])
+        # shown with its reason, the text back in the box, nothing reached the service
+        assert "503" in rig.composer.status_label.text()
+        assert rig.composer_text() == "\n".join(lines)
+        failed = [r for r in rig.rows() if r.state is TaskState.FAILED]
+        assert failed and all("503" in (r.reason or "") for r in failed)
+        assert await rig.sim_tasks(session_id) == []
+        await check_promises(rig, lines)
+
+        # the service is back: the same text goes out once, and is spoken
+        rig.set_faults()
+        assert rig.composer.queue_text()
+        await until(lambda: rig.composer_text() == "", 10, "the box to empty once acknowledged")
+        await until(lambda: sum(r.state is TaskState.SPOKEN for r in rig.rows()) == len(lines), 15)
+        per_text = await check_promises(rig, lines)
+        assert all(per_text[line] == 1 for line in lines)
+        assert rig.controller.state is SessionState.LIVE
+
+    rig_factory(sim, scenario)
+
+
+def test_429_with_retry_after_waits_and_sends_once(
+    make_sim: SimFactory, rig_factory: Callable[..., Any], ledger: FaultLedger
+) -> None:
+    sim = make_sim()
+    lines = sentences("Busy", 2)
+
+    async def scenario(rig: Rig) -> None:
+        session_id = await rig.start()
+        rig.watchdog.start()
+        # 3 refusals: the client waits out one itself, gives up on the next (max_retries=1);
+        # the queue shows "busy", waits Retry-After, sends again, and the third is waited out.
+        rig.set_faults(rate_limit_burst=3, retry_after_s=1)
+        started = time.monotonic()
+        assert rig.type_and_queue(" ".join(lines))
+        await until(lambda: rig.composer_text() == "", 15, "the box to empty once acknowledged")
+        took = time.monotonic() - started
+        ledger.inject("429", rig.transport.seen["429"])
+        assert rig.transport.seen["429"] == 3
+        assert took >= 2.7, f"Retry-After not honoured: all acknowledged after {took:.2f} s"
+        busy = [c.item for c in rig.changes if c.item and "busy" in (c.item.reason or "")]
+        assert busy, "the wait after a 429 was not shown on the item"
+        assert "sending again in 1 s" in (busy[0].reason or "")
+        await until(lambda: sum(r.state is TaskState.SPOKEN for r in rig.rows()) == len(lines), 15)
+        per_text = await check_promises(rig, lines)
+        assert [per_text[line] for line in lines] == [1, 1]
+        tasks = await rig.sim_tasks(session_id)
+        assert [t["text"] for t in tasks] == lines  # in order
+
+    rig_factory(sim, scenario, max_retries=1)
+
+
+def test_2s_latency_spikes_do_not_stall_the_gui(
+    make_sim: SimFactory, rig_factory: Callable[..., Any], ledger: FaultLedger
+) -> None:
+    sim = make_sim()
+    lines = sentences("Slow", 2)
+
+    async def scenario(rig: Rig) -> None:
+        await rig.start()
+        rig.watchdog.start()
+        rig.set_faults(latency_ms=2000)
+        started = time.monotonic()
+        assert rig.type_and_queue(" ".join(lines))
+        await until(lambda: rig.composer.editor.isReadOnly(), 2, "the box to lock")
+        # while the service is slow the text stays in the (locked) box
+        await until(lambda: rig.queue.items[0].state is ItemState.SENDING, 2)
+        assert rig.composer_text() == " ".join(lines)
+        await until(lambda: rig.composer_text() == "", 10, "the box to empty once acknowledged")
+        assert time.monotonic() - started >= 3.9  # two calls, each 2 s late
+        rig.set_faults()
+        await until(lambda: sum(r.state is TaskState.SPOKEN for r in rig.rows()) == len(lines), 15)
+        ledger.inject("latency_2s", rig.transport.seen["latency>=1.9s"])
+        assert rig.transport.seen["latency>=1.9s"] >= 2
+        per_text = await check_promises(rig, lines)
+        assert [per_text[line] for line in lines] == [1, 1]
+        assert not rig.composer.editor.isReadOnly()
+
+    rig_factory(sim, scenario)
+
+
+def test_connection_resets_are_never_resent_and_the_session_lives_on(
+    make_sim: SimFactory, rig_factory: Callable[..., Any], ledger: FaultLedger
+) -> None:
+    sim = make_sim()
+    first = ["Reset me once."]
+    flood = sentences("Flaky", 12)
+
+    async def scenario(rig: Rig) -> None:
+        session_id = await rig.start()
+        rig.watchdog.start()
+        rig.set_faults(reset_rate=1.0)
+        assert rig.type_and_queue(first[0])
+        await until(lambda: rig.composer.failed, 10, "the composer to show the failure")
+        # the request may have reached the service: never sent again, the user decides
+        status = rig.composer.status_label.text()
+        assert "may or may not have been spoken" in status, status
+        assert rig.composer_text() == first[0]
+        (row,) = rig.rows()
+        assert row.state is TaskState.FAILED and "may or may not" in (row.reason or "")
+        assert await rig.sim_tasks(session_id) == []
+
+        # a flood under 30 % resets: each line is taken once or failed as unclear, never twice
+        rig.set_faults(reset_rate=0.3)
+        rig.queue.enqueue(flood)
+        await settled(rig)
+        ledger.inject("connection_reset", sum(
+            n for k, n in rig.transport.seen.items() if k.startswith("transport:")
+        ))  # fmt: skip
+        # the flood went in through the queue, not the composer: failed lines stay visible
+        per_text = await check_promises(rig, first)
+        items = {i.text: i for i in rig.queue.items}
+        for line in flood:
+            if items[line].state is ItemState.FAILED:
+                assert per_text[line] == 0 and "may or may not" in (items[line].reason or "")
+            else:
+                assert per_text[line] == 1
+        assert rig.controller.state is SessionState.LIVE
+
+        # the service heals: the user sends the kept text again; it goes out once
+        rig.set_faults()
+        assert rig.composer.queue_text()
+        await until(lambda: rig.composer_text() == "", 10)
+        per_text = await check_promises(rig, first)
+        assert per_text[first[0]] == 1
+
+    rig_factory(sim, scenario)
+
+
+def test_dropped_event_channel_reconnects_and_speech_goes_on(
+    make_sim: SimFactory, rig_factory: Callable[..., Any], ledger: FaultLedger
+) -> None:
+    sim = make_sim(chars_per_second=60.0)
+    lines = sentences("Channel", 4)
+
+    async def scenario(rig: Rig) -> None:
+        session_id = await rig.start()
+        rig.watchdog.start()
+        assert rig.type_and_queue(" ".join(lines))
+        await until(lambda: any(r.state is TaskState.SPEAKING for r in rig.rows()), 10)
+        for _ in range(2):  # twice: mid-phrase, then again once it is back
+            rig.set_faults(drop_event_channels=True)
+            ledger.inject("event_channel_drop")
+            await until(lambda: sim.snapshot()["viewers"] == 0, 5, "the drop")
+            await until(lambda: sim.snapshot()["viewers"] == 1, 10, "the page to reconnect")
+        await until(
+            lambda: (
+                all(r.state.value in ("spoken", "cancelled", "failed") for r in rig.rows())
+                and len(rig.rows()) == len(lines)
+            ),
+            20,
+            "every line to finish",
+        )
+        per_text = await check_promises(rig, lines)
+        assert [per_text[line] for line in lines] == [1] * len(lines)
+        assert [r.state for r in rig.rows()] == [TaskState.SPOKEN] * len(lines)
+        assert rig.controller.state is SessionState.LIVE
+        assert SessionState.ENDED not in rig.controller.snapshot.history
+        session = await rig.sim_session(session_id)
+        assert session["viewers_seen"] == 3
+
+    rig_factory(sim, scenario)
+
+
+def test_session_killed_mid_send_ends_clearly_and_the_rest_is_kept(
+    make_sim: SimFactory, rig_factory: Callable[..., Any], ledger: FaultLedger
+) -> None:
+    sim = make_sim()
+    lines = sentences("Killed", 12)
+
+    async def scenario(rig: Rig) -> None:
+        session_id = await rig.start()
+        rig.watchdog.start()
+        rig.set_faults(latency_ms=60)  # so the flood is still going when the kill lands
+        assert rig.type_and_queue(" ".join(lines))
+        await until(lambda: sum(i.acknowledged for i in rig.queue.items) >= 3, 10)
+        killed = await rig.http.post(f"{sim.base_url}/_sim/sessions/{session_id}/kill")
+        assert killed.status_code == 200
+        ledger.inject("session_killed")
+        await until(lambda: rig.controller.state in (SessionState.ENDED, SessionState.FAILED), 10)
+        await settled(rig)
+        snap = rig.controller.snapshot
+        assert snap.state is SessionState.ENDED, snap
+        assert snap.reason in (EndReason.SERVER.value, EndReason.CONNECTION_LOST.value), snap
+        await check_promises(rig, lines)
+        taken = {t["text"] for t in await rig.sim_tasks(session_id)}
+        assert 3 <= len(taken) < len(lines)
+        kept = [line for line in lines if line not in taken]
+        box = rig.composer_text()
+        held = [i.text for i in rig.queue.items if i.held]
+        assert sorted(kept) == sorted(
+            [ln for ln in lines if ln in box] + [t for t in held if t not in box]
+        )
+        if box:
+            assert rig.composer.failed and "Not sent" in rig.composer.status_label.text()
+
+        # recover: a new session; the kept text goes out, once
+        rig.set_faults()
+        second = await rig.start()
+        if box:
+            assert rig.composer.queue_text()
+        await until(lambda: rig.composer_text() == "" and not rig.composer.pending, 15)
+        await settled(rig)
+        again = [t["text"] for t in await rig.sim_tasks(second)]
+        assert sorted(again) == sorted(kept)
+        await check_promises(rig, lines)
+
+    rig_factory(sim, scenario)
+
+
+def test_max_duration_mid_send_ends_with_its_reason(
+    make_sim: SimFactory, rig_factory: Callable[..., Any], ledger: FaultLedger
+) -> None:
+    # time_scale 30: a 60 s max_duration ends after 2 s of real time
+    sim = make_sim(time_scale=30.0, chars_per_second=40.0)
+    lines = sentences("Timed", 6)
+
+    async def scenario(rig: Rig) -> None:
+        request = SessionCreate.model_validate(
+            {**rig.settings.session.to_request().model_dump(), "max_duration": 60}
+        )
+        session_id = await rig.start(request)
+        rig.watchdog.start()
+        assert rig.type_and_queue(" ".join(lines))
+        ledger.inject("max_duration")
+        await until(lambda: rig.controller.state in (SessionState.ENDED, SessionState.FAILED), 10)
+        snap = rig.controller.snapshot
+        assert snap.state is SessionState.ENDED, snap
+        assert snap.reason == EndReason.MAX_DURATION.value, snap
+        session = await rig.sim_session(session_id)
+        assert session["end_reason"] == "max_duration"
+        await settled(rig)
+        await check_promises(rig, lines)
+        # what was taken but not spoken is not left "sent" or "speaking"
+        open_rows = [r for r in rig.rows() if r.state in (TaskState.SENT, TaskState.SPEAKING)]
+        assert open_rows == []
+        cut = [r for r in rig.rows() if r.state is TaskState.CANCELLED]
+        assert cut and all(r.reason for r in cut)
+
+    rig_factory(sim, scenario)
