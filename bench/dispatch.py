@@ -128,7 +128,7 @@ async def _measure(base_url: str, tasks: int, rounds: int, block: int) -> dict[s
 
 
 def run(quick: bool) -> list[Figure]:
-    tasks, rounds = (100, 3) if quick else (500, 5)
+    tasks, rounds = (100, 2) if quick else (500, 5)
     with simulator_process() as base_url:
         data = asyncio.run(_measure(base_url, tasks, rounds, block=10))
     v = data["variants"]

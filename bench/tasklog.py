@@ -133,7 +133,7 @@ def measure_writes(rows: int, chunks: int, where: Path) -> dict[str, Any]:
 
 
 def run(quick: bool) -> list[Figure]:
-    rows = 10_000 if quick else 100_000
+    rows = 5_000 if quick else 100_000
     with tempfile.TemporaryDirectory(prefix="avaturn-bench-log-") as tmp:
         where = Path(tmp)
         writes = measure_writes(rows, 10, where)
