@@ -32,6 +32,7 @@ import pydantic
 
 from avaturn_desktop.core.errors import (
     ApiError,
+    AppError,
     AuthError,
     BadAnswerError,
     ConfigError,
@@ -274,6 +275,9 @@ class AvaturnClient:
                 response = await self._http.request(
                     method, url, content=content, headers=headers, timeout=self._timeout
                 )
+            except httpx.DecodingError:
+                # An answer came, but its body could not be decoded (a bad Content-Encoding).
+                raise self._undecodable(call, path) from None
             except httpx.TransportError as exc:
                 log.debug(
                     "%s %s -> %s after %.1f ms",
@@ -326,6 +330,17 @@ class AvaturnClient:
         if status in _RETRY_STATUSES and call.idempotent:
             return _backoff(attempt)
         return None
+
+    def _undecodable(self, call: _Call, path: str) -> AppError:
+        if call.is_task:
+            return UnclearOutcomeError(
+                "The service's answer to the text could not be decoded, so it may or may not "
+                "be spoken. Check the avatar before sending it again."
+            )
+        return BadAnswerError(
+            f"The service answered {call.method} {path} with a body that could not be decoded. "
+            f"Is {self._base_url} an Avaturn Live service?"
+        )
 
     def _transport_error(
         self, call: _Call, path: str, exc: httpx.TransportError
