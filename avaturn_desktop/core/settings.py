@@ -117,6 +117,9 @@ def load(config_dir: Path) -> Settings:
         return _set_aside(path, f"it could not be read ({exc.__class__.__name__})")
     if not isinstance(raw, dict):
         return _set_aside(path, "it is not a JSON object")
+    version = raw.get("schema_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        return _set_aside(path, "its schema_version is not a version number")
     try:
         return Settings.model_validate(migrate(raw))
     except ValidationError as exc:
