@@ -1,0 +1,399 @@
+"""Bad input: fuzzed models, chunker, bridge messages, settings files and log exports; hostile
+text through client → simulator → store → export; malformed server answers.
+
+A "crash" is any exception other than the clear error each door promises (pydantic's
+``ValidationError`` for the models, ``PageMessageError`` for the bridge, an ``AppError`` with a
+``user_message`` for the client, none at all for the settings loader and the exports). Every
+input tried is counted, and so is every crash (the test fails on the first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydantic
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from avaturn_desktop.core import settings as settings_mod
+from avaturn_desktop.core.chunker import SentenceChunker, split_sentences
+from avaturn_desktop.core.errors import AppError, ConfigError
+from avaturn_desktop.core.events import PageMessageError, parse_page_event
+from avaturn_desktop.core.models import (
+    MAX_TASK_TEXT,
+    SdkConfigPatch,
+    SdkSession,
+    SessionCreate,
+    SessionCreated,
+    TaskCreate,
+    TaskCreated,
+)
+from avaturn_desktop.core.tasks import TaskRoute
+from avaturn_desktop.services.client import AvaturnClient
+from avaturn_desktop.services.export import ExportFormat, export_log
+from avaturn_desktop.services.tasklog import TaskLogStore
+from avaturn_desktop.simulator.server import SimulatorServer
+from tests.reliability.tally import Tally
+
+#: Examples per fuzz target: a quick default, more under ``python -m tests.reliability.report``.
+EXAMPLES = int(os.environ.get("AVATURN_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
+json_values = st.recursive(
+    json_scalars,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids),
+    max_leaves=12,
+)
+
+#: Text a presenter might paste, or an attacker might send: every plane, controls, marks.
+HOSTILE_TEXTS: dict[str, str] = {
+    "huge": ("A sentence of forty characters, or so. " * 130)[:MAX_TASK_TEXT],
+    "too_huge": "x" * (MAX_TASK_TEXT + 1),
+    "empty": "",
+    "blank": " \t\n\u3000 ",
+    "control": "Bell\x07 tab\t nul\x00 esc\x1b[31m red \x7f del \x85 nel \u2028 ls.",
+    "rtl": "\u202eمرحبا بالعالم\u202c שלום עולם \u200f(test)\u200e.",
+    "emoji": "Hi 👋🏽 👨‍👩‍👧‍👦 🏳️‍🌈 and flags 🇺🇦🇯🇵 plus keycap 1️⃣ ok.",
+    "combining": "Z̷̢͉̈́a̸͍͌l̵̰͊g̴̣̈ǒ̶̬ text, and e\u0301 vs é.",
+    "formula": '=HYPERLINK("http://x","y") +1 -2 @SUM(A1)',
+    "markup": "<script>alert(1)</script> {{7*7}} ${x} ' OR 1=1 --",
+    "srt_break": "line one\n\n2\n00:00:01,000 --> 00:00:02,000\ninjected cue",
+}
+
+
+def checked(tally: Tally, target: str, fn: Callable[[], Any], *clear: type[BaseException]) -> Any:
+    """Run ``fn``; an exception that is not one of ``clear`` is a crash."""
+    tally.tried(target)
+    try:
+        return fn()
+    except clear as exc:
+        message = str(getattr(exc, "user_message", None) or exc)
+        assert message.strip(), f"{target}: {type(exc).__name__} without a message"
+        return exc
+    except Exception:
+        tally.crash(target)
+        raise
+
+
+# -- models ------------------------------------------------------------------------------------
+
+MODELS = [SessionCreate, TaskCreate, SdkConfigPatch, SessionCreated, TaskCreated, SdkSession]
+FIELDS = [
+    "avatar_id", "conversation_engine", "background", "model", "user_absent_timeout",
+    "max_duration", "text", "session_id", "token", "task_id", "id", "room_url",
+    "limited_access_token", "session_config", "type", "tts", "voice_id", "engine",
+]  # fmt: skip
+
+
+@FUZZ
+@given(
+    model=st.sampled_from(MODELS),
+    body=st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8) | json_values,
+)
+def test_models_accept_or_refuse_clearly(tally: Tally, model: Any, body: Any) -> None:
+    checked(tally, "models", lambda: model.model_validate(body), pydantic.ValidationError)
+    raw = json.dumps(body)
+    checked(tally, "models", lambda: model.model_validate_json(raw), pydantic.ValidationError)
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_models_refuse_random_bytes_clearly(tally: Tally, raw: bytes) -> None:
+    for model in MODELS:
+        checked(
+            tally, "models", lambda m=model: m.model_validate_json(raw), pydantic.ValidationError
+        )
+
+
+# -- the chunker -------------------------------------------------------------------------------
+
+
+@FUZZ
+@given(text=st.text(max_size=600), max_chars=st.integers(min_value=-5, max_value=120))
+def test_chunker_never_loses_text(tally: Tally, text: str, max_chars: int) -> None:
+    chunks = checked(tally, "chunker", lambda: split_sentences(text, max_chars), ValueError)
+    if isinstance(chunks, ValueError):
+        assert max_chars < 1
+        return
+    assert "".join("".join(c.split()) for c in chunks) == "".join(text.split())
+    assert all(c and c == c.strip() and len(c) <= max_chars for c in chunks)
+
+
+@FUZZ
+@given(text=st.text(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=8))
+def test_chunker_stream_matches_the_whole(tally: Tally, text: str, cuts: list[int]) -> None:
+    def stream() -> list[str]:
+        chunker = SentenceChunker(60)
+        out: list[str] = []
+        last = 0
+        for cut in sorted(set(cuts)):
+            out += chunker.feed(text[last:cut])
+            last = max(last, cut)
+        out += chunker.feed(text[last:])
+        return out + chunker.flush()
+
+    assert checked(tally, "chunker", stream) == split_sentences(text, 60)
+
+
+# -- bridge messages ---------------------------------------------------------------------------
+
+EVENT_TYPES = [
+    "ready", "sdk_loaded", "sdk_failed", "inited", "init_failed", "avatar_started_speaking",
+    "avatar_ended_speaking", "avatar_started_speaking_phrase", "avatar_ended_speaking_phrase",
+    "idle", "sdk_error", "disposed", "result", "task", "init", "__proto__", "",
+]  # fmt: skip
+EVENT_FIELDS = ["type", "phrase_id", "at_ms", "message", "timed_out", "session_id", "code",
+                "reason", "ref", "ok", "error", "data"]  # fmt: skip
+
+
+@FUZZ
+@given(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(EVENT_TYPES) | json_values},
+        optional={f: json_values for f in EVENT_FIELDS[1:]},
+    ).map(json.dumps)
+    | st.text(max_size=200)
+    | json_values.map(json.dumps)
+)
+def test_bridge_messages_parse_or_raise_the_clear_error(tally: Tally, raw: str) -> None:
+    checked(tally, "bridge", lambda: parse_page_event(raw), PageMessageError)
+
+
+def test_bridge_refuses_odd_objects_and_huge_messages(tally: Tally) -> None:
+    odd: list[Any] = [None, 1, b"{}", ["ready"], {"type": "ready"}, "x" * 70_000]
+    odd.append(json.dumps({"type": "idle", "pad": "y" * 70_000}))
+    odd.append("[" * 50_000 + "]" * 50_000)  # deeply nested JSON
+    for raw in odd:
+        result = checked(tally, "bridge", lambda r=raw: parse_page_event(r), PageMessageError)
+        assert isinstance(result, PageMessageError), raw if len(str(raw)) < 100 else "huge"
+
+
+# -- the settings loader -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "config"
+    path.mkdir()
+    return path
+
+
+settings_files = (
+    st.binary(max_size=300)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.dictionaries(
+        st.sampled_from([*settings_mod.Settings.model_fields, "session", "extra"]),
+        json_values,
+        max_size=6,
+    ).map(lambda v: json.dumps(v).encode())
+)
+
+
+@FUZZ
+@given(raw=settings_files)
+def test_settings_loader_never_crashes(tally: Tally, config_dir: Path, raw: bytes) -> None:
+    path = settings_mod.settings_path(config_dir)
+    path.write_bytes(raw)
+    loaded = checked(tally, "settings", lambda: settings_mod.load(config_dir), ConfigError)
+    if isinstance(loaded, ConfigError):
+        # only a file from a newer version is refused, and it is left untouched
+        assert "newer version" in loaded.user_message
+        assert path.read_bytes() == raw
+    else:
+        assert isinstance(loaded, settings_mod.Settings)
+        settings_mod.save(loaded, config_dir)  # what was loaded can be saved and read back
+        assert settings_mod.load(config_dir) == loaded
+    for leftover in config_dir.iterdir():
+        leftover.unlink()
+
+
+# -- the task log and its exports --------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[TaskLogStore]:
+    with TaskLogStore(tmp_path / "fuzz.sqlite3") as log:
+        yield log
+
+
+def _export_all(store: TaskLogStore, session_id: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for fmt in ExportFormat:
+        buffer = io.StringIO(newline="")
+        export_log(store, fmt, buffer, session_id=session_id)
+        out[fmt.value] = buffer.getvalue()
+    return out
+
+
+@FUZZ
+@given(texts=st.lists(st.text(min_size=1, max_size=300), min_size=1, max_size=5), data=st.data())
+def test_log_export_of_random_texts(
+    tally: Tally, store: TaskLogStore, texts: list[str], data: st.DataObject
+) -> None:
+    # a fresh session per example: the store outlives hypothesis's examples
+    session_id = uuid.uuid4().hex + data.draw(st.text(max_size=40), label="session_id")
+    t = 1_700_000_000.0
+    for i, text in enumerate(texts):
+        row = store.add(session_id=session_id, text=text, voice_id=None, route=TaskRoute.REST, at=t)
+        store.mark_sent(row.row_id, at=t + i)
+        store.mark_speaking(row.row_id, at=t + i + 0.1)
+        store.mark_spoken(row.row_id, at=t + i + 0.5)
+    exported = checked(tally, "export", lambda: _export_all(store, session_id))
+    lines = exported["jsonl"].split("\n")
+    assert lines[-1] == "" and len(lines) == len(texts) + 1
+    assert [json.loads(line)["text"] for line in lines[:-1]] == texts
+    rows = list(csv.reader(io.StringIO(exported["csv"], newline="")))
+    got = [r[7] for r in rows[1:]]
+    want = ["'" + x if x.startswith(("=", "+", "-", "@", "\t", "\r")) else x for x in texts]
+    assert got == want
+    for cue in exported["srt"].split("\n\n"):  # every cue is number, timing, non-blank text
+        if cue.strip():
+            number, timing, *body = cue.split("\n")
+            assert number.isdigit() and " --> " in timing and body and all(body)
+
+
+# -- hostile text, end to end through the real client and the simulator ----------------------
+
+
+def test_hostile_texts_through_client_simulator_store_export(
+    tally: Tally, make_sim: Callable[..., SimulatorServer], store: TaskLogStore
+) -> None:
+    sim = make_sim()
+
+    async def run() -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        async with httpx.AsyncClient() as http:
+            client = AvaturnClient(http, api_key="k", base_url=sim.base_url)
+            session = await client.create_session()
+            for name, text in HOSTILE_TEXTS.items():
+                tally.tried("hostile_text")
+                try:
+                    created = await client.add_task(session.session_id, text)
+                except ConfigError as exc:
+                    results[name] = exc
+                    continue
+                except Exception:
+                    tally.crash("hostile_text")
+                    raise
+                row = store.add(
+                    session_id=session.session_id, text=text, voice_id=None, route=TaskRoute.REST
+                )
+                store.mark_sent(row.row_id)
+                store.mark_acked(row.row_id, created.task_id)
+                results[name] = created.task_id
+        return results
+
+    results = asyncio.run(run())
+    for name in ("too_huge", "empty", "blank"):
+        assert isinstance(results[name], ConfigError), name
+        assert results[name].user_message
+    (session,) = sim.snapshot()["sessions"]
+    by_id = {t["task_id"]: t["text"] for t in session["tasks"]}
+    accepted = {n: tid for n, tid in results.items() if isinstance(tid, str)}
+    assert set(accepted) == set(HOSTILE_TEXTS) - {"too_huge", "empty", "blank"}
+    for name, task_id in accepted.items():
+        assert by_id[task_id] == HOSTILE_TEXTS[name], name  # byte-exact at the service
+        assert store.find_by_task_id(task_id).text == HOSTILE_TEXTS[name]  # type: ignore[union-attr]
+    exported = checked(tally, "hostile_text", lambda: _export_all(store, session["session_id"]))
+    jsonl = [json.loads(line) for line in exported["jsonl"].splitlines()]
+    assert [r["text"] for r in jsonl] == [HOSTILE_TEXTS[n] for n in accepted]
+
+
+# -- malformed server answers ------------------------------------------------------------------
+
+answers = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(
+            [200, 201, 204, 301, 400, 401, 404, 410, 418, 422, 429, 500, 502, 503, 504, 599]
+        ),
+        "body": st.binary(max_size=120)
+        | json_values.map(lambda v: json.dumps(v).encode())
+        | st.sampled_from(
+            [
+                b"",
+                b"null",
+                b"{}",
+                b"[]",
+                b'{"detail": null}',
+                b'{"detail": [1, {"loc": 5}]}',
+                b'{"task_id": 5}',
+                b'{"session_id": "s"}',
+                b"<html>502 Bad Gateway</html>",
+                b'{"detail": [{"loc": ["body", "x"], "msg": "bad", "type": "json_invalid",'
+                b' "ctx": {"error": "eof"}}]}',
+            ]
+        ),
+        "retry_after": st.none()
+        | st.sampled_from(["0", "1", "-3", "nan", "inf", "1e309", "soon", "Wed, 21 Oct 2015"])
+        | st.text(max_size=10),
+        "content_type": st.sampled_from(["application/json", "text/html", "", "x/y"]),
+        "encoding": st.sampled_from([None, None, "gzip", "br", "identity"]),
+    }
+)
+
+
+def _call_everything(answer: dict[str, Any]) -> list[Any]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers: dict[str, str | bytes] = {}
+        if answer["content_type"]:
+            headers["content-type"] = answer["content_type"]
+        if answer["retry_after"] is not None:
+            headers["retry-after"] = answer["retry_after"].encode()  # any bytes may come
+        if answer["encoding"]:
+            headers["content-encoding"] = answer["encoding"]
+        return httpx.Response(answer["status"], content=answer["body"], headers=headers)
+
+    async def noop(_s: float) -> None:
+        return None
+
+    async def run() -> list[Any]:
+        outcomes: list[Any] = []
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            client = AvaturnClient(
+                http, api_key="k", base_url="https://api.invalid", max_retries=1, sleep=noop
+            )
+            calls: list[Callable[[], Any]] = [
+                client.create_session,
+                lambda: client.add_task("s1", "Hello."),
+                lambda: client.terminate_session("s1"),
+                lambda: client.get_sdk_session("tok"),
+                lambda: client.sdk_task("tok", "Hello."),
+                lambda: client.cancel_all("tok"),
+                lambda: client.change_voice("tok", "v1"),
+                lambda: client.start_stream("tok"),
+            ]
+            for call in calls:
+                try:
+                    outcomes.append(await call())
+                except AppError as exc:
+                    outcomes.append(exc)
+        return outcomes
+
+    return asyncio.run(run())
+
+
+@FUZZ
+@given(answer=answers)
+def test_malformed_answers_become_typed_errors(tally: Tally, answer: dict[str, Any]) -> None:
+    outcomes = checked(tally, "server_answers", lambda: _call_everything(answer))
+    tally.tried("server_answers", len(outcomes) - 1)
+    for outcome in outcomes:
+        if isinstance(outcome, AppError):
+            assert outcome.user_message.strip()
+            assert "Traceback" not in outcome.user_message
