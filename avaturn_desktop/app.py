@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from avaturn_desktop import logs, qtenv
 from avaturn_desktop.core import paths
@@ -159,6 +159,7 @@ async def run(
         client = AvaturnClient(http, api_key=backend.api_key, base_url=backend.api_base)
         shell = Shell(settings=settings, backend=backend, client=client, store=store)
         controller: SessionController = shell.controller
+        _close_on_signals(shell.window)
         shell.show()
         if exit_after == "shown":
             await shell.wait_exposed()
@@ -181,6 +182,25 @@ async def run(
             simulator.stop()
     log.info("Bye")
     return 0
+
+
+def _close_on_signals(window: Any) -> None:
+    """SIGTERM / SIGINT close the window: the session is ended and the app quits cleanly."""
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    def close(signum: int, _frame: object) -> None:
+        log.info("Signal %s: closing", signal.Signals(signum).name)
+        QTimer.singleShot(0, window.close)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, close)
+    # Python runs signal handlers only between bytecodes: wake it up now and then.
+    heartbeat = QTimer(window)
+    heartbeat.setInterval(250)
+    heartbeat.timeout.connect(lambda: None)
+    heartbeat.start()
 
 
 def _report(what: str, started: float | None) -> None:

@@ -7,6 +7,7 @@ quit with a live session; start again after a crash and be offered the orphan.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from PySide6.QtCore import QCoreApplication, QEvent
 from avaturn_desktop.app import Backend
 from avaturn_desktop.core.session_state import EndReason, SessionState
 from avaturn_desktop.core.settings import Settings
+from avaturn_desktop.core.tasks import SessionRecord
 from avaturn_desktop.services.client import AvaturnClient
 from avaturn_desktop.services.session import SessionController
 from avaturn_desktop.services.tasklog import TaskLogStore
@@ -114,14 +116,20 @@ def test_orphans_of_a_crashed_run_are_offered_and_ended(
     async def scenario() -> str:
         async with httpx.AsyncClient() as http:
             client = AvaturnClient(http, api_key="local-simulator", base_url=simulator.base_url)
-            # A run that "crashes": the session is created and recorded, never ended.
-            first = Shell(settings=Settings(), backend=backend, client=client, store=store)
-            await bridge_ready(first)
-            assert await first.controller.start(Settings().session.to_request())
-            orphan = first.controller.session_id
-            assert orphan is not None
-            first.view.shutdown()  # the page dies with the process; nothing is ended
-            close_shell(first)
+            # What a run killed mid-session leaves: a session on the service, recorded as
+            # open in the registry, never ended.
+            created = await client.create_session(Settings().session.to_request())
+            orphan = created.session_id
+            store.record_session(
+                SessionRecord(
+                    session_id=orphan,
+                    backend=simulator.base_url,
+                    avatar_id="jane_20240829",
+                    voice_id=None,
+                    created_at=time.time(),
+                    max_duration=3600,
+                )
+            )
             assert [r.session_id for r in store.open_sessions()] == [orphan]
 
             second = Shell(settings=Settings(), backend=backend, client=client, store=store)
@@ -141,4 +149,41 @@ def test_orphans_of_a_crashed_run_are_offered_and_ended(
         headers={"Authorization": "Bearer local-simulator"},
     )
     assert gone.status_code == 404  # really ended on the service, not only in the registry
+    store.close()
+
+
+def test_a_crashed_page_ends_the_session_clearly_and_the_stage_comes_back(
+    qloop: qasync.QEventLoop, simulator: Any, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    backend = Backend("simulator", simulator.base_url, simulator.sdk_url, "local-simulator")
+    store = TaskLogStore(tmp_path / "log.sqlite3")
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient() as http:
+            client = AvaturnClient(http, api_key="local-simulator", base_url=simulator.base_url)
+            shell = Shell(settings=Settings(), backend=backend, client=client, store=store)
+            try:
+                await bridge_ready(shell)
+                assert await shell.controller.start(Settings().session.to_request())
+                session_id = shell.controller.session_id
+                ready_again = asyncio.Event()
+                shell.view.bridge.ready_changed.connect(lambda ok: ok and ready_again.set())
+                os.kill(shell.view.page().renderProcessPid(), signal.SIGKILL)
+                await reach(shell.controller, SessionState.ENDED)
+                assert shell.controller.snapshot.reason == EndReason.CONNECTION_LOST.value
+                (ended,) = [
+                    s for s in simulator.snapshot()["sessions"] if s["session_id"] == session_id
+                ]
+                assert ended["state"] == "ended"  # nothing left burning on the service
+                await asyncio.wait_for(ready_again.wait(), 30)
+                assert await shell.controller.start(Settings().session.to_request())
+            finally:
+                await shell.controller.shutdown()
+                await shell.shutdown()
+                close_shell(shell)
+
+    qloop.run_until_complete(scenario())
     store.close()

@@ -22,6 +22,7 @@ from avaturn_desktop.core.events import (
     ChangeVoiceCommand,
     CommandResult,
     DisposeCommand,
+    Disposed,
     InitCommand,
     Inited,
     InitFailed,
@@ -72,6 +73,7 @@ class Stage(QObject):
         self._refs = itertools.count(1)
         self._results: dict[int, asyncio.Future[CommandResult]] = {}
         self._init_waiter: asyncio.Future[PageEvent] | None = None
+        self._connected = False
         bridge.event_received.connect(self._on_event)
         bridge.ready_changed.connect(self._on_ready_changed)
 
@@ -133,6 +135,7 @@ class Stage(QObject):
             raise StageError("The avatar page did not answer in time.", timed_out=True)
         event = waiter.result()
         if isinstance(event, Inited):
+            self._connected = True
             return event.session_id
         if isinstance(event, SdkFailed):
             raise StageError(f"The avatar software could not be loaded: {event.message}")
@@ -164,6 +167,9 @@ class Stage(QObject):
 
     async def dispose(self) -> None:
         """Leave the avatar room and show the placeholder again (the session itself lives on)."""
+        self._connected = False
+        if not self._bridge.ready:
+            return  # the page is gone, and its avatar with it: nothing to leave
         await self._call(DisposeCommand(ref=next(self._refs)), "close the avatar")
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -208,6 +214,10 @@ class Stage(QObject):
         for fut in [*self._results.values(), self._init_waiter]:
             if fut is not None and not fut.done():
                 fut.set_exception(error)
+        if self._connected:
+            # The avatar went with its page (a crash, a reload): the session must hear of it.
+            self._connected = False
+            self.event.emit(Disposed(reason="the avatar page stopped"))
 
 
 def _result_error(answer: CommandResult, doing: str) -> AppError:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from PySide6.QtCore import QCoreApplication, QEvent, QObject, QUrl
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QTimer, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWebEngineCore import (
     QWebEnginePage,
@@ -196,6 +196,7 @@ class AvatarView(QWebEngineView):
         settings.setAttribute(WA.ScreenCaptureEnabled, False)
         self.bridge = Bridge(self)
         self._channel = install_bridge(self._avatar_page, self.bridge)
+        self._avatar_page.renderProcessTerminated.connect(self._on_render_process_gone)
         self.setPage(self._avatar_page)
 
     @property
@@ -203,6 +204,21 @@ class AvatarView(QWebEngineView):
         if self._avatar_page is None:
             raise RuntimeError("the avatar view was shut down")
         return self._avatar_page
+
+    def _on_render_process_gone(
+        self, status: QWebEnginePage.RenderProcessTerminationStatus, code: int
+    ) -> None:
+        """The page's process died: tell the session, then bring the stage page back."""
+        log.warning(
+            "The avatar page's process ended (%s, code %d); reloading it", status.name, code
+        )
+        self.bridge.reset()
+        if self._avatar_page is not None:
+            QTimer.singleShot(500, self._reload_after_crash)
+
+    def _reload_after_crash(self) -> None:
+        if self._avatar_page is not None:
+            self.load_stage()
 
     def load_stage(self) -> None:
         """(Re)load the stage page; the bridge becomes ready when the page says so."""
@@ -218,6 +234,7 @@ class AvatarView(QWebEngineView):
         self.bridge.reset()
         page.loadStarted.disconnect(self.bridge.reset)
         page.permissionRequested.disconnect(page._on_permission_requested)
+        page.renderProcessTerminated.disconnect(self._on_render_process_gone)
         # The view must not keep using the page we delete: give it an inert, default one.
         self.setPage(QWebEnginePage(self))
         # The page goes first, the profile after it: otherwise Qt warns that the profile was
