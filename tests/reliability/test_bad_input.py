@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 import json
 import os
@@ -116,9 +117,8 @@ def test_models_accept_or_refuse_clearly(tally: Tally, model: Any, body: Any) ->
 @given(st.binary(max_size=200))
 def test_models_refuse_random_bytes_clearly(tally: Tally, raw: bytes) -> None:
     for model in MODELS:
-        checked(
-            tally, "models", lambda m=model: m.model_validate_json(raw), pydantic.ValidationError
-        )
+        parse = functools.partial(model.model_validate_json, raw)
+        checked(tally, "models", parse, pydantic.ValidationError)
 
 
 # -- the chunker -------------------------------------------------------------------------------
@@ -180,7 +180,9 @@ def test_bridge_refuses_odd_objects_and_huge_messages(tally: Tally) -> None:
     odd.append(json.dumps({"type": "idle", "pad": "y" * 70_000}))
     odd.append("[" * 50_000 + "]" * 50_000)  # deeply nested JSON
     for raw in odd:
-        result = checked(tally, "bridge", lambda r=raw: parse_page_event(r), PageMessageError)
+        result = checked(
+            tally, "bridge", functools.partial(parse_page_event, raw), PageMessageError
+        )
         assert isinstance(result, PageMessageError), raw if len(str(raw)) < 100 else "huge"
 
 
@@ -350,13 +352,13 @@ answers = st.fixed_dictionaries(
 
 def _call_everything(answer: dict[str, Any]) -> list[Any]:
     def handler(request: httpx.Request) -> httpx.Response:
-        headers: dict[str, str | bytes] = {}
+        headers: list[tuple[bytes, bytes]] = []
         if answer["content_type"]:
-            headers["content-type"] = answer["content_type"]
-        if answer["retry_after"] is not None:
-            headers["retry-after"] = answer["retry_after"].encode()  # any bytes may come
+            headers.append((b"content-type", answer["content_type"].encode()))
+        if answer["retry_after"] is not None:  # any bytes may come
+            headers.append((b"retry-after", answer["retry_after"].encode()))
         if answer["encoding"]:
-            headers["content-encoding"] = answer["encoding"]
+            headers.append((b"content-encoding", answer["encoding"].encode()))
         return httpx.Response(answer["status"], content=answer["body"], headers=headers)
 
     async def noop(_s: float) -> None:
