@@ -94,7 +94,14 @@ def checked(tally: Tally, target: str, fn: Callable[[], Any], *clear: type[BaseE
 
 # -- models ------------------------------------------------------------------------------------
 
-MODELS = [SessionCreate, TaskCreate, SdkConfigPatch, SessionCreated, TaskCreated, SdkSession]
+MODELS: list[type[pydantic.BaseModel]] = [
+    SessionCreate,
+    TaskCreate,
+    SdkConfigPatch,
+    SessionCreated,
+    TaskCreated,
+    SdkSession,
+]
 FIELDS = [
     "avatar_id", "conversation_engine", "background", "model", "user_absent_timeout",
     "max_duration", "text", "session_id", "token", "task_id", "id", "room_url",
