@@ -108,6 +108,10 @@ def main(args: argparse.Namespace) -> int:
     if api_key:
         log.info("API key found in the %s", source)
 
+    from avaturn_desktop.ui.gc_guard import MainThreadCollector
+
+    collector = MainThreadCollector(parent=app)
+    collector.start()
     with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
         return runner.run(
             run(

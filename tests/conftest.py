@@ -101,15 +101,27 @@ def _memory_keyring() -> Iterator[dict[tuple[str, str], str]]:
         keyring.set_keyring(previous)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _collect_on_the_main_thread() -> Iterator[None]:
+    """As the app does (ui/gc_guard.py): no automatic collection, which could run in a
+    simulator or server thread and delete Qt objects there; the tests collect instead."""
+    import gc
+
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 @pytest.fixture(autouse=True)
-def _collect_loop_garbage(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a test that ran a qasync loop, collect its Qt garbage on the Qt thread.
+def _collect_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Collect on the main thread after each test: fully after a Qt test, else the young."""
+    import gc
 
-    Whatever fixture made the loop: garbage left to chance may be collected in a simulator
-    thread, which deletes Qt timer objects there, and a later event crashes the process.
-    """
     yield
-    if {"qloop", "loop"} & set(request.fixturenames):
-        import gc
-
+    qt = {"qapp", "qtbot", "qloop", "loop"} & set(request.fixturenames)
+    if qt:
         gc.collect()
+    else:
+        gc.collect(0)
