@@ -14,6 +14,10 @@ from avaturn_desktop.services.secrets import redact
 
 log = logging.getLogger("avaturn.crash")
 
+#: The reports on screen: Python owns a parentless box, so it must keep a reference to it
+#: until it is closed, or the box is destroyed the moment the hook returns.
+_open_reports: set[QMessageBox] = set()
+
 
 def install(*secrets: str | None) -> None:
     """Replace ``sys.excepthook``; ``secrets`` are scrubbed from what is shown and logged."""
@@ -35,6 +39,8 @@ def install(*secrets: str | None) -> None:
         box.setDetailedText(text)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.setWindowModality(Qt.WindowModality.NonModal)
+        _open_reports.add(box)
+        box.finished.connect(lambda _result: _open_reports.discard(box))
         box.show()
 
     sys.excepthook = hook
