@@ -1,0 +1,282 @@
+"""Security: the API key never leaves the Python side, the page stays in its box, and the
+simulator listens on loopback unless told otherwise.
+
+The app runs against the simulator as if it were the cloud: the simulator demands a unique
+canary key, the app holds it as its API key, a session goes live in the real QtWebEngine page
+and speaks. Then every place the key could leak to is searched for the canary: what Python
+sent the page, the page's DOM, globals, storage and network requests (both JS worlds), every
+log record and the log file, the task-log database, the exports, every file under the app's
+data and config dirs, error messages and reprs, and a crash report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PySide6.QtWebEngineCore import QWebEngineUrlRequestInfo, QWebEngineUrlRequestInterceptor
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from avaturn_desktop import cli, logs
+from avaturn_desktop.core import paths
+from avaturn_desktop.core.errors import AppError
+from avaturn_desktop.core.tasks import TaskState
+from avaturn_desktop.services.client import AvaturnClient
+from avaturn_desktop.services.export import ExportFormat, export_log
+from avaturn_desktop.simulator import cli as sim_cli
+from avaturn_desktop.simulator.server import SimulatorConfig, SimulatorServer
+from avaturn_desktop.ui import crash
+from avaturn_desktop.ui.web import view as view_module
+from avaturn_desktop.ui.web.scheme import stage_url
+from tests.reliability.rig import Rig, until
+from tests.reliability.tally import Tally
+
+CANARY = "sk-canary-" + uuid.uuid4().hex
+
+#: Everything the page's script can reach, as one string (run in each JS world).
+PAGE_DUMP_JS = """
+(() => {
+  const out = {html: document.documentElement.outerHTML, cookie: document.cookie,
+               local: {}, session: {}, globals: {}, resources: [], url: location.href};
+  try { for (let i = 0; i < localStorage.length; i++) {
+    const k = localStorage.key(i); out.local[k] = localStorage.getItem(k); } } catch (e) {}
+  try { for (let i = 0; i < sessionStorage.length; i++) {
+    const k = sessionStorage.key(i); out.session[k] = sessionStorage.getItem(k); } } catch (e) {}
+  try { out.resources = performance.getEntries().map((e) => e.name); } catch (e) {}
+  for (const name of Object.getOwnPropertyNames(window)) {
+    let value;
+    try { value = window[name]; } catch (e) { continue; }
+    if (typeof value === "function" || value === window) continue;
+    try { out.globals[name] = JSON.stringify(value) ?? String(value); }
+    catch (e) { try { out.globals[name] = String(value); } catch (e2) {} }
+  }
+  return JSON.stringify(out);
+})()
+"""
+
+
+class RequestRecorder(QWebEngineUrlRequestInterceptor):
+    """Every request the page makes: URL, method and headers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def interceptRequest(self, info: QWebEngineUrlRequestInfo) -> None:
+        headers = {_text(k): _text(v) for k, v in info.httpHeaders().items()}
+        method = _text(info.requestMethod())
+        self.seen.append(f"{method} {info.requestUrl().toString()} {headers}")
+
+
+def _text(data: Any) -> str:
+    return data.data().decode("utf-8", "replace") if hasattr(data, "data") else str(data)
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def app_logging(tmp_path: Path) -> Iterator[tuple[Capture, Path]]:
+    """The app's own logging set-up (console + rotating file under the data dir), captured."""
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    noisy = {n: logging.getLogger(n).level for n in ("httpx", "httpcore", "uvicorn", "asyncio")}
+    log_file = logs.setup("DEBUG", paths.data_dir() / "logs")
+    assert log_file is not None
+    capture = Capture()
+    root.addHandler(capture)
+    yield capture, log_file
+    for handler in root.handlers[:]:
+        if handler not in before[1]:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(before[0])
+    for name, level in noisy.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def test_the_api_key_reaches_no_page_log_file_or_report(
+    loop: asyncio.AbstractEventLoop,
+    make_sim: Any,
+    tally: Tally,
+    app_logging: tuple[Capture, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    _isolated_home: Path,
+) -> None:
+    capture, log_file = app_logging
+    sim: SimulatorServer = make_sim(api_key=CANARY)
+    opened: list[str] = []
+    monkeypatch.setattr(view_module, "open_externally", lambda url: opened.append(url.toString()))
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    crash.install(CANARY)
+    found: dict[str, bool] = {}
+
+    def check(place: str, text: str) -> None:
+        leaked = CANARY in text
+        tally.checked(place, leaked)
+        found[place] = found.get(place, False) or leaked
+
+    async def js(rig: Rig, script: str, world: int) -> Any:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def answered(value: Any) -> None:
+            if not done.done():
+                done.set_result(value)
+
+        rig.shell.view.page().runJavaScript(script, world, answered)
+        return await asyncio.wait_for(done, 10)
+
+    async def scenario() -> None:
+        rig = Rig(sim, paths.data_dir() / "tasklog.sqlite3", kind="cloud", api_key=CANARY)
+        commands: list[str] = []
+        rig.shell.view.bridge.command.connect(commands.append)
+        recorder = RequestRecorder()
+        rig.shell.view.page().setUrlRequestInterceptor(recorder)
+        try:
+            await rig.open()
+            rig.shell.start_session()  # as the panel does: saves the settings, then starts
+            await rig.live()
+            assert rig.type_and_queue("Secrets stay home. The key never leaves Python.")
+            await until(
+                lambda: [r.state for r in rig.rows()] == [TaskState.SPOKEN] * 2, 15, "speech"
+            )
+            page = rig.shell.view.page()
+            for world, name in ((0, "main"), (1, "bridge")):
+                dump = await js(rig, PAGE_DUMP_JS, world)
+                assert isinstance(dump, str) and "<html" in dump
+                check(f"page_{name}_world", dump)
+            check("page_commands", "\n".join(commands))
+            assert any('"type":"init"' in c.replace(" ", "") for c in commands)
+            check("page_requests", "\n".join(recorder.seen))
+            assert recorder.seen, "no request of the page was observed"
+
+            # the page stays in its box, with a live session in it
+            await js(rig, "location.href = 'https://example.org/elsewhere'; 1", 0)
+            await js(rig, "window.open('https://example.org/popup'); 1", 0)
+            await js(
+                rig,
+                "window.__probe = 'pending'; fetch('file:///etc/hostname').then("
+                "() => { window.__probe = 'read'; }, (e) => { window.__probe = 'refused'; }); 1",
+                0,
+            )
+            probe: list[Any] = ["pending"]
+
+            async def read_probe() -> None:
+                probe[0] = await js(rig, "window.__probe", 0)
+
+            deadline = loop.time() + 10
+            while probe[0] == "pending" and loop.time() < deadline:
+                await read_probe()
+            assert probe[0] == "refused", probe
+            assert page.url() == stage_url()
+            tally.checked("page_navigation_away", page.url() != stage_url())
+            tally.checked("page_file_read", probe[0] != "refused")
+
+            # errors and reprs
+            check("reprs", repr(rig.client) + repr(rig.shell.backend) + repr(sim.config))
+            await rig.controller.terminate()
+        finally:
+            rig.shell.view.page().setUrlRequestInterceptor(None)  # type: ignore[arg-type]
+            await rig.close()
+
+        # a server that echoes the key back: the message shown must not carry it
+        def echo(request: httpx.Request) -> httpx.Response:
+            key = request.headers.get("authorization", "")
+            return httpx.Response(401, json={"detail": f"bad key {key}"})
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(echo)) as http:
+            client = AvaturnClient(http, api_key=CANARY, base_url="https://api.invalid")
+            with pytest.raises(AppError) as refused:
+                await client.create_session()
+        check("error_messages", refused.value.user_message + str(refused.value))
+
+    loop.run_until_complete(scenario())
+
+    # a crash report: an exception whose message and locals hold the key
+    def explode(secret: str) -> None:
+        raise RuntimeError(f"something broke while holding {secret}")
+
+    try:
+        explode(CANARY)
+    except RuntimeError:
+        sys.excepthook(*sys.exc_info())
+    boxes = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox)]
+    assert boxes, "the crash hook showed no report"
+    check("crash_report", "\n".join(b.detailedText() + b.text() for b in boxes))
+    assert any("something broke" in b.detailedText() for b in boxes)
+    for box in boxes:
+        box.close()
+
+    # exports, through the API and the command line
+    exports = _isolated_home / "exports"
+    exports.mkdir()
+    from avaturn_desktop.services.tasklog import TaskLogStore
+
+    with TaskLogStore(paths.data_dir() / "tasklog.sqlite3") as store:
+        for fmt in ExportFormat:
+            buffer = io.StringIO()
+            assert export_log(store, fmt, buffer) >= 1 or fmt is ExportFormat.SRT
+            check("exports", buffer.getvalue())
+    for name in ("csv", "jsonl", "srt"):
+        out = exports / f"log.{name}"
+        assert cli.main(["log", "export", "--format", name, "-o", str(out)]) == 0
+        check("exports", out.read_text(encoding="utf-8"))
+
+    check("log_records", "\n".join(capture.lines))
+    assert any("avaturn." in line for line in capture.lines)
+    check("log_file", log_file.read_text(encoding="utf-8", errors="replace"))
+    files = [p for p in _isolated_home.rglob("*") if p.is_file()]
+    assert any(p.name == "settings.json" for p in files), files
+    for path in files:
+        kind = "database" if "tasklog" in path.name else "data_and_config_files"
+        check(kind, path.read_bytes().decode("utf-8", errors="replace"))
+    assert not any(found.values()), {k: v for k, v in found.items() if v}
+    # the page never left the stage; what it tried to open went to the system browser at most
+    assert set(opened) <= {"https://example.org/elsewhere", "https://example.org/popup"}
+
+
+def test_simulator_binds_loopback_by_default(tally: Tally) -> None:
+    assert SimulatorConfig().host == "127.0.0.1"
+    parser = cli.build_parser()
+    args = parser.parse_args(["simulator"])
+    assert args.host == "127.0.0.1"
+    sim_parser = __import__("argparse").ArgumentParser()
+    sim_cli.add_arguments(sim_parser)
+    assert sim_parser.parse_args([]).host == "127.0.0.1"
+    server = SimulatorServer(SimulatorConfig(port=0))
+    server.start()
+    try:
+        assert server.base_url.startswith("http://127.0.0.1:")
+        state = httpx.get(server.base_url + "/_sim/state").json()
+        assert "sessions" in state
+    finally:
+        server.stop()
+    tally.checked("simulator_bind", False)
+
+
+def test_settings_never_hold_the_key(tally: Tally, tmp_path: Path) -> None:
+    from avaturn_desktop.core import settings as settings_mod
+
+    raw = json.dumps({"api_key": CANARY, "session": {"api_key": CANARY}})
+    (tmp_path / "settings.json").write_text(raw)
+    loaded = settings_mod.load(tmp_path)
+    settings_mod.save(loaded, tmp_path)
+    text = (tmp_path / "settings.json").read_text()
+    tally.checked("settings_files", CANARY in text)
+    assert CANARY not in text and CANARY not in repr(loaded)
