@@ -82,6 +82,7 @@ def main() -> int:
                         await wake.wait()
 
             app_sends: list[tuple[float, str, str]] = []  # (U, task_id, send number)
+            spoken_before_ack = 0
             queue_calls: list[float] = []  # how long the composer's queue call itself took
             bare_sends: list[tuple[float, str]] = []  # (P, task_id)
             url = f"{parts.base_url}/api/v1/sessions/{session_id}/tasks"
@@ -101,11 +102,15 @@ def main() -> int:
                     (item,) = [it for it in speaking.queue.items if it.text == text][-1:]
                     await until(lambda item=item: item.item_id in done_items)
                     final = done_items[item.item_id]
-                    if final.state is not ItemState.SPOKEN or final.task_id is None:
+                    if final.state is not ItemState.SPOKEN:
                         raise RuntimeError(f"send {i}: {final.state} ({final.reason})")
+                    if final.task_id is None:  # its phrase ended before its answer came
+                        spoken_before_ack += 1
+                    row_id = final.row_id
+                    await until(lambda row_id=row_id: parts.store.get(row_id).task_id is not None)
                     await until(lambda: not composer.pending)
                     if i >= 5:  # the first five warm up
-                        app_sends.append((u, final.task_id, str(i)))
+                        app_sends.append((u, parts.store.get(row_id).task_id, str(i)))
                     p = time.monotonic()
                     r = await bare.post(url, json={"text": text}, headers=headers)
                     r.raise_for_status()
@@ -140,6 +145,7 @@ def main() -> int:
             "queue_call_p50_ms": percentile(queue_calls[5:], 50),
             "queue_call_p99_ms": percentile(queue_calls[5:], 99),
             "clock_uncertainty_ms": uncertainty * 1000,
+            "spoken_before_ack": spoken_before_ack,
             "setdata_shim": args.shim,
         }
 
