@@ -721,22 +721,23 @@ class SpeechQueue:
         self._write(self._store.mark_sent, entry.row_id, at=entry.sent_at)
 
     def _cancel(self, entry: _Entry, reason: str) -> None:
-        if entry.state.finished:
-            return
-        if entry.row_id is not None:
-            self._write(self._store.mark_cancelled, entry.row_id, reason, at=self._clock())
-        entry.state = ItemState.CANCELLED
-        entry.reason = reason
-        entry.retry_at = None
-        self._notify(ChangeKind.CHANGED, entry)
-        self._trim()
+        self._end_item(entry, ItemState.CANCELLED, reason)
 
     def _fail(self, entry: _Entry, reason: str) -> None:
+        self._end_item(entry, ItemState.FAILED, reason)
+
+    def _end_item(self, entry: _Entry, state: ItemState, reason: str) -> None:
+        """End an item as cancelled or failed, in the log first; an ended item stays ended."""
         if entry.state.finished:
             return
         if entry.row_id is not None:
-            self._write(self._store.mark_failed, entry.row_id, reason, at=self._clock())
-        entry.state = ItemState.FAILED
+            mark = (
+                self._store.mark_cancelled
+                if state is ItemState.CANCELLED
+                else self._store.mark_failed
+            )
+            self._write(mark, entry.row_id, reason, at=self._clock())
+        entry.state = state
         entry.reason = reason
         entry.retry_at = None
         self._notify(ChangeKind.CHANGED, entry)
