@@ -49,7 +49,9 @@ def ui_stall(quick: bool) -> list[Figure]:
     tasks = 200 if quick else 1000
     with simulator_process("--chars-per-second", "5000") as url:
         data, crash = _qt_child(
-            "bench.ui_stall", ["--api-base", url, "--tasks", str(tasks)], timeout=900
+            "bench.ui_stall",
+            ["--api-base", url, "--tasks", str(tasks), "--settle-s", "20" if quick else "120"],
+            timeout=900,
         )
     data["crashed_without_shim"] = crash
     return [
@@ -61,6 +63,7 @@ def ui_stall(quick: bool) -> list[Figure]:
             f"{tasks} tasks ({data['spoken']} spoken) in {data['run_s']:.1f} s: queueing call "
             f"{data['queue_call_ms']:.0f} ms, worst stall while streaming "
             f"{data['max_stall_stream_ms']:.0f} ms, p99 {data['p99_stall_ms']:.1f} ms"
+            + ("" if data["all_finished"] else f"; never finished: {data['unfinished_by_state']}")
             + ("; CRASHED without the shim" if crash else ""),
             data,
         )

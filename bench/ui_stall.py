@@ -61,6 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--api-base", required=True)
     parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--settle-s", type=float, default=120.0, help="give up waiting after")
     parser.add_argument("--shim", action="store_true", help="work around the PySide6 setData bug")
     args = parser.parse_args()
     app = start_qt()
@@ -103,8 +104,16 @@ def main() -> int:
             if not composer.queue_text():
                 raise RuntimeError("the composer did not queue the text")
             t_queued = time.perf_counter()
-            await asyncio.wait_for(done.wait(), timeout=600)
+            finished_all = True
+            try:
+                await asyncio.wait_for(done.wait(), timeout=args.settle_s)
+            except TimeoutError:  # reported: which items never finished
+                finished_all = False
             t_done = time.perf_counter()
+            stuck: dict[str, int] = {}
+            for it in queue.items:
+                if not it.state.finished:
+                    stuck[it.state.value] = stuck.get(it.state.value, 0) + 1
             await asyncio.sleep(0.2)
             meter.stop()
             states = list(finished.values())
@@ -119,6 +128,8 @@ def main() -> int:
                 "spoken": states.count(ItemState.SPOKEN),
                 "not_spoken": len(states) - states.count(ItemState.SPOKEN),
                 "not_spoken_reasons": reasons,
+                "all_finished": finished_all,
+                "unfinished_by_state": stuck,
                 "log_rows": parts.store.count(),
                 "interval_ms": INTERVAL_MS,
                 "ticks": len(meter.ticks),
