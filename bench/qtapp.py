@@ -33,6 +33,7 @@ def start_qt() -> Any:
     qtlog.install()
     register_schemes()
     app = QApplication.instance() or QApplication([sys.argv[0]])
+    assert isinstance(app, QApplication)
     app.setQuitOnLastWindowClosed(False)
     return app
 
