@@ -202,14 +202,28 @@ def test_queue_panel_keys_remove_and_move(
     panel = QueuePanel(presenter)
     qtbot.addWidget(panel)
     queue_rig.queue.enqueue(["A.", "B.", "C."])
-    assert panel.list.count() == 3
-    assert "held" in panel.list.item(0).text()
-    panel.list.setCurrentRow(2)
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 3)
+    assert "held" in panel.model.index(0).data()
+    panel.list.setCurrentIndex(panel.model.index(2))
     qtbot.keyClick(panel.list, Qt.Key.Key_Up, Qt.KeyboardModifier.AltModifier)
     assert [i.text for i in queue_rig.queue.items] == ["A.", "C.", "B."]
-    assert panel.list.currentRow() == 1
+    assert panel.list.currentIndex().row() == 1
     qtbot.keyClick(panel.list, Qt.Key.Key_Delete)
     assert [i.text for i in queue_rig.queue.items] == ["A.", "B."]
-    assert panel.list.count() == 2
+    assert panel.model.rowCount() == 2
     assert not panel.resume_button.isVisibleTo(panel)
     assert {i.state for i in queue_rig.queue.items} == {ItemState.WAITING}
+
+
+def test_queue_panel_takes_a_thousand_lines_in_one_redraw(
+    presenter: QueuePresenter, queue_rig: QueueRig, qtbot: Any
+) -> None:
+    panel = QueuePanel(presenter)
+    qtbot.addWidget(panel)
+    resets: list[int] = []
+    panel.model.modelReset.connect(lambda: resets.append(panel.model.rowCount()))
+    for n in range(1000):
+        queue_rig.queue.enqueue([f"Line {n}."])
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 1000)
+    assert resets == [1000]  # gathered: one reset, not a thousand rebuilds
+    assert panel.summary.text().startswith("1000 waiting")

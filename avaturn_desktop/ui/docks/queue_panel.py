@@ -5,24 +5,35 @@ Keys in the list: Delete removes, Alt+Up / Alt+Down move (items not yet sent onl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QBrush, QColor, QKeyEvent
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
+    QListView,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
-from avaturn_desktop.services.speech_queue import ItemState, QueueChange, QueueItem
+from avaturn_desktop.services.speech_queue import ChangeKind, ItemState, QueueChange, QueueItem
 
 if TYPE_CHECKING:
     from avaturn_desktop.ui.speaking import QueuePresenter
+
+_Index = QModelIndex | QPersistentModelIndex
+_ROOT: Final = QModelIndex()
 
 _COLOURS: Final = {
     ItemState.SENDING: QColor("#1565c0"),
@@ -45,7 +56,60 @@ def describe(item: QueueItem) -> str:
     return f"[{state}] {text}"
 
 
-class QueueList(QListWidget):
+class QueueModel(QAbstractListModel):
+    """The queue's items as rows. A changed item is redrawn in place (O(1)); additions,
+    removals and moves are gathered and applied in one reset at most every ``REFRESH_MS``, so a
+    thousand queued lines cost one layout, not a thousand. (Items are kept here, not in Qt item
+    data: PySide6 6.12's ``QListWidgetItem.setData`` leaks a reference to None per call.)"""
+
+    REFRESH_MS: Final = 40
+
+    def __init__(self, presenter: QueuePresenter, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._presenter = presenter
+        self._items: list[QueueItem] = list(presenter.items)
+        self._rows: dict[int, int] = {item.item_id: row for row, item in enumerate(self._items)}
+
+    def rowCount(self, parent: _Index = _ROOT) -> int:
+        return 0 if parent.isValid() else len(self._items)
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._items):
+            return None
+        item = self._items[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return describe(item)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return item.text
+        if role == Qt.ItemDataRole.ForegroundRole:
+            colour = _COLOURS.get(item.state)
+            return QBrush(colour) if colour is not None else None
+        return None
+
+    def item_at(self, row: int) -> QueueItem | None:
+        return self._items[row] if 0 <= row < len(self._items) else None
+
+    def row_of(self, item_id: int) -> int | None:
+        return self._rows.get(item_id)
+
+    def update_item(self, item: QueueItem) -> bool:
+        """Redraw one known item in place; False when it is not shown (yet)."""
+        row = self._rows.get(item.item_id)
+        if row is None:
+            return False
+        self._items[row] = item
+        index = self.index(row)
+        self.dataChanged.emit(index, index)
+        return True
+
+    def reload(self) -> None:
+        self.beginResetModel()
+        self._items = list(self._presenter.items)
+        self._rows = {item.item_id: row for row, item in enumerate(self._items)}
+        self.endResetModel()
+
+
+class QueueList(QListView):
     remove_requested = Signal()
     move_requested = Signal(int)
 
@@ -69,8 +133,17 @@ class QueuePanel(QWidget):
         super().__init__(parent)
         self.setObjectName("queue_panel")
         self._presenter = presenter
+        self._selected_id: int | None = None
+        self.model = QueueModel(presenter, self)
         self.list = QueueList()
         self.list.setObjectName("queue.list")
+        self.list.setModel(self.model)
+        self.list.setUniformItemSizes(True)
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(QueueModel.REFRESH_MS)
+        self._refresh_timer.timeout.connect(self.refresh)
         self.summary = QLabel()
         self.summary.setObjectName("queue.summary")
         self.paused_label = QLabel("Stopped: nothing more is sent until you resume.")
@@ -107,7 +180,8 @@ class QueuePanel(QWidget):
 
         self.list.remove_requested.connect(self.remove_selected)
         self.list.move_requested.connect(self.move_selected)
-        self.list.currentItemChanged.connect(self._update_buttons)
+        self.list.selectionModel().currentChanged.connect(self._update_buttons)
+        self.model.modelReset.connect(self._restore_selection)
         self.remove_button.clicked.connect(self.remove_selected)
         self.up_button.clicked.connect(lambda: self.move_selected(-1))
         self.down_button.clicked.connect(lambda: self.move_selected(1))
@@ -121,25 +195,24 @@ class QueuePanel(QWidget):
 
     def _on_change(self, change: QueueChange) -> None:
         item = change.item
-        if item is not None and change.kind.value == "changed":
-            row = self._row_of(item.item_id)
-            if row is not None:
-                self._render(self.list.item(row), item)
-                self._update_summary()
-                self._update_buttons()
-                return
-        self.refresh()
+        if (
+            item is not None
+            and change.kind is ChangeKind.CHANGED
+            and self.model.update_item(item)
+            and item.item_id == self._current_id()
+        ):
+            self._update_buttons()
+        # Structure and counts: gathered, then redrawn once.
+        if not self._refresh_timer.isActive():
+            self._refresh_timer.start()
 
     def refresh(self) -> None:
-        selected = self.selected()
-        self.list.clear()
-        for item in self._presenter.items:
-            widget_item = QListWidgetItem()
-            self._render(widget_item, item)
-            self.list.addItem(widget_item)
-            if selected is not None and item.item_id == selected.item_id:
-                self.list.setCurrentItem(widget_item)
-        if selected is None:
+        """Redraw everything now (changes otherwise arrive gathered, within REFRESH_MS)."""
+        self._refresh_timer.stop()
+        self._selected_id = self._current_id()
+        at_bottom = self._at_bottom()
+        self.model.reload()
+        if self._selected_id is None and at_bottom:
             self.list.scrollToBottom()
         paused = self._presenter.paused
         self.paused_label.setVisible(paused)
@@ -147,15 +220,18 @@ class QueuePanel(QWidget):
         self._update_summary()
         self._update_buttons()
 
-    def _render(self, widget_item: QListWidgetItem, item: QueueItem) -> None:
-        widget_item.setText(describe(item))
-        widget_item.setToolTip(item.text)
-        widget_item.setData(Qt.ItemDataRole.UserRole, item)
-        colour = _COLOURS.get(item.state)
-        widget_item.setForeground(QBrush(colour) if colour is not None else QBrush())
+    def _at_bottom(self) -> bool:
+        bar = self.list.verticalScrollBar()
+        return bar.value() >= bar.maximum() - 2
+
+    def _restore_selection(self) -> None:
+        if self._selected_id is not None:
+            row = self.model.row_of(self._selected_id)
+            if row is not None:
+                self.list.setCurrentIndex(self.model.index(row))
 
     def _update_summary(self) -> None:
-        items = self._presenter.items
+        items = self.model._items
         waiting = sum(1 for i in items if i.state is ItemState.WAITING)
         on_service = sum(
             1 for i in items if i.state in (ItemState.SENDING, ItemState.SENT, ItemState.SPEAKING)
@@ -173,40 +249,37 @@ class QueuePanel(QWidget):
             item is not None and item.state in (ItemState.FAILED, ItemState.CANCELLED)
         )
 
-    def _row_of(self, item_id: int) -> int | None:
-        for row in range(self.list.count()):
-            data = self.list.item(row).data(Qt.ItemDataRole.UserRole)
-            if isinstance(data, QueueItem) and data.item_id == item_id:
-                return row
-        return None
+    def _current_id(self) -> int | None:
+        item = self.model.item_at(self.list.currentIndex().row())
+        return None if item is None else item.item_id
+
+    def _select_row(self, row: int) -> None:
+        if 0 <= row < self.model.rowCount():
+            self.list.setCurrentIndex(self.model.index(row))
 
     # -- editing -----------------------------------------------------------------------------
 
     def selected(self) -> QueueItem | None:
-        current = self.list.currentItem()
-        if current is None:
-            return None
-        data = current.data(Qt.ItemDataRole.UserRole)
-        if not isinstance(data, QueueItem):
-            return None
-        latest = next((i for i in self._presenter.items if i.item_id == data.item_id), None)
-        return latest
+        item_id = self._current_id()
+        return None if item_id is None else self._presenter.queue.item(item_id)
 
     def remove_selected(self) -> None:
         item = self.selected()
         if item is not None and item.editable:
-            row = self.list.currentRow()
+            row = self.list.currentIndex().row()
             self._presenter.remove(item.item_id)
-            if self.list.count():
-                self.list.setCurrentRow(min(row, self.list.count() - 1))
+            self._selected_id = None
+            self.refresh()
+            self._select_row(min(row, self.model.rowCount() - 1))
 
     def move_selected(self, delta: int) -> None:
         item = self.selected()
         if item is not None and item.editable:
             self._presenter.move(item.item_id, delta)
-            row = self._row_of(item.item_id)
+            self.refresh()
+            row = self.model.row_of(item.item_id)
             if row is not None:
-                self.list.setCurrentRow(row)
+                self._select_row(row)
 
     def retry_selected(self) -> None:
         item = self.selected()
