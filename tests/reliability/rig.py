@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
+import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -53,13 +56,31 @@ class Watchdog:
         self._last: float | None = None
         self.max_gap_ms = 0.0
         self.ticks = 0
+        #: Where the GUI thread was when a tick came late (stack samples, for the report).
+        self.stalls: list[str] = []
 
     def start(self) -> None:
         self._last = time.perf_counter()
         self._timer.start()
+        self._gui_thread = threading.get_ident()
+        self._sampling = True
+        self._sampler = threading.Thread(target=self._sample, name="stall-sampler", daemon=True)
+        self._sampler.start()
 
     def stop(self) -> None:
         self._timer.stop()
+        self._sampling = False
+
+    def _sample(self) -> None:
+        """Off the GUI thread: when a tick is 60 ms late, note where the GUI thread is."""
+        while self._sampling:
+            time.sleep(0.02)
+            last = self._last
+            if last is not None and time.perf_counter() - last > 0.06:
+                frame = sys._current_frames().get(self._gui_thread)
+                if frame is not None:
+                    where = "".join(traceback.format_stack(frame, limit=8))
+                    self.stalls.append(f"{(time.perf_counter() - last) * 1000:.0f} ms:\n{where}")
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -142,6 +163,8 @@ class Rig:
         self.changes: list[QueueChange] = []
         self.queue.subscribe(self.changes.append)
         self.watchdog = Watchdog()
+        #: What ``check_promises`` allows for the longest GUI-loop gap.
+        self.stall_budget_ms = MAX_STALL_MS
 
     async def open(self) -> None:
         ready = asyncio.Event()

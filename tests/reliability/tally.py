@@ -37,6 +37,9 @@ class Tally:
     places_checked: Counter[str] = field(default_factory=Counter)
     secrets_found: Counter[str] = field(default_factory=Counter)
     tests: list[str] = field(default_factory=list)
+    #: The longest GUI-loop gap per fault test (ms), and a stack sample of the worst one.
+    max_stall_ms: dict[str, float] = field(default_factory=dict)
+    stall_samples: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
     # -- faults ------------------------------------------------------------------------------
@@ -48,6 +51,11 @@ class Tally:
     def survived(self, kinds: Counter[str]) -> None:
         for kind, count in kinds.items():
             self.faults_survived[kind] += count
+
+    def stall(self, test: str, max_gap_ms: float, samples: list[str]) -> None:
+        self.max_stall_ms[test] = round(max_gap_ms, 1)
+        if samples:
+            self.stall_samples[test] = samples[-1]
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -74,7 +82,9 @@ class Tally:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.started)),
             "duration_s": round(time.time() - self.started, 1),
             "machine": machine(),
-            "tests": sorted(self.tests),
+            "fault_tests": sorted(self.tests),
+            "max_gui_stall_ms": dict(sorted(self.max_stall_ms.items())),
+            "stall_samples": self.stall_samples,
             "faults_injected": block(self.faults_injected),
             "faults_survived": block(self.faults_survived),
             "inputs_tried": block(self.inputs_tried),
