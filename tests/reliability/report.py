@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             shutil.copy(summary, args.json)
     print()
-    print(f"date: {data['date']}  run: {data['duration_s']} s  fault tests: {len(data['fault_tests'])}")
+    tests = len(data["fault_tests"])
+    print(f"date: {data['date']}  run: {data['duration_s']} s  fault tests: {tests}")
     print("machine: " + ", ".join(f"{k} {v}" for k, v in data["machine"].items()))
     for key in ("faults_injected", "faults_survived", "inputs_tried", "crashes",
                 "secret_places_checked", "secrets_found"):  # fmt: skip
