@@ -8,9 +8,12 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from avaturn_desktop.simulator.faults import FaultConfig
-from avaturn_desktop.simulator.server import SDK_PATH, SimulatorConfig, serve
+if TYPE_CHECKING:
+    # The server (FastAPI, uvicorn) is imported when the simulator runs, not when the app's
+    # command line is merely built: that keeps the app's start-up free of it.
+    from avaturn_desktop.simulator.server import SimulatorConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    from avaturn_desktop.simulator.faults import FaultConfig
+    from avaturn_desktop.simulator.server import SimulatorConfig
+
     return SimulatorConfig(
         host=args.host,
         port=args.port,
@@ -82,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(base_url: str) -> None:
         sys.stdout.write(f"Avaturn simulator listening on {base_url}\n")
+        from avaturn_desktop.simulator.server import SDK_PATH
+
         sys.stdout.write(f"Simulated Web SDK: {base_url}{SDK_PATH}\n")
         sys.stdout.flush()
 
@@ -93,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(config: SimulatorConfig, ready: Callable[[str], None]) -> int:
+    from avaturn_desktop.simulator.server import serve
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)

@@ -36,11 +36,15 @@ class FakeClient:
 
     script: list[Outcome] = field(default_factory=list)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    #: When set, answers wait for it (the service is slow to answer).
+    gate: asyncio.Event | None = None
 
     async def add_task(self, session_id: str, text: str) -> TaskCreated:
         self.calls.append((session_id, text))
         outcome = self.script.pop(0) if self.script else f"t{len(self.calls)}"
         await asyncio.sleep(0)
+        if self.gate is not None:
+            await self.gate.wait()
         if isinstance(outcome, Exception):
             raise outcome
         return TaskCreated(task_id=outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ from PySide6.QtCore import Qt
 from speaking_fakes import QueueRig, until
 
 from avaturn_desktop.core.errors import InvalidRequestError, ServerError
+from avaturn_desktop.core.events import AvatarEndedSpeakingPhrase, AvatarStartedSpeakingPhrase
 from avaturn_desktop.services.speech_queue import ItemState
 from avaturn_desktop.ui.docks import composer_panel
 from avaturn_desktop.ui.docks.composer_panel import ComposerPanel
@@ -95,6 +97,25 @@ def test_text_stays_marked_when_the_send_fails(
     settle(qloop, composer)
     assert composer.editor.toPlainText() == ""
     assert [text for _, text in queue_rig.client.calls][2:] == ["Two fails.", "Three waits."]
+
+
+def test_a_line_spoken_before_its_answer_arrives_counts_as_sent(
+    composer: ComposerPanel, queue_rig: QueueRig, qtbot: Any, qloop: qasync.QEventLoop
+) -> None:
+    queue_rig.controller.go_live()
+    gate = asyncio.Event()
+    queue_rig.client.gate = gate
+    type_text(qtbot, composer, "Short line.")
+    qtbot.keyClick(composer.editor, Qt.Key.Key_Return, CTRL)
+    qloop.run_until_complete(until(lambda: len(queue_rig.client.calls) == 1))
+    # The avatar says it, start to end, before the POST's answer is back.
+    for kind in (AvatarStartedSpeakingPhrase, AvatarEndedSpeakingPhrase):
+        queue_rig.queue.handle_page_event(kind(phrase_id="p-1"))
+    gate.set()
+    settle(qloop, composer)
+    assert composer.editor.toPlainText() == ""
+    assert not composer.failed
+    assert [i.state for i in queue_rig.queue.items] == [ItemState.SPOKEN]
 
 
 def test_refused_without_a_session_keeps_the_text(

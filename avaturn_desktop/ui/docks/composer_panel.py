@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from qasync import asyncSlot
 
 from avaturn_desktop.core import catalog
-from avaturn_desktop.services.speech_queue import QueueChange, QueueItem
+from avaturn_desktop.services.speech_queue import ItemState, QueueChange, QueueItem
 
 if TYPE_CHECKING:
     from avaturn_desktop.ui.speaking import QueuePresenter
@@ -282,7 +282,7 @@ class ComposerPanel(QWidget):
         items = list(self._batch.values())
         if not items:
             return
-        if all(item.acknowledged for item in items):
+        if all(_taken(item) for item in items):
             self._batch = {}
             self._remember(self._batch_text)
             self.editor.setPlainText("")
@@ -290,7 +290,7 @@ class ComposerPanel(QWidget):
             n = len(items)
             self._set_status(f"Sent ({n} sentence{'' if n == 1 else 's'}).")
             return
-        lost = next((i for i in items if not i.acknowledged and i.state.finished), None)
+        lost = next((i for i in items if not _taken(i) and i.state.finished), None)
         if lost is not None:
             self._give_back(lost)
             return
@@ -311,7 +311,7 @@ class ComposerPanel(QWidget):
                     self._presenter.remove(item.item_id)
         finally:
             self._resolving = False
-        unsent = [i.text for i in self._batch.values() if not i.acknowledged]
+        unsent = [i.text for i in self._batch.values() if not _taken(i)]
         sent = len(self._batch) - len(unsent)
         self._batch = {}
         keep = "\n".join(unsent)
@@ -386,3 +386,9 @@ class ComposerPanel(QWidget):
             else "The voice was not changed (see the message)."
         )
         return ok
+
+
+def _taken(item: QueueItem) -> bool:
+    """The service has the sentence: it answered with a task id, or the avatar is already
+    saying it (a phrase can start, even end, before the answer to its POST arrives)."""
+    return item.acknowledged or item.state in (ItemState.SPEAKING, ItemState.SPOKEN)
