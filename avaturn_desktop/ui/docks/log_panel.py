@@ -156,6 +156,11 @@ class LogPanel(QWidget):
         self.copy_button.clicked.connect(self.copy_selection)
         self.resend_button.clicked.connect(self.resend_selection)
         model.modelReset.connect(self._update_count)
+        self._follow_end = True
+        self._follow_timer = QTimer(self)
+        self._follow_timer.setSingleShot(True)
+        self._follow_timer.setInterval(50)
+        self._follow_timer.timeout.connect(self._follow_inserted)
         model.rowsInserted.connect(self._on_rows_inserted)
         model.rowsRemoved.connect(self._update_count)
         self._update_count()
@@ -196,10 +201,16 @@ class LogPanel(QWidget):
         )
 
     def _on_rows_inserted(self) -> None:
-        bar = self.table.verticalScrollBar()
-        at_bottom = bar.value() >= bar.maximum() - 2
+        # Rows arrive in bursts (a pasted script is hundreds of them): follow the end once per
+        # burst, not once per row (scrolling lays out every column each time).
+        if not self._follow_timer.isActive():
+            bar = self.table.verticalScrollBar()
+            self._follow_end = bar.value() >= bar.maximum() - 2
+            self._follow_timer.start()
+
+    def _follow_inserted(self) -> None:
         self._update_count()
-        if at_bottom:
+        if self._follow_end:
             self.table.scrollToBottom()
 
     def _update_count(self) -> None:
