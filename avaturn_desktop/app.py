@@ -165,6 +165,9 @@ async def run(
         controller: SessionController = shell.controller
         _close_on_signals(shell.window)
         shell.show()
+        from avaturn_desktop.ui.gc_guard import MainThreadCollector
+
+        MainThreadCollector.freeze_long_lived()
         if exit_after == "shown":
             await shell.wait_exposed()
             _report("window shown", started)

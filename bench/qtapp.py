@@ -35,6 +35,9 @@ def start_qt() -> Any:
     app = QApplication.instance() or QApplication([sys.argv[0]])
     assert isinstance(app, QApplication)
     app.setQuitOnLastWindowClosed(False)
+    from avaturn_desktop.ui.gc_guard import MainThreadCollector
+
+    MainThreadCollector(parent=app).start()  # as the app: collections on the Qt thread only
     return app
 
 
@@ -102,6 +105,9 @@ async def app_shell(
         shell.window.resize(1440, 900)
         shell.show()
         await shell.wait_exposed()
+        from avaturn_desktop.ui.gc_guard import MainThreadCollector
+
+        MainThreadCollector.freeze_long_lived()  # as the app does once its window is up
         yield AppParts(shell, speaking, client, store, http, backend.api_base)
         await shell.controller.shutdown()
         if built is not None:

@@ -4,7 +4,8 @@ The cyclic collector runs in whichever thread happens to allocate when a thresho
 in the app that can be the in-process simulator's thread. A Qt object it finalizes there is
 deleted from the wrong thread, and a timer or event of it later crashes the process. So the
 automatic collector is turned off and a timer on the Qt thread collects instead, generation by
-generation as the counts grow (the pattern long used by PyQt applications).
+generation as the counts grow (the pattern long used by PyQt applications). What start-up
+made is frozen out of the collector's sight, so a full collection stays a few milliseconds.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ class MainThreadCollector(QObject):
         self._timer.stop()
         gc.collect()
         gc.enable()
+
+    @staticmethod
+    def freeze_long_lived() -> None:
+        """Once start-up is done: what exists now lives as long as the app, so full
+        collections need not scan it again (each would otherwise stall the window ~50 ms)."""
+        gc.collect()
+        gc.freeze()
 
     def check(self) -> None:
         """Collect the oldest generation whose count passed its threshold, like Python would."""
