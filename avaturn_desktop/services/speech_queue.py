@@ -337,9 +337,9 @@ class SpeechQueue:
         if front:
             at = next((i for i, e in enumerate(self._entries) if e.state is ItemState.WAITING), at)
         self._entries[at:at] = entries
+        if self.live:
+            self._add_rows(entries)
         for entry in entries:
-            if self.live:
-                self._add_row(entry)
             self._notify(ChangeKind.ADDED, entry)
         self._kick()
         return [e.view() for e in entries]
@@ -477,10 +477,10 @@ class SpeechQueue:
         self._voice_override = None
         self._phrase_events = False
         self._by_phrase_id.clear()
-        for entry in self._entries:
-            if entry.state is ItemState.WAITING and entry.row_id is None:
-                self._add_row(entry)
-                self._notify(ChangeKind.CHANGED, entry)
+        held = [e for e in self._entries if e.state is ItemState.WAITING and e.row_id is None]
+        self._add_rows(held)
+        for entry in held:
+            self._notify(ChangeKind.CHANGED, entry)
         self._kick()
 
     def _session_over(self) -> None:
@@ -698,20 +698,28 @@ class SpeechQueue:
     # -- helpers --------------------------------------------------------------------------
 
     def _add_row(self, entry: _Entry) -> None:
+        self._add_rows([entry])
+
+    def _add_rows(self, entries: Sequence[_Entry]) -> None:
+        """Log new lines, all in one transaction (a pasted script is hundreds of them)."""
+        if not entries:
+            return
         session_id = self._live_session
         assert session_id is not None
         voice = self.voice_id
-        record = self._store.add(
+        records = self._store.add_many(
+            [entry.text for entry in entries],
             session_id=session_id,
-            text=entry.text,
             voice_id=voice,
             route=TaskRoute.REST,
             at=self._clock(),
         )
-        entry.row_id = record.row_id
-        entry.session_id = session_id
-        entry.voice_id = voice
-        self._rows(record.row_id, new=True)
+        for entry, record in zip(entries, records, strict=True):
+            entry.row_id = record.row_id
+            entry.session_id = session_id
+            entry.voice_id = voice
+        for record in records:
+            self._rows(record.row_id, new=True)
 
     def _mark_sent(self, entry: _Entry) -> None:
         """Log ``sent`` (with the time the request left) once, when the service has it."""

@@ -238,6 +238,38 @@ class TaskLogStore:
             + (None,) * 4
         )
 
+    def add_many(
+        self,
+        texts: Sequence[str],
+        *,
+        session_id: str,
+        voice_id: str | None,
+        route: TaskRoute,
+        at: float | None = None,
+    ) -> list[TaskRecord]:
+        """Log several new lines (a pasted script) in one transaction: all of them or none."""
+        route = TaskRoute(route)
+        created = _now(at)
+        records: list[TaskRecord] = []
+        with self._transaction():
+            for text in texts:
+                cur = self._db.execute(
+                    "INSERT INTO tasks"
+                    " (session_id, text, text_fold, voice_id, route, state, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (session_id, text, text.casefold(), voice_id, route.value, "queued", created),
+                )
+                row_id = cur.lastrowid
+                assert row_id is not None
+                records.append(
+                    _task(
+                        (row_id, session_id, text, voice_id, route.value, "queued", None, None)
+                        + (created,)
+                        + (None,) * 4
+                    )
+                )
+        return records
+
     def _move(self, row_id: int, target: TaskState, **sets: Any) -> TaskRecord:
         allowed = sorted(s.value for s in ALLOWED_FROM[target])
         assignments = "".join(f", {column} = ?" for column in sets)
