@@ -394,3 +394,15 @@ def test_stays_fast_with_many_rows(store: TaskLogStore) -> None:
     row = add(store, "one more")
     store.mark_sent(row)
     assert time.perf_counter() - start < 2.0
+
+
+def test_add_many_logs_every_line_in_order_in_one_go(store: TaskLogStore, db_path: Path) -> None:
+    texts = ["One.", "Two, with a comma.", "Three 🎤."]
+    records = store.add_many(texts, session_id="s", voice_id="v", route=TaskRoute.REST, at=5.0)
+    assert [r.text for r in records] == texts
+    assert [r.state for r in records] == [TaskState.QUEUED] * 3
+    assert [r.row_id for r in records] == sorted(r.row_id for r in records)
+    assert store.get(records[1].row_id) == records[1]
+    assert store.add_many([], session_id="s", voice_id=None, route=TaskRoute.REST) == []
+    with sqlite3.connect(db_path) as other:  # committed: another connection sees them
+        assert other.execute("SELECT COUNT(*) FROM tasks").fetchone() == (3,)
