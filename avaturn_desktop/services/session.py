@@ -290,6 +290,12 @@ class SessionController:
                 await asyncio.wait_for(self.terminate(EndReason.APP_QUIT), TERMINATE_TIMEOUT_S + 2)
             except TimeoutError:
                 log.warning("Ending the session on quit took too long")
+        self._stop_watchdog()
+        # An ending already under way (e.g. the page died first) must reach the service: let
+        # it finish, within the same bound, before anything left is cancelled.
+        pending = [task for task in self._tasks if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=TERMINATE_TIMEOUT_S)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -22,6 +22,7 @@ class FakeClient:
     create_error: Exception | None = None
     delete_error: Exception | None = None
     create_gate: asyncio.Event | None = None
+    delete_gate: asyncio.Event | None = None
     created: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
 
@@ -35,6 +36,8 @@ class FakeClient:
         return SessionCreated(session_id=sid, token=f"tok-{sid}")
 
     async def terminate_session(self, session_id: str) -> None:
+        if self.delete_gate is not None:
+            await self.delete_gate.wait()
         self.deleted.append(session_id)
         if self.delete_error is not None:
             raise self.delete_error
@@ -309,3 +312,22 @@ def test_snapshot_times() -> None:
     snap = rig.controller.snapshot
     assert snap.elapsed(160.0) == 60.0
     assert snap.time_left(3000.0) == 700.0
+
+
+def test_quit_lets_an_ending_under_way_reach_the_service() -> None:
+    async def scenario() -> Rig:
+        slow_delete = asyncio.Event()
+        rig = make_rig(delete_gate=slow_delete)
+        await rig.controller.start(SessionCreate())
+        rig.controller.handle_page_event(Event("disposed", reason="the page died"))
+        await reach(rig.controller, S.TERMINATING)
+        quitting = asyncio.ensure_future(rig.controller.shutdown())  # the app quits right then
+        for _ in range(5):
+            await asyncio.sleep(0)
+        slow_delete.set()  # the service answers the DELETE a little later
+        await quitting
+        return rig
+
+    rig = run(scenario())
+    assert rig.client.deleted == ["s1"]
+    assert rig.seen[-1].state is S.ENDED
