@@ -27,33 +27,15 @@ KEYS = (
     "send_to_speaking_overhead_ms_p99",
 )
 
-#: The PySide6 6.12 ``setData`` bug (see ``bench.qtapp.shim_list_item_data``) aborts the app
-#: mid-run; a crashed run is reported, then measured again with the bench-only shim.
-CRASH = "none_dealloc"
-
-
-def _qt_child(module: str, args: list[str], timeout: float) -> tuple[dict[str, Any], str | None]:
-    try:
-        return run_child(module, args, timeout=timeout), None
-    except RuntimeError as exc:
-        if CRASH not in str(exc):
-            raise
-        crash = (
-            "the app aborted (PySide6 6.12 setData refcount bug: 'deallocating None', "
-            "from ui/docks/queue_panel.py); figure measured again with the bench-only shim"
-        )
-        return run_child(module, [*args, "--shim"], timeout=timeout), crash
-
 
 def ui_stall(quick: bool) -> list[Figure]:
     tasks = 200 if quick else 1000
     with simulator_process("--chars-per-second", "5000") as url:
-        data, crash = _qt_child(
+        data = run_child(
             "bench.ui_stall",
             ["--api-base", url, "--tasks", str(tasks), "--settle-s", "20" if quick else "120"],
             timeout=900,
         )
-    data["crashed_without_shim"] = crash
     return [
         Figure(
             "ui_max_stall_ms",
@@ -63,8 +45,7 @@ def ui_stall(quick: bool) -> list[Figure]:
             f"{tasks} tasks ({data['spoken']} spoken) in {data['run_s']:.1f} s: queueing call "
             f"{data['queue_call_ms']:.0f} ms, worst stall while streaming "
             f"{data['max_stall_stream_ms']:.0f} ms, p99 {data['p99_stall_ms']:.1f} ms"
-            + ("" if data["all_finished"] else f"; never finished: {data['unfinished_by_state']}")
-            + ("; CRASHED without the shim" if crash else ""),
+            + ("" if data["all_finished"] else f"; never finished: {data['unfinished_by_state']}"),
             data,
         )
     ]
@@ -73,10 +54,9 @@ def ui_stall(quick: bool) -> list[Figure]:
 def send_to_speaking(quick: bool) -> list[Figure]:
     sends = 40 if quick else 200
     with simulator_process("--chars-per-second", "1000") as url:
-        data, crash = _qt_child(
+        data = run_child(
             "bench.send_speaking", ["--api-base", url, "--sends", str(sends)], timeout=900
         )
-    data["crashed_without_shim"] = crash
     return [
         Figure(
             "send_to_speaking_overhead_ms_p99",
@@ -86,8 +66,7 @@ def send_to_speaking(quick: bool) -> list[Figure]:
             f"p50 {data['overhead_p50_ms']:.1f} ms; send->start p50 "
             f"{data['app_send_to_start_p50_ms']:.1f} / bare POST->start p50 "
             f"{data['bare_post_to_start_p50_ms']:.1f} ms; send->request left p50 "
-            f"{data['app_send_to_request_p50_ms']:.1f} ms ({data['sends']} sends)"
-            + ("; CRASHED without the shim" if crash else ""),
+            f"{data['app_send_to_request_p50_ms']:.1f} ms ({data['sends']} sends)",
             data,
         )
     ]

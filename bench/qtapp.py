@@ -149,17 +149,3 @@ async def go_live(shell: Any) -> str:
         raise RuntimeError("the session did not go live")
     session_id: str = shell.controller.snapshot.session_id
     return session_id
-
-
-def shim_list_item_data() -> None:
-    """Bench-only workaround for a PySide6 6.12 bug, so a run can finish despite it.
-
-    ``QListWidgetItem.setData`` (also ``QTableWidgetItem``'s and ``QStandardItem``'s) drops one
-    reference to ``None`` per call; after some thousands of calls CPython aborts with
-    "none_dealloc: deallocating None". The queue panel calls it for every item it renders.
-    This raises ``None``'s reference count far out of reach: the app's code runs unchanged and
-    at the same speed. Used only when a run asks for it, and reported as such.
-    """
-    import ctypes
-
-    ctypes.c_ssize_t.from_address(id(None)).value += 1 << 40

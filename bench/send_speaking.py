@@ -26,18 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import API_KEY, emit_result, median, percentile
-from bench.qtapp import app_shell, go_live, run_async, shim_list_item_data, start_qt
+from bench.qtapp import app_shell, go_live, run_async, start_qt
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--api-base", required=True)
     parser.add_argument("--sends", type=int, default=200)
-    parser.add_argument("--shim", action="store_true", help="work around the PySide6 setData bug")
     args = parser.parse_args()
     app = start_qt()
-    if args.shim:
-        shim_list_item_data()
     store_path = Path(tempfile.mkdtemp(prefix="avaturn-bench-speak-")) / "tasklog.sqlite3"
     left: dict[str, float] = {}  # request hook: when each task POST left (by send number)
     current = {"send": -1}
@@ -146,7 +143,6 @@ def main() -> int:
             "queue_call_p99_ms": percentile(queue_calls[5:], 99),
             "clock_uncertainty_ms": uncertainty * 1000,
             "spoken_before_ack": spoken_before_ack,
-            "setdata_shim": args.shim,
         }
 
     emit_result(run_async(app, body))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import emit_result, percentile
-from bench.qtapp import app_shell, go_live, run_async, shim_list_item_data, start_qt
+from bench.qtapp import app_shell, go_live, run_async, start_qt
 
 INTERVAL_MS = 5
 
@@ -62,11 +62,8 @@ def main() -> int:
     parser.add_argument("--api-base", required=True)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--settle-s", type=float, default=120.0, help="give up waiting after")
-    parser.add_argument("--shim", action="store_true", help="work around the PySide6 setData bug")
     args = parser.parse_args()
     app = start_qt()
-    if args.shim:
-        shim_list_item_data()
     store_path = Path(tempfile.mkdtemp(prefix="avaturn-bench-stall-")) / "tasklog.sqlite3"
 
     async def body() -> dict[str, Any]:
@@ -124,7 +121,6 @@ def main() -> int:
             stream = meter.stalls_ms(first_after + 1e-9, t_done)
             return {
                 "tasks": args.tasks,
-                "setdata_shim": args.shim,
                 "spoken": states.count(ItemState.SPOKEN),
                 "not_spoken": len(states) - states.count(ItemState.SPOKEN),
                 "not_spoken_reasons": reasons,
