@@ -58,23 +58,23 @@ class Watchdog:
         self.ticks = 0
         #: Where the GUI thread was when a tick came late (stack samples, for the report).
         self.stalls: list[str] = []
+        self._stopped = threading.Event()
 
     def start(self) -> None:
         self._last = time.perf_counter()
         self._timer.start()
         self._gui_thread = threading.get_ident()
-        self._sampling = True
+        self._stopped.clear()
         self._sampler = threading.Thread(target=self._sample, name="stall-sampler", daemon=True)
         self._sampler.start()
 
     def stop(self) -> None:
         self._timer.stop()
-        self._sampling = False
+        self._stopped.set()
 
     def _sample(self) -> None:
         """Off the GUI thread: when a tick is 60 ms late, note where the GUI thread is."""
-        while self._sampling:
-            time.sleep(0.02)
+        while not self._stopped.wait(0.02):  # a sample every 20 ms until stopped
             last = self._last
             if last is not None and time.perf_counter() - last > 0.06:
                 frame = sys._current_frames().get(self._gui_thread)
