@@ -7,7 +7,9 @@ quit with a live session; start again after a crash and be offered the orphan.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,51 +52,60 @@ async def bridge_ready(shell: Shell) -> None:
         await asyncio.wait_for(ready.wait(), 30)
 
 
-def close_shell(shell: Shell) -> None:
-    shell.view.shutdown()
-    shell.window.close()
-    shell.window.deleteLater()
-    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+@contextlib.asynccontextmanager
+async def open_shell(
+    simulator: Any, client: AvaturnClient, store: TaskLogStore
+) -> AsyncIterator[Shell]:
+    """The assembled app on the simulator; torn down as the app does, then deleted."""
+    backend = Backend("simulator", simulator.base_url, simulator.sdk_url, "local-simulator")
+    shell = Shell(settings=Settings(), backend=backend, client=client, store=store)
+    try:
+        yield shell
+    finally:
+        await shell.controller.shutdown()
+        await shell.shutdown()
+        shell.window.close()
+        shell.window.deleteLater()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+def sim_client(http: httpx.AsyncClient, simulator: Any) -> AvaturnClient:
+    return AvaturnClient(http, api_key="local-simulator", base_url=simulator.base_url)
 
 
 def test_create_live_and_terminate(
     qloop: qasync.QEventLoop, simulator: Any, tmp_path: Path, qtbot: Any
 ) -> None:
-    backend = Backend("simulator", simulator.base_url, simulator.sdk_url, "local-simulator")
     store = TaskLogStore(tmp_path / "log.sqlite3")
 
     async def scenario() -> None:
-        async with httpx.AsyncClient() as http:
-            client = AvaturnClient(http, api_key="local-simulator", base_url=simulator.base_url)
-            shell = Shell(settings=Settings(), backend=backend, client=client, store=store)
-            try:
-                shell.show()
-                await bridge_ready(shell)
-                shell.session_panel.create_button.click()
-                await reach(shell.controller, SessionState.LIVE)
-                session_id = shell.controller.session_id
-                assert shell.session_panel.session_id.text() == session_id
-                assert shell.session_panel.state_label.text() == "Live"
-                assert not shell.session_panel.create_button.isEnabled()
-                state = simulator.snapshot()
-                live = [s for s in state["sessions"] if s["session_id"] == session_id]
-                assert live and live[0]["viewers"] >= 1, state
-                assert [r.session_id for r in store.open_sessions()] == [session_id]
+        async with (
+            httpx.AsyncClient() as http,
+            open_shell(simulator, sim_client(http, simulator), store) as shell,
+        ):
+            shell.show()
+            await bridge_ready(shell)
+            shell.session_panel.create_button.click()
+            await reach(shell.controller, SessionState.LIVE)
+            session_id = shell.controller.session_id
+            assert shell.session_panel.session_id.text() == session_id
+            assert shell.session_panel.state_label.text() == "Live"
+            assert not shell.session_panel.create_button.isEnabled()
+            state = simulator.snapshot()
+            live = [s for s in state["sessions"] if s["session_id"] == session_id]
+            assert live and live[0]["viewers"] >= 1, state
+            assert [r.session_id for r in store.open_sessions()] == [session_id]
 
-                shell.session_panel.terminate_button.click()
-                await reach(shell.controller, SessionState.ENDED)
-                assert shell.controller.snapshot.reason == EndReason.BY_USER.value
-                assert "terminated by you" in shell.session_panel.state_label.text()
-                assert store.open_sessions() == []
-                (ended,) = [
-                    s for s in simulator.snapshot()["sessions"] if s["session_id"] == session_id
-                ]
-                assert ended["state"] == "ended", ended
-                assert ended["end_reason"] == "terminated", ended
-            finally:
-                await shell.controller.shutdown()
-                await shell.shutdown()
-                close_shell(shell)
+            shell.session_panel.terminate_button.click()
+            await reach(shell.controller, SessionState.ENDED)
+            assert shell.controller.snapshot.reason == EndReason.BY_USER.value
+            assert "terminated by you" in shell.session_panel.state_label.text()
+            assert store.open_sessions() == []
+            (ended,) = [
+                s for s in simulator.snapshot()["sessions"] if s["session_id"] == session_id
+            ]
+            assert ended["state"] == "ended", ended
+            assert ended["end_reason"] == "terminated", ended
 
     qloop.run_until_complete(scenario())
     store.close()
@@ -103,7 +114,6 @@ def test_create_live_and_terminate(
 def test_orphans_of_a_crashed_run_are_offered_and_ended(
     qloop: qasync.QEventLoop, simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    backend = Backend("simulator", simulator.base_url, simulator.sdk_url, "local-simulator")
     store = TaskLogStore(tmp_path / "log.sqlite3")
     asked: list[list[str]] = []
 
@@ -115,7 +125,7 @@ def test_orphans_of_a_crashed_run_are_offered_and_ended(
 
     async def scenario() -> str:
         async with httpx.AsyncClient() as http:
-            client = AvaturnClient(http, api_key="local-simulator", base_url=simulator.base_url)
+            client = sim_client(http, simulator)
             # What a run killed mid-session leaves: a session on the service, recorded as
             # open in the registry, never ended.
             created = await client.create_session(Settings().session.to_request())
@@ -132,12 +142,8 @@ def test_orphans_of_a_crashed_run_are_offered_and_ended(
             )
             assert [r.session_id for r in store.open_sessions()] == [orphan]
 
-            second = Shell(settings=Settings(), backend=backend, client=client, store=store)
-            try:
+            async with open_shell(simulator, client, store) as second:
                 await second.offer_orphans()
-            finally:
-                await second.shutdown()
-                close_shell(second)
             return orphan
 
     orphan = qloop.run_until_complete(scenario())
@@ -158,32 +164,27 @@ def test_a_crashed_page_ends_the_session_clearly_and_the_stage_comes_back(
     import os
     import signal
 
-    backend = Backend("simulator", simulator.base_url, simulator.sdk_url, "local-simulator")
     store = TaskLogStore(tmp_path / "log.sqlite3")
 
     async def scenario() -> None:
-        async with httpx.AsyncClient() as http:
-            client = AvaturnClient(http, api_key="local-simulator", base_url=simulator.base_url)
-            shell = Shell(settings=Settings(), backend=backend, client=client, store=store)
-            try:
-                await bridge_ready(shell)
-                assert await shell.controller.start(Settings().session.to_request())
-                session_id = shell.controller.session_id
-                ready_again = asyncio.Event()
-                shell.view.bridge.ready_changed.connect(lambda ok: ok and ready_again.set())
-                os.kill(shell.view.page().renderProcessPid(), signal.SIGKILL)
-                await reach(shell.controller, SessionState.ENDED)
-                assert shell.controller.snapshot.reason == EndReason.CONNECTION_LOST.value
-                (ended,) = [
-                    s for s in simulator.snapshot()["sessions"] if s["session_id"] == session_id
-                ]
-                assert ended["state"] == "ended"  # nothing left burning on the service
-                await asyncio.wait_for(ready_again.wait(), 30)
-                assert await shell.controller.start(Settings().session.to_request())
-            finally:
-                await shell.controller.shutdown()
-                await shell.shutdown()
-                close_shell(shell)
+        async with (
+            httpx.AsyncClient() as http,
+            open_shell(simulator, sim_client(http, simulator), store) as shell,
+        ):
+            await bridge_ready(shell)
+            assert await shell.controller.start(Settings().session.to_request())
+            session_id = shell.controller.session_id
+            ready_again = asyncio.Event()
+            shell.view.bridge.ready_changed.connect(lambda ok: ok and ready_again.set())
+            os.kill(shell.view.page().renderProcessPid(), signal.SIGKILL)
+            await reach(shell.controller, SessionState.ENDED)
+            assert shell.controller.snapshot.reason == EndReason.CONNECTION_LOST.value
+            (ended,) = [
+                s for s in simulator.snapshot()["sessions"] if s["session_id"] == session_id
+            ]
+            assert ended["state"] == "ended"  # nothing left burning on the service
+            await asyncio.wait_for(ready_again.wait(), 30)
+            assert await shell.controller.start(Settings().session.to_request())
 
     qloop.run_until_complete(scenario())
     store.close()
