@@ -47,7 +47,7 @@ def main() -> int:
         import httpx
 
         from avaturn_desktop.core.events import AvatarEndedSpeakingPhrase
-        from avaturn_desktop.services.speech_queue import ItemState
+        from avaturn_desktop.core.queue import ItemState
 
         async with app_shell(args.api_base, store_path, on_request=on_request) as parts:
             session_id = await go_live(parts.shell)

@@ -67,7 +67,7 @@ def main() -> int:
     store_path = Path(tempfile.mkdtemp(prefix="avaturn-bench-stall-")) / "tasklog.sqlite3"
 
     async def body() -> dict[str, Any]:
-        from avaturn_desktop.services.speech_queue import ItemState
+        from avaturn_desktop.core.queue import ItemState
 
         async with app_shell(args.api_base, store_path) as parts:
             await go_live(parts.shell)

@@ -49,8 +49,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from enum import StrEnum
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from avaturn_desktop.core.errors import (
     AppError,
@@ -65,7 +64,27 @@ from avaturn_desktop.core.events import (
     AvatarStartedSpeaking,
     AvatarStartedSpeakingPhrase,
 )
-from avaturn_desktop.core.models import MAX_TASK_TEXT, TaskCreated
+from avaturn_desktop.core.models import TaskCreated
+from avaturn_desktop.core.queue import (
+    DEFAULT_RETRY_AFTER_S,
+    ON_SERVICE_STATES,
+    REASON_NOT_SENT_ENDED,
+    REASON_REMOVED,
+    REASON_REQUEUED_VOICE,
+    REASON_SESSION_ENDED,
+    REASON_SESSION_GONE,
+    REASON_SPEAK_NOW,
+    REASON_STOPPED,
+    REASON_UNCLEAR,
+    REASON_VOICE,
+    ChangeKind,
+    ItemState,
+    NotLiveError,
+    QueueChange,
+    QueueItem,
+    QueueRefusedError,
+    check_text,
+)
 from avaturn_desktop.core.session_state import EndReason, SessionSnapshot, SessionState
 from avaturn_desktop.core.tasks import TaskRecord, TaskRoute
 from avaturn_desktop.services.tasklog import IllegalTransitionError, TaskLogStore
@@ -73,90 +92,6 @@ from avaturn_desktop.services.tasklog import IllegalTransitionError, TaskLogStor
 log = logging.getLogger("avaturn.queue")
 
 Policy = Literal["hold", "refuse"]
-
-REASON_STOPPED: Final = "stopped"
-REASON_SPEAK_NOW: Final = "replaced by Speak now"
-REASON_VOICE: Final = "voice change cleared the queue"
-REASON_SESSION_ENDED: Final = "session ended"
-REASON_NOT_SENT_ENDED: Final = "session ended before it was sent"
-REASON_REMOVED: Final = "removed from the queue"
-REASON_REQUEUED_VOICE: Final = "queued again with the new voice"
-REASON_UNCLEAR: Final = "may or may not have been spoken"
-REASON_SESSION_GONE: Final = "the session has ended on the service"
-#: Wait after a 429 without a Retry-After.
-DEFAULT_RETRY_AFTER_S: Final = 1.0
-
-
-class ItemState(StrEnum):
-    WAITING = "waiting"
-    SENDING = "sending"
-    SENT = "sent"
-    SPEAKING = "speaking"
-    SPOKEN = "spoken"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-
-    @property
-    def finished(self) -> bool:
-        return self in _FINISHED
-
-
-_FINISHED: Final = frozenset({ItemState.SPOKEN, ItemState.CANCELLED, ItemState.FAILED})
-_ON_SERVICE: Final = frozenset({ItemState.SENDING, ItemState.SENT, ItemState.SPEAKING})
-
-
-class QueueRefusedError(AppError):
-    """Text arrived while no session is live and the policy is ``refuse``."""
-
-
-class NotLiveError(AppError):
-    """An action that needs a live session (voice change) was asked for without one."""
-
-
-@dataclasses.dataclass(frozen=True)
-class QueueItem:
-    """One item as listeners and panels see it (a snapshot; the queue replaces it)."""
-
-    item_id: int
-    text: str
-    state: ItemState
-    reason: str | None = None
-    row_id: int | None = None
-    session_id: str | None = None
-    voice_id: str | None = None
-    task_id: str | None = None
-    #: Set while the item waits after a 429, for the panel: when it is sent again (clock time).
-    retry_at: float | None = None
-
-    @property
-    def acknowledged(self) -> bool:
-        """The service took it (it answered with a task id)."""
-        return self.task_id is not None
-
-    @property
-    def held(self) -> bool:
-        """Waiting for a session to go live (it has no log row yet)."""
-        return self.state is ItemState.WAITING and self.row_id is None
-
-    @property
-    def editable(self) -> bool:
-        """Not sent yet: it can be removed and moved."""
-        return self.state is ItemState.WAITING
-
-
-class ChangeKind(StrEnum):
-    ADDED = "added"
-    CHANGED = "changed"
-    REMOVED = "removed"
-    MOVED = "moved"
-    PAUSED = "paused"  # ``paused`` changed (no item)
-
-
-@dataclasses.dataclass(frozen=True)
-class QueueChange:
-    kind: ChangeKind
-    item: QueueItem | None = None
-
 
 QueueListener = Callable[[QueueChange], None]
 #: ``(row_id, new)``: a log row was added (``new``) or changed.
@@ -221,18 +156,6 @@ class _Entry:
             task_id=self.task_id,
             retry_at=self.retry_at,
         )
-
-
-def check_text(text: str) -> str:
-    """``text`` if it can be one task; else :class:`ConfigError` with a readable message."""
-    if not text or not text.strip():
-        raise ConfigError("Nothing to say: the text is empty.")
-    if len(text) > MAX_TASK_TEXT:
-        raise ConfigError(
-            f"The text is {len(text)} characters long; one task takes at most {MAX_TASK_TEXT}. "
-            "Turn on sentence splitting or shorten it."
-        )
-    return text
 
 
 class SpeechQueue:
@@ -643,7 +566,7 @@ class SpeechQueue:
                 return
         if by_phrase:
             provisional = self._oldest([ItemState.SPEAKING])
-            oldest = self._oldest(_ON_SERVICE)
+            oldest = self._oldest(ON_SERVICE_STATES)
             if provisional is not None and provisional.provisional and provisional is oldest:
                 provisional.provisional = False
                 if phrase_id:

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from avaturn_desktop.core.models import SessionCreate
+from avaturn_desktop.core.queue import ItemState
 from avaturn_desktop.core.session_state import EndReason, SessionState
 from avaturn_desktop.core.tasks import TaskState
-from avaturn_desktop.services.speech_queue import ItemState
 from avaturn_desktop.simulator.server import SimulatorServer
 from tests.reliability.conftest import FaultLedger
 from tests.reliability.rig import Rig, until

@@ -13,7 +13,7 @@ from speaking_fakes import QueueRig, until
 
 from avaturn_desktop.core.errors import InvalidRequestError, ServerError
 from avaturn_desktop.core.events import AvatarEndedSpeakingPhrase, AvatarStartedSpeakingPhrase
-from avaturn_desktop.services.speech_queue import ItemState
+from avaturn_desktop.core.queue import ItemState
 from avaturn_desktop.ui.docks import composer_panel
 from avaturn_desktop.ui.docks.composer_panel import ComposerPanel
 from avaturn_desktop.ui.docks.queue_panel import QueuePanel

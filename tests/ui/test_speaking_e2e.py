@@ -19,12 +19,12 @@ from speaking_fakes import until
 
 from avaturn_desktop.core.catalog import DEFAULT_VOICE_ID, VOICES
 from avaturn_desktop.core.events import AvatarStartedSpeakingPhrase, PageEvent
+from avaturn_desktop.core.queue import REASON_STOPPED, ItemState
 from avaturn_desktop.core.session_state import SessionState
 from avaturn_desktop.core.settings import Settings
 from avaturn_desktop.core.tasks import TaskState
 from avaturn_desktop.services.client import AvaturnClient
 from avaturn_desktop.services.session import SessionController
-from avaturn_desktop.services.speech_queue import REASON_STOPPED, ItemState
 from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui.docks import log_panel
 from avaturn_desktop.ui.log_model import LogModel

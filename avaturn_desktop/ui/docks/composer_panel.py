@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from qasync import asyncSlot
 
 from avaturn_desktop.core import catalog
-from avaturn_desktop.services.speech_queue import ItemState, QueueChange, QueueItem
+from avaturn_desktop.core.queue import ItemState, QueueChange, QueueItem
 
 if TYPE_CHECKING:
     from avaturn_desktop.ui.speaking import QueuePresenter

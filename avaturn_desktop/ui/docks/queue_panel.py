@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from avaturn_desktop.services.speech_queue import ChangeKind, ItemState, QueueChange, QueueItem
+from avaturn_desktop.core.queue import ChangeKind, ItemState, QueueChange, QueueItem
 
 if TYPE_CHECKING:
     from avaturn_desktop.ui.speaking import QueuePresenter
