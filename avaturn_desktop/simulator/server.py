@@ -37,7 +37,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 from avaturn_desktop.core.catalog import AVATARS, VOICES
 from avaturn_desktop.simulator.engine import Engine
@@ -78,8 +78,14 @@ log = logging.getLogger("avaturn.simulator")
 
 CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CORS_HEADERS = ["X-Session-Token", "Content-Type", "Authorization"]
-#: A key that could not be sent in a header, or a blank one, is refused up front.
-_KEY_PATTERN = r"^[\x21-\x7e]+$"
+
+
+def _sendable_key(key: str) -> str:
+    """A key that could not be sent in a header, or a blank one, is refused up front."""
+    if not all("!" <= c <= "~" for c in key):
+        raise ValueError("the key must be printable ASCII, without spaces")
+    return key
+
 
 T = TypeVar("T")
 
@@ -91,9 +97,9 @@ class SimulatorConfig(pydantic.BaseModel):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0 = a free port
     #: None: any non-empty bearer key accepted, and the simulator is open to any origin.
-    api_key: Annotated[str, Field(min_length=1, max_length=4096, pattern=_KEY_PATTERN)] | None = (
-        None
-    )
+    api_key: (
+        Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_sendable_key)] | None
+    ) = None
     #: Origins a page may call from (CORS, and the ``Origin`` check); ``["*"]`` any. None:
     #: the app's stage when a key is set, else any.
     allowed_origins: list[Annotated[str, Field(min_length=1, max_length=300)]] | None = None
