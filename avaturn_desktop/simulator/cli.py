@@ -159,11 +159,10 @@ _FLAGS = {
 
 
 def _flag(loc: tuple[int | str, ...]) -> str:
-    if not loc:
+    names = [str(part) for part in loc if isinstance(part, str) and part != "faults"]
+    if not names:
         return "arguments"
-    if loc[0] == "faults" and len(loc) > 1:
-        return "--" + str(loc[1]).replace("_", "-").removesuffix("-s")
-    return _FLAGS.get(str(loc[0]), "--" + str(loc[0]).replace("_", "-"))
+    return _FLAGS.get(names[0], "--" + names[0].replace("_", "-").removesuffix("-s"))
 
 
 def _usage_error(error: pydantic.ValidationError) -> UsageError:
