@@ -166,7 +166,7 @@ def _flag(loc: tuple[int | str, ...]) -> str:
 
 
 def _usage_error(error: pydantic.ValidationError) -> UsageError:
-    """One line per refused flag, as argparse words them (never the value: it may be the key)."""
+    """The refused flags on one line, as argparse words them (never a value: it may be the key)."""
     lines = [f"argument {_flag(e['loc'])}: {e['msg']}" for e in error.errors(include_input=False)]
     return UsageError("; ".join(lines))
 
