@@ -110,11 +110,20 @@ class Idle(_Timed):
 
 
 class SdkError(_Timed):
-    """The SDK's ``error`` event (``limits_exceeded``, ``internal_error``, ...)."""
+    """The SDK's ``error`` event (``limits_exceeded``, ``internal_error``, ...).
+
+    The page flattens both shapes it may get: the service's ``{"type": "error", "error":
+    {"type": "session_lifecycle_error", "code", "message", "session_id"}}`` (``kind`` is the
+    inner ``type``) and the simulator's ``{"type": "error", "code", "message", "reason"}``.
+    What it says is the page's word only: an error that would end the session is checked with
+    the service first (see ``services.session``).
+    """
 
     type: Literal["sdk_error"] = "sdk_error"
     code: str = "internal_error"
     message: str = ""
+    reason: str | None = None
+    kind: str | None = None
 
 
 class Disposed(_Timed):
