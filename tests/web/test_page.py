@@ -192,14 +192,18 @@ def test_scheme_serves_only_files_under_the_web_root(tmp_path: Path) -> None:
         assert resolve(root, QUrl(bad)) is None, bad
 
 
-def test_missing_resource_is_a_failed_load(view: AvatarView, run_js: RunJs, qtbot: Any) -> None:
-    run_js(
-        view,
-        "window.__probe = 'pending'; fetch('avaturn://stage/nope.js').then("
-        "(r) => { window.__probe = 'status ' + r.status; }, () => { window.__probe = 'failed'; });",
-    )
-    qtbot.waitUntil(lambda: run_js(view, "window.__probe") != "pending")
-    assert run_js(view, "window.__probe") == "status 404"
+def test_missing_resource_is_a_failed_load(
+    view: AvatarView, run_js: RunJs, qtbot: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="avaturn.web"):
+        run_js(
+            view,
+            "window.__probe = 'pending'; import('avaturn://stage/nope.js').then("
+            "() => { window.__probe = 'loaded'; }, () => { window.__probe = 'failed'; });",
+        )
+        qtbot.waitUntil(lambda: run_js(view, "window.__probe") != "pending")
+    assert run_js(view, "window.__probe") == "failed"
+    assert any("no such resource avaturn://stage/nope.js" in r.getMessage() for r in caplog.records)
 
 
 def test_console_goes_to_the_js_logger(

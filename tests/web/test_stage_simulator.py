@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -57,7 +58,9 @@ def test_session_on_the_simulator(
     simulator: Any,
     run_js: RunJs,
     next_emission: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="avaturn.js")
     created = _create_session(simulator.base_url)
     events: list[PageEvent] = []
     stage.event.connect(events.append)
@@ -92,6 +95,9 @@ def test_session_on_the_simulator(
     qloop.run_until_complete(stage.dispose())
     assert any(isinstance(e, Disposed) for e in events)
     assert _dom(view, run_js) == {"placeholder": True, "message": "", "avatars": 0}
+    # all of it under the stage's policy for the simulator, which refused nothing it needs
+    assert f"script-src 'self' {simulator.base_url};" in view.avatar_page.policy
+    assert not [r for r in caplog.records if "Content Security Policy" in r.getMessage()]
 
 
 def test_unknown_token_fails_to_connect(

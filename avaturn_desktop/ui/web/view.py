@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from PySide6.QtCore import QCoreApplication, QEvent, QObject, QTimer, QUrl
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWebEngineCore import (
     QWebEnginePage,
@@ -35,9 +35,13 @@ from avaturn_desktop.ui.web.scheme import (
     STAGE_ORIGIN,
     STAGE_PAGE,
     StageSchemeHandler,
+    origin_of,
     register_schemes,
+    stage_policy,
     stage_url,
 )
+
+__all__ = ["AvatarPage", "AvatarView", "media_permission_allowed", "origin_of"]
 
 log = logging.getLogger("avaturn.web")
 js_log = logging.getLogger("avaturn.js")
@@ -57,19 +61,6 @@ _MEDIA_PERMISSIONS = frozenset(
 )
 
 _EXTERNAL_SCHEMES = frozenset({"http", "https", "mailto"})
-
-
-def origin_of(url: str | QUrl) -> str:
-    """``scheme://host[:port]`` of ``url`` (lower case), or ``""`` if it has none."""
-    q = QUrl(url) if isinstance(url, str) else url
-    if not q.isValid() or not q.scheme() or not q.host():
-        return ""
-    origin = f"{q.scheme().lower()}://{q.host().lower()}"
-    port = q.port()
-    default = {"http": 80, "https": 443}.get(q.scheme().lower())
-    if port != -1 and port != default:
-        origin += f":{port}"
-    return origin
 
 
 def media_permission_allowed(
@@ -110,16 +101,47 @@ class _PopupCatcher(QWebEnginePage):
 class AvatarPage(QWebEnginePage):
     """The stage page: console to logging, navigation locked to the stage, narrow permissions."""
 
-    def __init__(self, profile: QWebEngineProfile, parent: QObject | None = None) -> None:
+    policy_changed = Signal(str)
+    """The page's Content-Security-Policy changed: the stage must be loaded again to use it."""
+
+    def __init__(
+        self,
+        profile: QWebEngineProfile,
+        parent: QObject | None = None,
+        *,
+        scheme_handler: StageSchemeHandler | None = None,
+    ) -> None:
         super().__init__(profile, parent)
         self._media_origins: set[str] = {STAGE_ORIGIN}
+        self._scheme_handler = scheme_handler
         self.permissionRequested.connect(self._on_permission_requested)
 
     # -- permissions ---------------------------------------------------------------------------
 
     def allow_media_origins(self, urls: Iterable[str]) -> None:
-        """Allow media capture for the origins of ``urls`` (besides the stage itself)."""
+        """Set the backend the page works with: ``[api_host, sdk_url]``.
+
+        Media capture is allowed for their origins (besides the stage itself), and the page's
+        Content-Security-Policy lets the SDK load from the SDK's origin and connect to the
+        service (see :func:`~avaturn_desktop.ui.web.scheme.stage_policy`). A changed policy
+        is announced on :attr:`policy_changed`, before this returns.
+        """
+        urls = list(urls)
         self._media_origins = {STAGE_ORIGIN} | {o for o in map(origin_of, urls) if o}
+        if self._scheme_handler is None:
+            return
+        api_host = urls[0] if urls else None
+        sdk_url = urls[1] if len(urls) > 1 else None
+        policy = stage_policy(api_host, sdk_url)
+        if policy != self._scheme_handler.policy:
+            self._scheme_handler.policy = policy
+            log.info("Stage page policy: %s", policy)
+            self.policy_changed.emit(policy)
+
+    @property
+    def policy(self) -> str:
+        """The Content-Security-Policy the stage is served with."""
+        return self._scheme_handler.policy if self._scheme_handler is not None else ""
 
     @property
     def media_origins(self) -> frozenset[str]:
@@ -183,7 +205,9 @@ class AvatarView(QWebEngineView):
         self._profile: QWebEngineProfile | None = QWebEngineProfile(self)
         self._scheme_handler = StageSchemeHandler(parent=self._profile)
         self._profile.installUrlSchemeHandler(SCHEME_BYTES, self._scheme_handler)
-        self._avatar_page: AvatarPage | None = AvatarPage(self._profile, self._profile)
+        self._avatar_page: AvatarPage | None = AvatarPage(
+            self._profile, self._profile, scheme_handler=self._scheme_handler
+        )
         settings = self._avatar_page.settings()
         WA = QWebEngineSettings.WebAttribute
         settings.setAttribute(WA.PlaybackRequiresUserGesture, False)
@@ -197,6 +221,7 @@ class AvatarView(QWebEngineView):
         self.bridge = Bridge(self)
         self._channel = install_bridge(self._avatar_page, self.bridge)
         self._avatar_page.renderProcessTerminated.connect(self._on_render_process_gone)
+        self._avatar_page.policy_changed.connect(self._reload_for_policy)
         self.setPage(self._avatar_page)
 
     @property
@@ -215,6 +240,14 @@ class AvatarView(QWebEngineView):
         self.bridge.reset()
         if self._avatar_page is not None:
             QTimer.singleShot(500, self._reload_after_crash)
+
+    def _reload_for_policy(self, _policy: str) -> None:
+        """A new backend: the stage is loaded again under its policy (a CSP cannot be relaxed
+        in place). Readiness drops now, so nothing is sent to the old page meanwhile."""
+        if self._avatar_page is None or self._avatar_page.url().isEmpty():
+            return  # not loaded yet: the first load gets the new policy anyway
+        self.bridge.reset()
+        self.load_stage()
 
     def _reload_after_crash(self) -> None:
         if self._avatar_page is not None:
@@ -235,6 +268,7 @@ class AvatarView(QWebEngineView):
         page.loadStarted.disconnect(self.bridge.reset)
         page.permissionRequested.disconnect(page._on_permission_requested)
         page.renderProcessTerminated.disconnect(self._on_render_process_gone)
+        page.policy_changed.disconnect(self._reload_for_policy)
         # The view must not keep using the page we delete: give it an inert, default one.
         self.setPage(QWebEnginePage(self))
         # The page goes first, the profile after it: otherwise Qt warns that the profile was
