@@ -2,8 +2,10 @@
 
 - The page is served from ``avaturn://stage/`` (see :mod:`scheme`), a secure origin.
 - Its console goes to the ``avaturn.js`` logger.
-- It can never navigate away from the stage: link clicks open in the system browser, every
-  other navigation is refused; pop-ups are opened outside too.
+- It can never navigate away from the stage. An http(s) or mailto link, or a pop-up, opens in
+  the system browser only right after a person clicked or pressed a key in the avatar view
+  (Qt's own input events, which no page script can make); otherwise it is refused. Either way
+  the URL is logged and announced on :attr:`AvatarPage.outside_link`.
 - Sound and video play without a user gesture (a kiosk has nobody to click).
 - Media capture is granted only to the stage itself and the configured SDK / API origins;
   every other permission is denied.
@@ -16,9 +18,11 @@ before its profile, or Qt WebEngine complains.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import math
+import time
+from collections.abc import Callable, Iterable
 
-from PySide6.QtCore import QCoreApplication, QEvent, QObject, QTimer, QUrl, Signal
+from PySide6.QtCore import QChildEvent, QCoreApplication, QEvent, QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWebEngineCore import (
     QWebEnginePage,
@@ -62,6 +66,19 @@ _MEDIA_PERMISSIONS = frozenset(
 
 _EXTERNAL_SCHEMES = frozenset({"http", "https", "mailto"})
 
+#: How long after a person's click or key press in the avatar view a link may open outside.
+GESTURE_WINDOW_S = 1.0
+#: The longest URL quoted in a log line or a message (a page may make them huge).
+_URL_SHOWN = 300
+
+_GESTURE_EVENTS = frozenset(
+    {
+        QEvent.Type.MouseButtonRelease,
+        QEvent.Type.KeyPress,
+        QEvent.Type.TouchEnd,
+    }
+)
+
 
 def media_permission_allowed(
     permission: QWebEnginePermission.PermissionType, origin: str, allowed: Iterable[str]
@@ -82,18 +99,56 @@ def _is_stage(url: QUrl) -> bool:
     )
 
 
+def shown_url(url: QUrl) -> str:
+    """``url`` for a log line or a message: no password, at most :data:`_URL_SHOWN` chars."""
+    text = url.toDisplayString()  # without the password, if any
+    return text if len(text) <= _URL_SHOWN else text[: _URL_SHOWN - 1] + "…"
+
+
+class GestureWatch(QObject):
+    """When a person last clicked or pressed a key in a widget (or any widget inside it).
+
+    Only input from the window system counts (``QEvent.spontaneous``): the page's script
+    cannot make such events, so a recent one is a real user gesture.
+    """
+
+    def __init__(self, widget: QWidget, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(widget)
+        self._clock = clock
+        self._last = -math.inf
+        self._watch(widget)
+
+    def _watch(self, widget: QWidget) -> None:
+        widget.installEventFilter(self)
+        for child in widget.findChildren(QWidget):
+            child.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        kind = event.type()
+        if kind in _GESTURE_EVENTS and event.spontaneous():
+            self._last = self._clock()
+        elif kind == QEvent.Type.ChildAdded:
+            child = event.child() if isinstance(event, QChildEvent) else None
+            if isinstance(child, QWidget):
+                self._watch(child)
+        return False
+
+    def recent(self, within_s: float = GESTURE_WINDOW_S) -> bool:
+        """Whether a person clicked or typed in the widget within the last ``within_s``."""
+        return self._clock() - self._last <= within_s
+
+
 class _PopupCatcher(QWebEnginePage):
-    """Stands in for a pop-up window: opens its first URL outside, then goes away."""
+    """Stands in for a pop-up window: hands its first URL to the stage page, then goes away."""
+
+    def __init__(self, profile: QWebEngineProfile, opener: AvatarPage) -> None:
+        super().__init__(profile, opener)
+        self._opener = opener
 
     def acceptNavigationRequest(
         self, url: QUrl | str, _type: QWebEnginePage.NavigationType, _is_main_frame: bool
     ) -> bool:
-        url = QUrl(url)
-        if url.scheme() in _EXTERNAL_SCHEMES:
-            log.info("pop-up opened outside: %s", url.toDisplayString())
-            open_externally(url)
-        else:
-            log.warning("pop-up to %s refused", url.scheme())
+        self._opener.open_outside(QUrl(url), "pop-up")
         self.deleteLater()
         return False
 
@@ -103,6 +158,10 @@ class AvatarPage(QWebEnginePage):
 
     policy_changed = Signal(str)
     """The page's Content-Security-Policy changed: the stage must be loaded again to use it."""
+
+    outside_link = Signal(str, bool)
+    """The page asked to open a URL outside: the URL as shown to people, and whether it was
+    opened (True) or refused for want of a click or key press in the view (False)."""
 
     def __init__(
         self,
@@ -114,6 +173,8 @@ class AvatarPage(QWebEnginePage):
         super().__init__(profile, parent)
         self._media_origins: set[str] = {STAGE_ORIGIN}
         self._scheme_handler = scheme_handler
+        #: Whether a person just clicked or typed in the view (its view sets it).
+        self.user_gesture: Callable[[], bool] = lambda: False
         self.permissionRequested.connect(self._on_permission_requested)
 
     # -- permissions ---------------------------------------------------------------------------
@@ -168,14 +229,27 @@ class AvatarPage(QWebEnginePage):
             return url.scheme() in ("https", "http", "about", "blob", "data")
         if _is_stage(url):
             return True
-        if nav_type == QWebEnginePage.NavigationType.NavigationTypeLinkClicked and (
-            url.scheme() in _EXTERNAL_SCHEMES
-        ):
-            log.info("link opened outside: %s", url.toDisplayString())
-            open_externally(url)
+        if nav_type == QWebEnginePage.NavigationType.NavigationTypeLinkClicked:
+            self.open_outside(url, "link")
         else:
-            log.warning("navigation away from the stage refused: %s", url.toDisplayString())
+            log.warning("navigation away from the stage refused: %s", shown_url(url))
         return False
+
+    def open_outside(self, url: QUrl, what: str) -> bool:
+        """Open ``url`` in the system's browser if it is an outside link and a person just
+        clicked or typed in the view; say which URL either way. True when it was opened."""
+        shown = shown_url(url)
+        if url.scheme() not in _EXTERNAL_SCHEMES:
+            log.warning("%s to %s refused: not a web or mail address", what, shown)
+            return False
+        if not self.user_gesture():
+            log.warning("%s to %s not opened: nobody clicked in the avatar view", what, shown)
+            self.outside_link.emit(shown, False)
+            return False
+        log.info("Opening %s in your browser (%s in the avatar view)", shown, what)
+        self.outside_link.emit(shown, True)
+        open_externally(url)
+        return True
 
     def createWindow(self, _type: QWebEnginePage.WebWindowType) -> QWebEnginePage:
         return _PopupCatcher(self.profile(), self)
@@ -218,6 +292,8 @@ class AvatarView(QWebEngineView):
         settings.setAttribute(WA.PluginsEnabled, False)
         settings.setAttribute(WA.PdfViewerEnabled, False)
         settings.setAttribute(WA.ScreenCaptureEnabled, False)
+        self.gestures = GestureWatch(self)
+        self._avatar_page.user_gesture = self.gestures.recent
         self.bridge = Bridge(self)
         self._channel = install_bridge(self._avatar_page, self.bridge)
         self._avatar_page.renderProcessTerminated.connect(self._on_render_process_gone)
