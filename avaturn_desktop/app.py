@@ -79,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
         )
         return 3
     notes = qtenv.prepare_environment()
+    notes += qtenv.scrub_secrets()  # before Qt (or anything else) starts a child process
     log_file = logs.setup(args.log_level, paths.data_dir() / "logs")
     for note in notes:
         log.info("%s", note)

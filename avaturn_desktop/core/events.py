@@ -41,6 +41,9 @@ class Ready(_Event):
     """The page's script is loaded and listens for commands."""
 
     type: Literal["ready"] = "ready"
+    #: ``performance.timeOrigin`` of the page's document (ms since the epoch): tells a new
+    #: document from the one it replaces, whose ``ready`` may still be on its way.
+    time_origin_ms: float | None = None
 
 
 class SdkLoaded(_Event):

@@ -417,4 +417,4 @@ window.addEventListener("pagehide", () => {
 });
 
 showPlaceholder();
-post({ type: "ready" });
+post({ type: "ready", time_origin_ms: performance.timeOrigin });

@@ -15,7 +15,11 @@ import asyncio
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +45,7 @@ from tests.reliability.rig import Rig, until
 from tests.reliability.tally import Tally
 
 CANARY = "sk-canary-" + uuid.uuid4().hex
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Everything the page's script can reach, as one string (run in each JS world).
 PAGE_DUMP_JS = """
@@ -280,3 +285,120 @@ def test_settings_never_hold_the_key(tally: Tally, tmp_path: Path) -> None:
     text = (tmp_path / "settings.json").read_text()
     tally.checked("settings_files", CANARY in text)
     assert CANARY not in text and CANARY not in repr(loaded)
+
+
+def _process_tree(root: int) -> dict[int, int]:
+    """``root`` and every process below it, each with its parent, from ``/proc/<pid>/stat``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = {root: 0}, [root]
+    while todo:
+        parent = todo.pop()
+        for child in children.get(parent, []):
+            tree[child] = parent
+            todo.append(child)
+    return tree
+
+
+def _read_proc(pid: int, name: str) -> bytes | None:
+    try:
+        return (Path("/proc") / str(pid) / name).read_bytes()
+    except OSError:
+        return None  # exited meanwhile, or not readable
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_key_reaches_no_process_environment_or_command_line(
+    make_sim: Any, tally: Tally, tmp_path: Path
+) -> None:
+    """The app started as a user starts it, with the key in its environment: once a session is
+    live in the page, neither the app nor any of its QtWebEngine processes (the renderer
+    included) has the key in its environment or command line."""
+    sim: SimulatorServer = make_sim(api_key=CANARY)
+    env = {
+        **os.environ,
+        "AVATURN_API_KEY": CANARY,
+        "AVATURN_DESKTOP_HOME": str(tmp_path / "home"),
+        "QT_QPA_PLATFORM": "offscreen",
+    }
+    command = [
+        *(sys.executable, "-m", "avaturn_desktop", "--headless", "--auto-start"),
+        *("--api-base", sim.base_url, "--sdk-url", sim.sdk_url, "--log-level", "DEBUG"),
+    ]
+    app = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: dict[int, tuple[bytes, bytes]] = {}
+    renderers: set[int] = set()
+
+    def look() -> None:
+        tree = _process_tree(app.pid)
+        for pid, parent in tree.items():
+            environ, cmdline = _read_proc(pid, "environ"), _read_proc(pid, "cmdline")
+            if environ is None or cmdline is None:
+                continue
+            seen[pid] = (environ, cmdline)
+            # A renderer is forked by Chromium's zygote and keeps the zygote's command line
+            # (or says --type=renderer): a web engine process whose parent is one too.
+            if b"QtWebEngineProcess" in cmdline and (
+                b"--type=renderer" in cmdline
+                or b"QtWebEngineProcess" in seen.get(parent, (b"", b""))[1]
+            ):
+                renderers.add(pid)
+
+    try:
+        deadline = time.monotonic() + 90
+        while not renderers or sim.snapshot()["viewers"] < 1:
+            assert app.poll() is None, f"the app exited early ({app.returncode})"
+            assert time.monotonic() < deadline, "no live session with a renderer in 90 s"
+            look()
+            time.sleep(0.1)  # polling a process table: there is no signal to wait on
+        look()  # the session is live in the page: every process once more, as it is now
+    finally:
+        app.send_signal(signal.SIGTERM)
+        try:
+            output, _ = app.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            app.kill()
+            output, _ = app.communicate()
+    secret = CANARY.encode()
+    engines = [pid for pid, (_env, cmd) in seen.items() if b"QtWebEngineProcess" in cmd]
+    assert app.pid in seen and engines, seen.keys()
+    assert renderers <= set(engines)
+    leaks = {}
+    for pid, (environ, cmdline) in seen.items():
+        tally.checked("process_environments", secret in environ)
+        tally.checked("command_lines", secret in cmdline)
+        if secret in environ or secret in cmdline:
+            leaks[pid] = cmdline.split(b"\0")[0].decode(errors="replace")
+    tally.checked("console_output", CANARY in output)
+    assert leaks == {}, f"the key is in the environment or command line of {leaks}"
+    assert CANARY not in output
+    # the app did hold the key: the simulator refuses any other, and a session went live
+    assert "session" in output.lower()
+    assert any(s["viewers_seen"] for s in sim.snapshot()["sessions"])
+
+
+def test_the_withdrawn_key_stays_with_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    from avaturn_desktop.services import secrets
+
+    monkeypatch.setattr(secrets, "_withdrawn", None)
+    monkeypatch.setenv(secrets.ENV_VAR, f"  {CANARY} ")
+    assert secrets.withdraw_from_environment() is True
+    assert secrets.ENV_VAR not in os.environ
+    assert secrets.load_api_key() == (CANARY, "environment")
+    assert secrets.withdraw_from_environment() is False  # nothing left to take
+    assert secrets.load_api_key() == (CANARY, "environment")

@@ -134,3 +134,21 @@ def test_bad_messages_count_against_the_rate(qapp: Any) -> None:
         bridge.post("{oops")
     assert len(seen["bad"]) == 10
     assert bridge.dropped == 90
+
+
+def test_a_ready_from_the_document_being_replaced_is_ignored(qapp: Any) -> None:
+    import time
+
+    bridge = Bridge()
+    seen = _record(bridge)
+    old = time.time() * 1000.0 - 5_000  # the document loaded five seconds ago
+    bridge.post(f'{{"type": "ready", "time_origin_ms": {old}}}')
+    assert bridge.ready
+    bridge.reset(replacing=True)  # the app loads a new document now
+    bridge.send(CancelAllCommand(ref=1))
+    bridge.post(f'{{"type": "ready", "time_origin_ms": {old}}}')  # late, from the old one
+    assert not bridge.ready
+    assert seen["command"] == []
+    bridge.post(f'{{"type": "ready", "time_origin_ms": {time.time() * 1000.0 + 1}}}')
+    assert bridge.ready
+    assert seen["command"] == ['{"type":"cancel_all","ref":1}']

@@ -78,6 +78,7 @@ class Bridge(QObject):
         self._window_start = -1.0
         self._window_count = 0
         self._flood_dropped = 0
+        self._not_before_ms: float | None = None
         self.dropped = 0
         """Page messages dropped for coming too fast, since this bridge was made."""
 
@@ -97,6 +98,9 @@ class Bridge(QObject):
             self.bad_message.emit(exc.reason)
             return
         if isinstance(event, Ready):
+            if not self._fresh(event):
+                log.debug("a ready from the page being replaced: ignored")
+                return
             self._set_ready(True)
         self.event_received.emit(event)
         if isinstance(event, Ready):
@@ -135,9 +139,20 @@ class Bridge(QObject):
         else:
             log.debug("page not ready; queued %s", describe_command(cmd))
 
-    def reset(self) -> None:
-        """The page is (re)loading: wait for its next ``ready`` before sending anything."""
+    def reset(self, *, replacing: bool = False) -> None:
+        """The page is (re)loading: wait for its next ``ready`` before sending anything.
+
+        ``replacing``: the app is about to load a new document; a ``ready`` from one created
+        before now (the old one, still running) is ignored.
+        """
+        if replacing:
+            self._not_before_ms = time.time() * 1000.0
         self._set_ready(False)
+
+    def _fresh(self, ready: Ready) -> bool:
+        if self._not_before_ms is None or ready.time_origin_ms is None:
+            return True
+        return ready.time_origin_ms >= self._not_before_ms
 
     def clear_queue(self) -> list[PageCommand]:
         """Drop the commands not yet sent and return them."""

@@ -292,6 +292,7 @@ class AvatarView(QWebEngineView):
         settings.setAttribute(WA.PluginsEnabled, False)
         settings.setAttribute(WA.PdfViewerEnabled, False)
         settings.setAttribute(WA.ScreenCaptureEnabled, False)
+        self._stage_requested = False
         self.gestures = GestureWatch(self)
         self._avatar_page.user_gesture = self.gestures.recent
         self.bridge = Bridge(self)
@@ -320,9 +321,9 @@ class AvatarView(QWebEngineView):
     def _reload_for_policy(self, _policy: str) -> None:
         """A new backend: the stage is loaded again under its policy (a CSP cannot be relaxed
         in place). Readiness drops now, so nothing is sent to the old page meanwhile."""
-        if self._avatar_page is None or self._avatar_page.url().isEmpty():
+        if self._avatar_page is None or not self._stage_requested:
             return  # not loaded yet: the first load gets the new policy anyway
-        self.bridge.reset()
+        self.bridge.reset(replacing=True)
         self.load_stage()
 
     def _reload_after_crash(self) -> None:
@@ -331,6 +332,7 @@ class AvatarView(QWebEngineView):
 
     def load_stage(self) -> None:
         """(Re)load the stage page; the bridge becomes ready when the page says so."""
+        self._stage_requested = True
         self.avatar_page.load(stage_url(STAGE_PAGE))
 
     def shutdown(self) -> None:
