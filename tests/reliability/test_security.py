@@ -33,6 +33,9 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from avaturn_desktop import cli, logs
 from avaturn_desktop.core import paths
 from avaturn_desktop.core.errors import AppError
+from avaturn_desktop.core.events import CommandResult
+from avaturn_desktop.core.session_state import SessionState
+from avaturn_desktop.core.settings import Settings
 from avaturn_desktop.core.tasks import TaskState
 from avaturn_desktop.services.client import AvaturnClient
 from avaturn_desktop.services.export import ExportFormat, export_log
@@ -402,3 +405,94 @@ def test_the_withdrawn_key_stays_with_the_app(monkeypatch: pytest.MonkeyPatch) -
     assert secrets.load_api_key() == (CANARY, "environment")
     assert secrets.withdraw_from_environment() is False  # nothing left to take
     assert secrets.load_api_key() == (CANARY, "environment")
+
+
+#: Events a script in the page's main world forges, each of which the app once acted on: the
+#: session ended by the service (the SDK's error, in the simulator's shape and the service's;
+#: the avatar disposed; idle), and speech the service never started.
+FORGED = [
+    {"type": "avatar_started_speaking_phrase", "phrase_id": "forged-1", "at_ms": 1},
+    {"type": "avatar_started_speaking", "at_ms": 1},
+    {"type": "avatar_ended_speaking_phrase", "phrase_id": "forged-1", "at_ms": 2},
+    {"type": "avatar_ended_speaking", "at_ms": 2},
+    {"type": "sdk_error", "code": "session_ended", "message": "forged"},
+    {"type": "sdk_error", "code": "session_terminated", "reason": "terminated"},
+    {"type": "sdk_error", "code": "internal_error", "kind": "session_lifecycle_error"},
+    {"type": "sdk_error", "code": "user_absent_timeout"},
+    {"type": "disposed", "reason": "terminated"},
+    {"type": "idle"},
+]
+
+#: The old relay's way in (a window CustomEvent), then the new one's (a port of one's own).
+FORGE_JS = """(() => {
+  const forged = %s;
+  for (const event of forged) {
+    const text = JSON.stringify(event);
+    window.dispatchEvent(new CustomEvent("avaturn:page-to-host", {detail: text}));
+    const channel = new MessageChannel();
+    window.postMessage("avaturn:port", "*", [channel.port2]);
+    channel.port1.postMessage(text);
+    window.dispatchEvent(new CustomEvent("avaturn:connect"));
+  }
+  return forged.length;
+})()"""
+
+
+def test_forged_page_events_end_no_session_and_speak_no_line(
+    loop: asyncio.AbstractEventLoop, make_sim: Any, tally: Tally, tmp_path: Path
+) -> None:
+    """A live session in the real page, a line the service has not taken yet (its request is
+    held by the service's latency): events forged in the page's main world neither end the
+    session nor move the line. Once the service takes the line, it is spoken as usual."""
+    sim: SimulatorServer = make_sim()
+    settings = Settings()
+    settings = settings.model_copy(update={"keep_alive": False})  # so idle could end it
+
+    async def js(rig: Rig, script: str) -> Any:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        rig.shell.view.page().runJavaScript(script, 0, lambda v: done.done() or done.set_result(v))
+        return await asyncio.wait_for(done, 10)
+
+    async def round_trip(rig: Rig) -> None:
+        """Everything the page posted before now has reached the app: a command the page does
+        not know comes back answered, after it."""
+        answered = asyncio.Event()
+        bridge = rig.shell.view.bridge
+
+        def on_event(event: Any) -> None:
+            if isinstance(event, CommandResult) and event.ref == 987_654:
+                answered.set()
+
+        bridge.event_received.connect(on_event)
+        try:
+            bridge.command.emit('{"type": "no_such_command", "ref": 987654}')
+            await asyncio.wait_for(answered.wait(), 10)
+        finally:
+            bridge.event_received.disconnect(on_event)
+
+    async def scenario() -> None:
+        rig = Rig(sim, tmp_path / "log.sqlite3", settings=settings)
+        rig.controller.keep_alive = False
+        try:
+            await rig.open()
+            session_id = await rig.start()
+            rig.set_faults(latency_ms=4000)
+            assert rig.type_and_queue("Held back by a slow service.")
+            await until(lambda: len(rig.rows()) == 1, 5, "the line in the log")
+            assert await js(rig, FORGE_JS % json.dumps(FORGED)) == len(FORGED)
+            await round_trip(rig)
+            (row,) = rig.rows()
+            tally.checked("forged_page_events", rig.controller.state is not SessionState.LIVE)
+            tally.checked("forged_speech", row.state is not TaskState.QUEUED)
+            assert rig.controller.state is SessionState.LIVE
+            assert (row.state, row.task_id) == (TaskState.QUEUED, None)
+            assert (await rig.sim_session(session_id))["state"] != "ended"
+            rig.set_faults()
+            await until(lambda: rig.rows()[0].state is TaskState.SPOKEN, 20, "the line spoken")
+            assert rig.rows()[0].task_id
+            assert rig.controller.state is SessionState.LIVE
+            await rig.controller.terminate()
+        finally:
+            await rig.close()
+
+    loop.run_until_complete(scenario())
