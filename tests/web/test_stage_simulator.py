@@ -114,3 +114,57 @@ def test_unknown_token_fails_to_connect(
         )
     assert "could not connect" in info.value.user_message
     assert _dom(view, run_js)["message"]
+
+
+@pytest.mark.parametrize("how", ["deleted elsewhere", "killed by the service"])
+def test_a_session_the_service_ends_says_why(
+    view: AvatarView, stage: Stage, qloop: qasync.QEventLoop, simulator: Any, how: str
+) -> None:
+    """Ended from elsewhere (another client's DELETE) or killed: the page hears it from the
+    service's event channel, the service confirms it, and the session says why, in the
+    service's words (not "connection to the avatar lost")."""
+    from avaturn_desktop.core.models import SessionCreate
+    from avaturn_desktop.core.session_state import EndReason, SessionSnapshot, SessionState
+    from avaturn_desktop.services.client import AvaturnClient
+    from avaturn_desktop.services.session import SessionController
+
+    async def scenario() -> SessionSnapshot:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            client = AvaturnClient(http, api_key="test", base_url=simulator.base_url)
+            controller = SessionController(
+                client,
+                stage,
+                api_host=simulator.base_url,
+                sdk_url=simulator.sdk_url,
+                init_timeout_s=10,
+            )
+            stage.event.connect(controller.handle_page_event)
+            ended = asyncio.Event()
+            controller.subscribe(lambda snap: snap.state is SessionState.ENDED and ended.set())
+            try:
+                assert await controller.start(SessionCreate())
+                session_id = controller.session_id
+                if how == "deleted elsewhere":
+                    answer = await http.delete(
+                        f"{simulator.base_url}/api/v1/sessions/{session_id}",
+                        headers={"Authorization": "Bearer another-client"},
+                    )
+                else:
+                    answer = await http.post(
+                        f"{simulator.base_url}/_sim/sessions/{session_id}/kill",
+                        json={"reason": "The operator pulled the plug"},
+                    )
+                answer.raise_for_status()
+                await asyncio.wait_for(ended.wait(), 15)
+                return controller.snapshot
+            finally:
+                stage.event.disconnect(controller.handle_page_event)
+                await controller.shutdown()
+
+    snap = qloop.run_until_complete(scenario())
+    assert snap.reason == EndReason.SERVER.value
+    expected = {
+        "deleted elsewhere": "The session was terminated",
+        "killed by the service": "The operator pulled the plug",
+    }[how]
+    assert snap.detail == expected
