@@ -136,6 +136,15 @@ class Disposed(_Timed):
     reason: str | None = None
 
 
+class PageGone(_Event):
+    """The page itself went away with a live avatar in it (its process died, or it was loaded
+    again). Said by the app's stage facade, never by the page: it is no :data:`PageEvent`, and
+    :func:`parse_page_event` refuses its type, so no script can send it."""
+
+    type: Literal["page_gone"] = "page_gone"
+    reason: str
+
+
 class CommandResult(_Event):
     """The answer to one command, matched by ``ref``."""
 

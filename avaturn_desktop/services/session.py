@@ -11,13 +11,15 @@ SDK's own session lookup with the session's token:
 
 - the service no longer has the session: it ends here, with the reason the page gave (the
   simulator's ``session_terminated`` or ``reason``, the service's ``session_lifecycle_error``);
-- the service still has it: an error is logged and ignored; a page that lost its avatar
-  (``disposed``, or the page itself died) gets it back, reconnected to the same session, and the
-  session ends as "connection to the avatar lost" only if that fails;
+- the service still has it: an error is logged and ignored; a page whose SDK says it lost its
+  avatar (``disposed``) gets it back, reconnected to the same session, and the session ends as
+  "connection to the avatar lost" only if that fails;
 - the service cannot be asked: the same, as if it still had it.
 
 ``idle`` (the SDK's five quiet minutes, which end the session when keep-alive is off) is
 believed only after five minutes without a speech event, when the SDK's own timer would fire.
+:class:`~avaturn_desktop.core.events.PageGone` (the page's process died, said by the app's own
+stage facade, not by the page) ends the session as "connection to the avatar lost".
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from avaturn_desktop.core.events import (
     AvatarStartedSpeakingPhrase,
     Disposed,
     Idle,
+    PageGone,
     SdkError,
 )
 from avaturn_desktop.core.models import SessionCreate
@@ -361,6 +364,9 @@ class SessionController:
                     log.warning("Avatar page reported an error: %s", message or code)
                     return
                 self._check_claim(said, message or code, avatar_gone=False)
+            case PageGone(reason=reason):
+                # The app's own word, not the page's: the page died with the avatar in it.
+                self._spawn(self.end_remotely(EndReason.CONNECTION_LOST, reason))
             case Disposed(reason=None):
                 pass  # the answer to a dispose the app asked for
             case Disposed(reason=reason):

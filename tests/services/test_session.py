@@ -22,6 +22,7 @@ from avaturn_desktop.core.events import (
     Disposed,
     Idle,
     PageEvent,
+    PageGone,
     SdkError,
 )
 from avaturn_desktop.core.models import SdkSession, SdkSessionConfig, SessionCreate, SessionCreated
@@ -415,6 +416,27 @@ def test_a_lost_avatar_that_cannot_come_back_ends_the_session() -> None:
     assert "channel closed" in (rig.seen[-1].detail or "")
     assert "could not connect" in (rig.seen[-1].detail or "")
     assert rig.client.deleted == ["s1"]  # nothing left burning on the service
+
+
+def test_a_page_that_died_ends_the_session_as_a_lost_connection() -> None:
+    async def scenario() -> Rig:
+        rig = make_rig()
+        await rig.controller.start(SessionCreate())
+        rig.controller.handle_page_event(PageGone(reason="the avatar page stopped"))
+        await reach(rig.controller, S.ENDED)
+        return rig
+
+    rig = run(scenario())
+    assert rig.seen[-1].reason == EndReason.CONNECTION_LOST.value
+    assert rig.seen[-1].detail == "the avatar page stopped"
+    assert rig.client.deleted == ["s1"]  # nothing left burning on the service
+
+
+def test_the_page_cannot_say_it_died() -> None:
+    from avaturn_desktop.core.events import PageMessageError, parse_page_event
+
+    with pytest.raises(PageMessageError, match="unknown type"):
+        parse_page_event('{"type": "page_gone", "reason": "forged"}')
 
 
 def test_claims_while_one_is_checked_are_not_checked_twice() -> None:
