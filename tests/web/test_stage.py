@@ -253,3 +253,28 @@ def test_reload_fails_commands_in_flight(
 
     with pytest.raises(StageError, match="reloaded"):
         qloop.run_until_complete(scenario())
+
+
+def test_a_flooding_sdk_is_cut_to_the_rate(
+    view: AvatarView,
+    stage: Stage,
+    qloop: qasync.QEventLoop,
+    fake_sdk_url: str,
+    qtbot: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """1,000 events at once from the SDK, through the real page and port: at most the bridge's
+    rate is taken, the rest is dropped, counted, and logged once."""
+    from avaturn_desktop.ui.web.bridge import MAX_MESSAGES_PER_S
+
+    speech: list[PageEvent] = []
+    stage.event.connect(lambda e: isinstance(e, SpeechPageEvent) and speech.append(e))
+    caplog.set_level(logging.WARNING, logger="avaturn.web")
+    qloop.run_until_complete(
+        stage.connect("flood", api_host=API_HOST, sdk_url=fake_sdk_url, timeout_s=5.0)
+    )
+    qtbot.waitUntil(lambda: len(speech) + view.bridge.dropped >= 1000, timeout=10_000)
+    assert len(speech) <= 2 * MAX_MESSAGES_PER_S  # at most two one-second windows
+    assert view.bridge.dropped >= 1000 - 2 * MAX_MESSAGES_PER_S
+    floods = [r for r in caplog.records if "messages a second; dropping" in r.getMessage()]
+    assert len(floods) == 1
