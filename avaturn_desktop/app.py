@@ -195,6 +195,7 @@ def build(options: LaunchOptions) -> Assembled:
         http_hooks=options.http_hooks,
         http_transport=options.http_transport,
         max_retries=options.max_retries,
+        data_dir=data,
         on_close=closers,
     )
     shell = Shell(runtime)
@@ -252,6 +253,7 @@ async def _open_control(
         )
         return None
     shell.window.show_control(control.url, exposed=control.exposed)
+    shell.control_url = control.url
     if control.exposed:
         runtime.notices.warning(
             f"The control API listens on {host}: it is reachable from the network."

@@ -19,7 +19,6 @@ import ipaddress
 import json
 import logging
 import os
-import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,50 +27,15 @@ from typing import Any
 import uvicorn
 
 from avaturn_desktop.control.api import EventHub, create_app
+from avaturn_desktop.services.control_token import TOKEN_ENV, load_token, renew_token
 from avaturn_desktop.services.runtime import Runtime
+
+__all__ = ["TOKEN_ENV", "ControlServer", "load_token", "read_discovery"]
 
 log = logging.getLogger("avaturn.control")
 
-TOKEN_ENV = "AVATURN_DESKTOP_CONTROL_TOKEN"
-TOKEN_FILE = "control-token"
 DISCOVERY_FILE = "control.json"
 LOOPBACK = "127.0.0.1"
-
-
-def token_path(data_dir: Path) -> Path:
-    return data_dir / TOKEN_FILE
-
-
-def load_token(data_dir: Path, *, create: bool = True) -> str | None:
-    """The control token: the environment's, else the file's (made now if ``create``)."""
-    override = os.environ.get(TOKEN_ENV, "").strip()
-    if override:
-        return override
-    path = token_path(data_dir)
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        token = ""
-    except OSError as exc:
-        log.warning("Could not read the control token file (%s)", exc.strerror)
-        token = ""
-    if token or not create:
-        return token or None
-    return renew_token(data_dir)
-
-
-def renew_token(data_dir: Path) -> str:
-    """A new random token, written to ``control-token`` with mode 0600 (no one else reads it)."""
-    token = secrets.token_urlsafe(32)
-    path = token_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(token + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-    return token
 
 
 def read_discovery(data_dir: Path) -> dict[str, Any] | None:
@@ -130,9 +94,10 @@ class ControlServer:
         return self._port
 
     def token(self) -> str:
-        if self._token is None:
-            self._token = load_token(self._data_dir) or renew_token(self._data_dir)
-        return self._token
+        """The token in force (read each time: Settings may have renewed it)."""
+        if self._token is not None:
+            return self._token
+        return load_token(self._data_dir) or renew_token(self._data_dir)
 
     def renew_token(self) -> str:
         """A new token (the old one stops working at once)."""
@@ -141,7 +106,7 @@ class ControlServer:
 
     async def start(self) -> str:
         """Bind, serve on the running loop, write ``control.json``; returns the URL."""
-        self.token()
+        self.token()  # made now, on first use, so ctl finds it
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -106,6 +107,23 @@ class SlotStage(Protocol):
     async def change_voice(self, voice_id: str) -> None: ...
 
 
+class CurrentClient:
+    """The service client in force, as the slots use it: switching the backend (a key entered
+    in Settings) swaps what it forwards to, with no slot rebuilt."""
+
+    def __init__(self, client: AvaturnClient) -> None:
+        self.target = client
+
+    async def create_session(self, request: Any = None) -> Any:
+        return await self.target.create_session(request)
+
+    async def terminate_session(self, session_id: str) -> None:
+        await self.target.terminate_session(session_id)
+
+    async def add_task(self, session_id: str, text: str) -> Any:
+        return await self.target.add_task(session_id, text)
+
+
 class AvatarSlot:
     """One avatar: its stage, session, queue and speaker."""
 
@@ -115,7 +133,7 @@ class AvatarSlot:
         self.stage = stage
         self._runtime = runtime
         self.controller = SessionController(
-            runtime.client,
+            runtime.current_client,
             stage,
             api_host=runtime.backend.api_base,
             sdk_url=runtime.backend.sdk_url,
@@ -124,7 +142,7 @@ class AvatarSlot:
             keep_alive=settings.keep_alive,
         )
         self.queue = SpeechQueue(
-            runtime.client,
+            runtime.current_client,
             runtime.store,
             self.controller,
             stage=stage,
@@ -243,18 +261,25 @@ class Runtime:
         http: httpx.AsyncClient,
         kiosk: bool = False,
         max_retries: int = 3,
+        data_dir: Path | None = None,
         on_close: Sequence[Callable[[], Awaitable[None] | None]] = (),
     ) -> None:
         self.backend = backend
+        #: The data directory (the control token, control.json); None in bare tests.
+        self.data_dir = data_dir
         self.settings = settings
         self.store = store
         self.http = http
         self.kiosk = kiosk
-        self.client = AvaturnClient(
-            http, api_key=backend.api_key, base_url=backend.api_base, max_retries=max_retries
+        self._max_retries = max_retries
+        self.current_client = CurrentClient(
+            AvaturnClient(
+                http, api_key=backend.api_key, base_url=backend.api_base, max_retries=max_retries
+            )
         )
         self.notices = Notices()
         self.slots: list[AvatarSlot] = []
+        self._backend_listeners: list[Callable[[Backend], None]] = []
         self.started_at = time.time()
         self._on_close = list(on_close)
         self._unsubscribe = settings.subscribe(self._settings_changed)
@@ -270,6 +295,7 @@ class Runtime:
         http_hooks: dict[str, list[Callable[..., Any]]] | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         max_retries: int = 3,
+        data_dir: Path | None = None,
         on_close: Sequence[Callable[[], Awaitable[None] | None]] = (),
     ) -> Runtime:
         """The runtime with its own pooled HTTP client (closed by :meth:`shutdown`)."""
@@ -286,8 +312,40 @@ class Runtime:
             http=http,
             kiosk=kiosk,
             max_retries=max_retries,
+            data_dir=data_dir,
             on_close=on_close,
         )
+
+    @property
+    def client(self) -> AvaturnClient:
+        """The typed client of the backend in force."""
+        return self.current_client.target
+
+    def switch_backend(self, backend: Backend) -> None:
+        """Make the next sessions on ``backend`` (e.g. the cloud, once a key was entered).
+
+        Refused with :class:`SessionBusyError` while any slot has a session under way.
+        """
+        busy = [slot.index for slot in self.slots if slot.controller.state.busy]
+        if busy:
+            raise SessionBusyError("End the running session before switching the backend.")
+        client = AvaturnClient(
+            self.http,
+            api_key=backend.api_key,
+            base_url=backend.api_base,
+            max_retries=self._max_retries,
+        )
+        for slot in self.slots:
+            slot.controller.retarget(backend.api_base, backend.sdk_url)
+        self.current_client.target = client
+        self.backend = backend
+        log.info("Backend switched to %r", backend)
+        for listener in list(self._backend_listeners):
+            listener(backend)
+
+    def subscribe_backend(self, listener: Callable[[Backend], None]) -> Callable[[], None]:
+        self._backend_listeners.append(listener)
+        return lambda: self._backend_listeners.remove(listener)
 
     def add_slot(self, stage: SlotStage) -> AvatarSlot:
         slot = AvatarSlot(len(self.slots), self, stage)

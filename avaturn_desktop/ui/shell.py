@@ -15,6 +15,7 @@ from collections.abc import Callable
 import qasync
 from PySide6.QtWidgets import QMessageBox, QWidget
 
+from avaturn_desktop.core.errors import AppError
 from avaturn_desktop.core.session_state import SessionSnapshot, SessionState
 from avaturn_desktop.core.settings import SessionDefaults, Settings
 from avaturn_desktop.core.tasks import SessionRecord
@@ -44,6 +45,22 @@ class OrphanDialog:
             f"The app stopped last time without ending {len(records)} session(s). They may "
             f"still be using your quota until they time out:\n\n{lines}{more}\n\n"
             "End them now?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.Yes,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+
+class SwitchBackendDialog:
+    """Offers to use the cloud at once after a key was entered (tests replace ``ask``)."""
+
+    @classmethod
+    def ask(cls, parent: QWidget | None) -> bool:
+        answer = QMessageBox.question(
+            parent,
+            "Use the Avaturn cloud now?",
+            "The API key is stored. Sessions run on the built-in simulator in this run; "
+            "switch to the Avaturn cloud now? (The next session is made there.)",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
             QMessageBox.StandardButton.Yes,
         )
@@ -89,6 +106,8 @@ class Shell:
         )
         self.session_panel.create_requested.connect(self._create)
         self.window.settings_requested.connect(self.open_settings)
+        #: The control API's URL when it listens (set by the composition root).
+        self.control_url: str | None = None
         self._closed = asyncio.Event()
         self.window.closed.connect(self._closed.set)
         self._unsubscribe_settings: Callable[[], None] = runtime.settings.subscribe(
@@ -146,9 +165,42 @@ class Shell:
     def open_settings(self) -> None:
         from avaturn_desktop.ui.settings_dialog import SettingsDialog
 
-        dialog = SettingsDialog(self.settings, parent=self.window)
+        dialog = SettingsDialog(
+            self.settings,
+            parent=self.window,
+            data_dir=self.runtime.data_dir,
+            control_url=self.control_url,
+        )
         dialog.saved.connect(self._settings_saved)
+        dialog.key_stored.connect(self._key_stored)
         dialog.open()
+
+    def _key_stored(self) -> None:
+        """A key was entered in Settings: on the simulator, offer to use the cloud now."""
+        if self.runtime.backend.kind != "simulator" or self.settings.backend == "simulator":
+            return
+        from avaturn_desktop.core.backend import Backend
+        from avaturn_desktop.services.secrets import load_api_key
+
+        key, _source = load_api_key()
+        if not key:
+            return
+        if self.controller.state.busy:
+            self.messages.info(
+                "The key is stored. End the session, then restart the app to use the cloud."
+            )
+            return
+        if not SwitchBackendDialog.ask(self.window):
+            self.messages.info("The key is stored; the cloud is used from the next start.")
+            return
+        cloud = Backend("cloud", self.settings.api_base, self.settings.sdk_url, key)
+        try:
+            self.runtime.switch_backend(cloud)
+        except AppError as exc:
+            self.messages.warning(exc.user_message)
+            return
+        self.window.backend_status.setText(cloud.label)
+        self.messages.info("Sessions now run on the Avaturn cloud.")
 
     def _settings_saved(self, new: Settings) -> None:
         old = self.settings
