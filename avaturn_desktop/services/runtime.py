@@ -33,10 +33,10 @@ from avaturn_desktop.core.session_state import SessionState
 from avaturn_desktop.core.settings import SessionDefaults, Settings
 from avaturn_desktop.core.tasks import SessionRecord
 from avaturn_desktop.services.client import AvaturnClient
-from avaturn_desktop.services.session import SessionBusyError, SessionController
+from avaturn_desktop.services.session import SessionBusyError, SessionController, StagePort
 from avaturn_desktop.services.settings_store import SettingsStore
 from avaturn_desktop.services.speech import Speaker
-from avaturn_desktop.services.speech_queue import SpeechQueue
+from avaturn_desktop.services.speech_queue import SpeechQueue, SpeechStage
 from avaturn_desktop.services.tasklog import TaskLogStore
 
 log = logging.getLogger("avaturn.runtime")
@@ -52,7 +52,23 @@ _LOG_LEVELS = {Level.INFO: logging.INFO, Level.WARNING: logging.WARNING, Level.E
 NoticeListener = Callable[[Level, str], None]
 
 
-class Notices:
+class Poster:
+    """``info``, ``warning`` and ``error`` over one ``post``."""
+
+    def post(self, level: Level, text: str) -> None:
+        raise NotImplementedError
+
+    def info(self, text: str) -> None:
+        self.post(Level.INFO, text)
+
+    def warning(self, text: str) -> None:
+        self.post(Level.WARNING, text)
+
+    def error(self, text: str) -> None:
+        self.post(Level.ERROR, text)
+
+
+class Notices(Poster):
     """Messages meant for a person: logged, then shown by whoever listens (the window).
 
     What is posted before anyone listens is kept and handed to the first listener.
@@ -72,15 +88,6 @@ class Notices:
             except Exception:
                 log.exception("A notice listener failed")
 
-    def info(self, text: str) -> None:
-        self.post(Level.INFO, text)
-
-    def warning(self, text: str) -> None:
-        self.post(Level.WARNING, text)
-
-    def error(self, text: str) -> None:
-        self.post(Level.ERROR, text)
-
     def subscribe(self, listener: NoticeListener) -> Callable[[], None]:
         self._listeners.append(listener)
         early, self._early = self._early, []
@@ -93,18 +100,8 @@ class NoSuchSlotError(AppError):
     """An avatar slot was asked for by a number the app does not have."""
 
 
-class SlotStage(Protocol):
+class SlotStage(StagePort, SpeechStage, Protocol):
     """An avatar page as a slot drives it (``ui.web.stage.Stage`` implements it)."""
-
-    async def connect(
-        self, token: str, *, api_host: str, sdk_url: str, timeout_s: float, keep_alive: bool
-    ) -> str: ...
-
-    async def dispose(self) -> None: ...
-
-    async def cancel_all(self) -> None: ...
-
-    async def change_voice(self, voice_id: str) -> None: ...
 
 
 class CurrentClient:

@@ -7,14 +7,14 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Signal
 
-from avaturn_desktop.services.runtime import Level, Notices
+from avaturn_desktop.services.runtime import Level, Notices, Poster
 
 log = logging.getLogger("avaturn.ui")
 
 __all__ = ["Level", "MessageBus"]
 
 
-class MessageBus(QObject):
+class MessageBus(QObject, Poster):
     """The runtime's :class:`Notices` as a signal. Posting goes through the notices (one
     path: logged, then shown); what was posted before the window listens is replayed."""
 
@@ -27,15 +27,6 @@ class MessageBus(QObject):
 
     def post(self, level: Level, text: str) -> None:
         self.notices.post(level, text)
-
-    def info(self, text: str) -> None:
-        self.post(Level.INFO, text)
-
-    def warning(self, text: str) -> None:
-        self.post(Level.WARNING, text)
-
-    def error(self, text: str) -> None:
-        self.post(Level.ERROR, text)
 
     def start_listening(self) -> None:
         if self._unsubscribe is None:
