@@ -1,40 +1,32 @@
-"""One path for messages to the user: logged, then shown by whoever listens (the window)."""
+"""Messages to the user, as Qt signals: the runtime's notices, for the window to show."""
 
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Signal
 
+from avaturn_desktop.services.runtime import Level, Notices
+
 log = logging.getLogger("avaturn.ui")
 
-
-class Level(StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-
-
-_LOG_LEVELS = {Level.INFO: logging.INFO, Level.WARNING: logging.WARNING, Level.ERROR: logging.ERROR}
+__all__ = ["Level", "MessageBus"]
 
 
 class MessageBus(QObject):
-    """Messages raised before the window listens are kept and replayed when it connects."""
+    """The runtime's :class:`Notices` as a signal. Posting goes through the notices (one
+    path: logged, then shown); what was posted before the window listens is replayed."""
 
     message = Signal(str, str)  # level, text
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, notices: Notices | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._early: list[tuple[Level, str]] = []
-        self._listening = False
+        self.notices = notices or Notices()
+        self._unsubscribe: Callable[[], None] | None = None
 
     def post(self, level: Level, text: str) -> None:
-        log.log(_LOG_LEVELS[level], "%s", text)
-        if self._listening:
-            self.message.emit(level.value, text)
-        else:
-            self._early.append((level, text))
+        self.notices.post(level, text)
 
     def info(self, text: str) -> None:
         self.post(Level.INFO, text)
@@ -46,7 +38,13 @@ class MessageBus(QObject):
         self.post(Level.ERROR, text)
 
     def start_listening(self) -> None:
-        self._listening = True
-        early, self._early = self._early, []
-        for level, text in early:
-            self.message.emit(level.value, text)
+        if self._unsubscribe is None:
+            self._unsubscribe = self.notices.subscribe(self._emit)
+
+    def _emit(self, level: Level, text: str) -> None:
+        self.message.emit(level.value, text)
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
