@@ -150,6 +150,10 @@ class LaunchOptions:
     kiosk: bool = False
     #: httpx event hooks on the runtime's client (the bench times requests with them).
     http_hooks: dict[str, list[Callable[..., Any]]] | None = None
+    #: The HTTP transport (tests count or break requests with their own).
+    http_transport: Any = None
+    #: How often the client retries a call that is safe to retry.
+    max_retries: int = 3
 
 
 @dataclass
@@ -158,21 +162,17 @@ class Assembled:
 
     runtime: Runtime
     shell: Shell
-    control: ControlServer | None
-    simulator: SimulatorServer | None
+    control: ControlServer | None = None
+    simulator: SimulatorServer | None = None
+    data_dir: Path | None = None
 
 
-@contextlib.asynccontextmanager
-async def assemble(options: LaunchOptions) -> AsyncIterator[Assembled]:
-    """Build the runtime, the window and the control API; tear them down in order after.
-
-    Order on the way out: the control API stops taking calls, the runtime ends its sessions
-    and queues (the page is still there for them), the window's Qt side goes, then the HTTP
-    pool, the task log and the simulator close.
-    """
+def build(options: LaunchOptions) -> Assembled:
+    """The runtime over its backend (starting the simulator when there is none) and the
+    window over the runtime; the control API is opened by :func:`open_doors`."""
     from avaturn_desktop.services.runtime import Runtime
     from avaturn_desktop.services.settings_store import SettingsStore
-    from avaturn_desktop.services.tasklog import TaskLogStore
+    from avaturn_desktop.services.tasklog import DEFAULT_FILE_NAME, TaskLogStore
     from avaturn_desktop.ui.shell import Shell
 
     data = options.data_dir or paths.data_dir()
@@ -190,30 +190,51 @@ async def assemble(options: LaunchOptions) -> AsyncIterator[Assembled]:
     runtime = Runtime.open(
         backend=backend,
         settings=SettingsStore(options.settings, options.config_dir),
-        store=TaskLogStore(data / "tasklog.sqlite3"),
+        store=TaskLogStore(data / DEFAULT_FILE_NAME),
         kiosk=options.kiosk,
         http_hooks=options.http_hooks,
+        http_transport=options.http_transport,
+        max_retries=options.max_retries,
         on_close=closers,
     )
-    shell: Shell | None = None
-    control: ControlServer | None = None
+    shell = Shell(runtime)
+    return Assembled(runtime, shell, simulator=simulator, data_dir=data)
+
+
+async def open_doors(app: Assembled, options: LaunchOptions) -> None:
+    """Open the control API when asked for (flag, or the settings' switch)."""
+    port = options.control_port
+    if port is None and options.settings.control_enabled:
+        port = options.settings.control_port
+    if port is not None:
+        assert app.data_dir is not None
+        app.control = await _open_control(
+            app.runtime, app.shell, app.data_dir, port, options.control_host
+        )
+
+
+async def teardown(app: Assembled) -> None:
+    """In order: the control API stops taking calls, the runtime ends its sessions and queues
+    (the page is still there for them), the window's Qt side goes, then the HTTP pool, the
+    task log and the simulator close."""
+    if app.control is not None:
+        await app.control.stop()
     try:
-        shell = Shell(runtime)
-        port = options.control_port
-        if port is None and options.settings.control_enabled:
-            port = options.settings.control_port
-        if port is not None:
-            control = await _open_control(runtime, shell, data, port, options.control_host)
-        yield Assembled(runtime, shell, control, simulator)
+        await app.runtime.stop()
     finally:
-        if control is not None:
-            await control.stop()
-        try:
-            await runtime.stop()
-        finally:
-            if shell is not None:
-                shell.close()
-            await runtime.close()
+        app.shell.close()
+        await app.runtime.close()
+
+
+@contextlib.asynccontextmanager
+async def assemble(options: LaunchOptions) -> AsyncIterator[Assembled]:
+    """:func:`build`, :func:`open_doors`, and :func:`teardown` on the way out."""
+    app = build(options)
+    try:
+        await open_doors(app, options)
+        yield app
+    finally:
+        await teardown(app)
 
 
 async def _open_control(

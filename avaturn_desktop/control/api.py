@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
@@ -100,41 +101,55 @@ def item_json(item: QueueItem) -> dict[str, Any]:
 # -- guards ----------------------------------------------------------------------------------
 
 
-class HostGuard:
-    """ASGI middleware: 403 for a ``Host`` that is not one of ``allowed`` (DNS rebinding)."""
+class Guard:
+    """ASGI middleware in front of every call, HTTP and WebSocket alike.
 
-    def __init__(self, app: ASGIApp, allowed: Callable[[], frozenset[str]]) -> None:
+    A ``Host`` that is not one of ``allowed`` gets 403 (DNS rebinding); then a call without
+    the token (``Authorization: Bearer`` or ``?token=``) gets 401.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        allowed: Callable[[], frozenset[str]],
+        token: Callable[[], str],
+    ) -> None:
         self.app = app
         self._allowed = allowed
+        self._token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            host = ""
-            for name, value in scope.get("headers", ()):
-                if name == b"host":
-                    host = value.decode("latin-1").strip().lower()
-                    break
-            if host not in self._allowed():
-                detail = "This address is not the one the control API listens on."
-                if scope["type"] == "websocket":
-                    await send(
-                        {
-                            "type": "websocket.http.response.start",
-                            "status": 403,
-                            "headers": [(b"content-type", b"application/json")],
-                        }
-                    )
-                    await send(
-                        {
-                            "type": "websocket.http.response.body",
-                            "body": json.dumps({"detail": detail}).encode(),
-                        }
-                    )
-                    return
-                response = JSONResponse({"detail": detail}, status_code=403)
-                await response(scope, receive, send)
-                return
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        connection = HTTPConnection(scope)
+        host = connection.headers.get("host", "").strip().lower()
+        if host not in self._allowed():
+            await _deny(scope, receive, send, 403, _FOREIGN_HOST)
+            return
+        given = bearer_or_query(connection.headers, connection.query_params)
+        if given is None or not hmac.compare_digest(given.encode(), self._token().encode()):
+            await _deny(scope, receive, send, 401, _NO_TOKEN)
+            return
         await self.app(scope, receive, send)
+
+
+_FOREIGN_HOST = "This address is not the one the control API listens on."
+_NO_TOKEN = (
+    "The control API needs its token: send 'Authorization: Bearer TOKEN' or '?token=TOKEN' "
+    "(the token is in Settings, or in the control-token file)."
+)
+
+
+async def _deny(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def bearer_or_query(headers: Any, query: Any) -> str | None:
@@ -158,15 +173,6 @@ def create_app(
 ) -> FastAPI:
     """The control API over ``runtime``; ``token`` and ``allowed_hosts`` are read per call."""
 
-    def authorized(request: Request) -> None:
-        given = bearer_or_query(request.headers, request.query_params)
-        if given is None or not hmac.compare_digest(given.encode(), token().encode()):
-            raise ApiProblem(
-                401,
-                "The control API needs its token: send 'Authorization: Bearer TOKEN' or "
-                "'?token=TOKEN' (the token is in Settings, or in the control-token file).",
-            )
-
     def slot_of(slot: Annotated[int, Query(ge=0, le=63)] = 0) -> AvatarSlot:
         try:
             return runtime.slot(slot)
@@ -179,10 +185,9 @@ def create_app(
         openapi_url=f"{PREFIX}/openapi.json",
         docs_url=None,
         redoc_url=None,
-        dependencies=[Depends(authorized)],
     )
 
-    app.add_middleware(HostGuard, allowed=allowed_hosts)
+    app.add_middleware(Guard, allowed=allowed_hosts, token=token)
 
     @app.exception_handler(ApiProblem)
     async def _problem(_request: Request, exc: ApiProblem) -> JSONResponse:
@@ -305,12 +310,6 @@ def create_app(
 
     @app.websocket(f"{PREFIX}/events")
     async def events_socket(ws: WebSocket) -> None:
-        given = bearer_or_query(ws.headers, ws.query_params)
-        if given is None or not hmac.compare_digest(given.encode(), token().encode()):
-            await ws.send_denial_response(
-                JSONResponse({"detail": "The control API needs its token."}, status_code=401)
-            )
-            return
         await ws.accept()
         await events.serve(ws, lambda op, args: run_op(runtime, op, args))
 

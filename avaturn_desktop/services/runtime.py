@@ -242,6 +242,7 @@ class Runtime:
         store: TaskLogStore,
         http: httpx.AsyncClient,
         kiosk: bool = False,
+        max_retries: int = 3,
         on_close: Sequence[Callable[[], Awaitable[None] | None]] = (),
     ) -> None:
         self.backend = backend
@@ -249,7 +250,9 @@ class Runtime:
         self.store = store
         self.http = http
         self.kiosk = kiosk
-        self.client = AvaturnClient(http, api_key=backend.api_key, base_url=backend.api_base)
+        self.client = AvaturnClient(
+            http, api_key=backend.api_key, base_url=backend.api_base, max_retries=max_retries
+        )
         self.notices = Notices()
         self.slots: list[AvatarSlot] = []
         self.started_at = time.time()
@@ -265,6 +268,8 @@ class Runtime:
         store: TaskLogStore,
         kiosk: bool = False,
         http_hooks: dict[str, list[Callable[..., Any]]] | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        max_retries: int = 3,
         on_close: Sequence[Callable[[], Awaitable[None] | None]] = (),
     ) -> Runtime:
         """The runtime with its own pooled HTTP client (closed by :meth:`shutdown`)."""
@@ -272,6 +277,7 @@ class Runtime:
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
             timeout=httpx.Timeout(10.0),
             event_hooks=http_hooks or {},
+            transport=http_transport,
         )
         return cls(
             backend=backend,
@@ -279,6 +285,7 @@ class Runtime:
             store=store,
             http=http,
             kiosk=kiosk,
+            max_retries=max_retries,
             on_close=on_close,
         )
 

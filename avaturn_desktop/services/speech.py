@@ -8,11 +8,12 @@ script, an answer stream):
   :func:`~avaturn_desktop.core.queue.check_text`, with the message a person reads.
 - Its sentences form a :class:`Batch`. The batch is *taken* once the service has every
   sentence (it answered with a task id, or the avatar already says it).
-- When a sentence of a batch is not taken (it failed, or was cancelled or removed before the
-  service had it), the rest of the batch that has not left yet is taken out of the queue, and
+- When a sentence of a batch is not taken (it failed, or was cancelled before the service had
+  it), the rest of the batch that has not left yet is taken out of the queue, and
   the batch is *given back* with the text that was not sent and the reason: the composer puts
   it back in its box, the control API reports it. Nothing is lost, nothing half-said is
-  silently followed by the rest.
+  silently followed by the rest. A line a person removes from the queue on purpose is only
+  dropped: the rest of its batch goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from avaturn_desktop.core.chunker import split_sentences
 from avaturn_desktop.core.errors import ConfigError
-from avaturn_desktop.core.queue import ItemState, QueueChange, QueueItem
+from avaturn_desktop.core.queue import REASON_REMOVED, ItemState, QueueChange, QueueItem
 from avaturn_desktop.services.settings_store import SettingsStore
 from avaturn_desktop.services.speech_queue import SpeechQueue
 
@@ -40,6 +41,10 @@ def taken(item: QueueItem) -> bool:
     """The service has the sentence: it answered with a task id, or the avatar is already
     saying it (a phrase can start, even end, before the answer to its POST arrives)."""
     return item.acknowledged or item.state in (ItemState.SPEAKING, ItemState.SPOKEN)
+
+
+def _removed(item: QueueItem) -> bool:
+    return item.state is ItemState.CANCELLED and item.reason == REASON_REMOVED
 
 
 BatchListener = Callable[["Batch"], None]
@@ -140,7 +145,8 @@ class Speaker:
     def _evaluate(self, batch: Batch) -> None:
         if batch.outcome is not BatchOutcome.PENDING:
             return
-        items = batch.items
+        # A line a person removed from the queue is theirs to drop: the rest goes on.
+        items = [i for i in batch.items if not _removed(i)]
         if all(taken(item) for item in items):
             self._settle(batch, BatchOutcome.TAKEN)
             return
@@ -149,6 +155,7 @@ class Speaker:
             self._give_back(batch, lost)
 
     def _give_back(self, batch: Batch, lost: QueueItem) -> None:
+        dropped = {i.item_id for i in batch.items if _removed(i)}  # by a person, before
         self._resolving = True
         try:
             for item in batch.items:
@@ -156,7 +163,9 @@ class Speaker:
                     self.queue.remove(item.item_id)
         finally:
             self._resolving = False
-        batch.unsent_text = "\n".join(i.text for i in batch.items if not taken(i))
+        batch.unsent_text = "\n".join(
+            i.text for i in batch.items if not taken(i) and i.item_id not in dropped
+        )
         batch.reason = lost.reason or lost.state.value
         self._settle(batch, BatchOutcome.GIVEN_BACK)
 
