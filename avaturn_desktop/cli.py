@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ctl_mod.add_arguments(ctl)
 
+    from avaturn_desktop import install
+
+    install.add_arguments(
+        sub.add_parser("install-desktop", help="add the app to the desktop's menu (and autostart)")
+    )
+
     log = sub.add_parser("log", help="the task log")
     log_sub = log.add_subparsers(dest="log_command", metavar="ACTION", required=True)
     export = log_sub.add_parser("export", help="export the task log as CSV, JSONL or SRT")
@@ -127,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from avaturn_desktop.simulator import cli as simulator_cli
 
         return simulator_cli.run(args)
+    if args.command == "install-desktop":
+        from avaturn_desktop import install
+
+        return install.run(args)
     if args.command == "log":
         return _log_export(args)
     if args.command == "ctl":
