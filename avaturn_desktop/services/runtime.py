@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from pydantic import ValidationError
@@ -37,7 +37,11 @@ from avaturn_desktop.services.session import SessionBusyError, SessionController
 from avaturn_desktop.services.settings_store import SettingsStore
 from avaturn_desktop.services.speech import Speaker
 from avaturn_desktop.services.speech_queue import SpeechQueue, SpeechStage
+from avaturn_desktop.services.supervisor import Supervisor
 from avaturn_desktop.services.tasklog import TaskLogStore
+
+if TYPE_CHECKING:
+    from avaturn_desktop.services.metrics import AppMetrics
 
 log = logging.getLogger("avaturn.runtime")
 
@@ -146,12 +150,30 @@ class AvatarSlot:
             policy=settings.offline_policy,
         )
         self.speaker = Speaker(self.queue, runtime.settings)
+        #: Kiosk mode: restarts a session after every ending (see ``services/supervisor.py``);
+        #: made with the slot, started by :meth:`supervise` once leftovers are ended.
+        self.supervisor: Supervisor | None = (
+            Supervisor(self.controller, lambda: runtime.settings.value.session.to_request())
+            if runtime.kiosk
+            else None
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def handle_page_event(self, event: object) -> None:
         """Every event from this slot's page: the lifecycle ones and the speech ones."""
+        if self.supervisor is not None:
+            self.supervisor.handle_page_event(event)
         self.controller.handle_page_event(event)
         self.queue.handle_page_event(event)
+
+    def supervise(self) -> Supervisor:
+        """Keep a session live from now on: start one, and another after every ending."""
+        if self.supervisor is None:
+            self.supervisor = Supervisor(
+                self.controller, lambda: self._runtime.settings.value.session.to_request()
+            )
+        self.supervisor.start()
+        return self.supervisor
 
     def apply_settings(self, settings: Settings) -> None:
         self.controller.keep_alive = settings.keep_alive
@@ -234,10 +256,17 @@ class AvatarSlot:
                 "paused": self.queue.paused,
             },
             "cues": {"count": 0, "standby": None, "standby_text": None},
+            **(
+                {"supervisor": self.supervisor.state.as_dict()}
+                if self.supervisor is not None
+                else {}
+            ),
         }
 
     async def shutdown(self) -> None:
         """End the session (or a start under way), then stop the queue."""
+        if self.supervisor is not None:
+            await self.supervisor.stop()
         await self.controller.shutdown()
         await self.queue.shutdown()
         self.speaker.close()
@@ -277,6 +306,7 @@ class Runtime:
         self.notices = Notices()
         self.slots: list[AvatarSlot] = []
         self._backend_listeners: list[Callable[[Backend], None]] = []
+        self._metrics: AppMetrics | None = None
         self.started_at = time.time()
         self._on_close = list(on_close)
         self._unsubscribe = settings.subscribe(self._settings_changed)
@@ -358,6 +388,21 @@ class Runtime:
             )
         return self.slots[index]
 
+    def metrics(self) -> AppMetrics:
+        """The Prometheus metrics of this app (made on first use: only ``/metrics`` reads
+        them), fed by every slot's session, log rows and supervisor."""
+        if self._metrics is None:
+            from avaturn_desktop.services.metrics import AppMetrics
+
+            metrics = AppMetrics()
+            for slot in self.slots:
+                metrics.watch_session(slot.controller)
+                metrics.watch_rows(slot.queue, self.store)
+                if slot.supervisor is not None:
+                    metrics.watch_supervisor(slot.supervisor)
+            self._metrics = metrics
+        return self._metrics
+
     def _settings_changed(self, new: Settings, _old: Settings) -> None:
         for slot in self.slots:
             slot.apply_settings(new)
@@ -428,6 +473,8 @@ class Runtime:
     async def close(self) -> None:
         """Close the HTTP pool and the task log, then what the runtime was given to close."""
         self._unsubscribe()
+        if self._metrics is not None:
+            self._metrics.close()
         await self.http.aclose()
         self.store.close()
         for close in reversed(self._on_close):
