@@ -125,7 +125,8 @@ class Speaker:
         for item in items:
             self._pending[item.item_id] = batch
         # a sentence may already be taken or lost (events arrived while queueing)
-        latest = [self.queue.item(item.item_id) or item for item in items]
+        now = {item.item_id: item for item in self.queue.items}
+        latest = [now.get(item.item_id, item) for item in items]
         batch._items = {item.item_id: item for item in latest}
         self._evaluate(batch)
         return batch
