@@ -124,6 +124,9 @@ class CurrentClient:
     async def add_task(self, session_id: str, text: str) -> Any:
         return await self.target.add_task(session_id, text)
 
+    async def get_sdk_session(self, token: str) -> Any:
+        return await self.target.get_sdk_session(token)
+
 
 class AvatarSlot:
     """One avatar: its stage, session, queue and speaker."""

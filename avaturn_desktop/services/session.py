@@ -77,10 +77,12 @@ _END_WORDS: dict[str, EndReason] = {
     "termination_command_received": EndReason.SERVER,
     "killed": EndReason.SERVER,
     "agent_left": EndReason.SERVER,
-    "limits_exceeded": EndReason.SERVER,
     "user_absent_timeout": EndReason.USER_ABSENT,
     "max_duration": EndReason.MAX_DURATION,
     "max_duration_reached": EndReason.MAX_DURATION,
+    # the simulator's code for its max duration; the service's for a workspace over its limits
+    # (its message, shown with it, says which)
+    "limits_exceeded": EndReason.MAX_DURATION,
     "idle": EndReason.SDK_IDLE,
 }
 #: The ``kind`` of a service error about the session's life (the session may be over).

@@ -299,7 +299,7 @@ ENDINGS: list[tuple[PageEvent, EndReason, str]] = [
         EndReason.SERVER,
         "boom",
     ),
-    (SdkError(code="limits_exceeded", message="quota"), EndReason.SERVER, "quota"),
+    (SdkError(code="limits_exceeded", message="quota"), EndReason.MAX_DURATION, "quota"),
     (
         SdkError(code="limits_exceeded", message="max", reason="max_duration"),
         EndReason.MAX_DURATION,
