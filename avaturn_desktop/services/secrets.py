@@ -15,6 +15,9 @@ KEYRING_USER = "api-key"
 
 KeySource = Literal["environment", "keyring", "none"]
 
+#: The environment's key, once :func:`withdraw_from_environment` took it out of the environment.
+_withdrawn: str | None = None
+
 
 def _keyring() -> tuple[Any, type[Exception]]:
     try:
@@ -27,7 +30,7 @@ def _keyring() -> tuple[Any, type[Exception]]:
 
 def load_api_key() -> tuple[str | None, KeySource]:
     """The key and where it came from. The environment wins over the keyring."""
-    env = os.environ.get(ENV_VAR, "").strip()
+    env = os.environ.get(ENV_VAR, "").strip() or _withdrawn
     if env:
         return env, "environment"
     keyring, keyring_error = _keyring()
@@ -39,6 +42,22 @@ def load_api_key() -> tuple[str | None, KeySource]:
         log.info("No OS keyring available (%s); set %s instead", type(exc).__name__, ENV_VAR)
         return None, "none"
     return (stored.strip() or None, "keyring") if stored else (None, "none")
+
+
+def withdraw_from_environment() -> bool:
+    """Take the key out of this process's environment; :func:`load_api_key` still has it.
+
+    Every process the app starts inherits its environment, QtWebEngine's renderers included
+    (and with Chromium's sandbox off, as it is for root, a renderer can read the app's). True
+    when there was a key to take. ``qtenv.scrub_secrets`` also wipes it from the copy of the
+    environment the kernel shows in ``/proc/<pid>/environ``.
+    """
+    global _withdrawn
+    value = os.environ.pop(ENV_VAR, None)
+    if value is None:
+        return False
+    _withdrawn = value.strip() or None
+    return True
 
 
 class KeyringUnavailableError(RuntimeError):
