@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -73,6 +74,15 @@ window.harness = {
 report("ready");
 </script></body></html>
 """
+
+
+#: The same harness as a page of the stage: its policy allows no inline script.
+HARNESS_JS = re.search(rb'<script type="module">(.*)</script>', PAGE, re.S).group(1)  # type: ignore[union-attr]
+STAGE_HARNESS = (
+    b'<!doctype html><html><head><meta charset="utf-8"><title>sim sdk</title></head><body>'
+    b'<div id="root" style="width: 320px; height: 320px"></div>'
+    b'<script type="module" src="harness.js"></script></body></html>'
+)
 
 
 class ConsolePage(QWebEnginePage):
@@ -278,20 +288,21 @@ def test_reconnects_after_a_drop_and_disposes_when_idle(qtbot, simulator, page):
 
 @pytest.fixture
 def make_stage_page(qtbot: Any, tmp_path: Any) -> Iterator[Callable[..., ConsolePage]]:
-    """``make_stage_page(files, page)``: ``files`` served as ``avaturn://stage/<name>`` (the
-    stage page's own origin, by the app's scheme handler, in a profile of its own), and
-    ``page`` of them loaded."""
+    """``make_stage_page(files, page, policy)``: ``files`` served as ``avaturn://stage/<name>``
+    (the stage page's own origin, by the app's scheme handler with the Content-Security-Policy
+    the app sends for the backend, in a profile of its own), and ``page`` of them loaded."""
     from PySide6.QtWebEngineCore import QWebEngineProfile
 
     from avaturn_desktop.ui.web.scheme import SCHEME_BYTES, StageSchemeHandler, stage_url
 
     made: list[tuple[Any, QWebEngineView, ConsolePage]] = []
 
-    def make(files: dict[str, bytes], name: str) -> ConsolePage:
+    def make(files: dict[str, bytes], name: str, policy: str) -> ConsolePage:
         for file_name, data in files.items():
             (tmp_path / file_name).write_bytes(data)
         profile = QWebEngineProfile()
         handler = StageSchemeHandler(root=tmp_path, parent=profile)
+        handler.policy = policy
         profile.installUrlSchemeHandler(SCHEME_BYTES, handler)
         view = QWebEngineView()
         page = ConsolePage(view, profile)
@@ -317,7 +328,13 @@ def test_the_stage_origin_drives_a_locked_simulator(qtbot, make_sim, make_stage_
     sim = make_sim(api_key="in-app-key")
     auth = {"Authorization": "Bearer in-app-key"}
     created = httpx.post(sim.base_url + "/api/v1/sessions", headers=auth).json()
-    page = make_stage_page({"harness.html": PAGE}, "harness.html")
+    from avaturn_desktop.ui.web.scheme import stage_policy
+
+    page = make_stage_page(
+        {"harness.html": STAGE_HARNESS, "harness.js": HARNESS_JS},
+        "harness.html",
+        stage_policy(sim.base_url, sim.sdk_url),
+    )
     qtbot.waitUntil(lambda: page.has("ready"), timeout=10_000)
     page.call("harness.start", sim.sdk_url, sim.base_url, created["token"])
     qtbot.waitUntil(lambda: page.has("inited") or page.has("failed"), timeout=15_000)
@@ -367,8 +384,9 @@ def test_the_official_sdk_from_the_stage_origin_with_a_locked_simulator(
     sim = make_sim(api_key="in-app-key")
     auth = {"Authorization": "Bearer in-app-key"}
     created = httpx.post(sim.base_url + "/api/v1/sessions", headers=auth).json()
-    harness = b"""<!doctype html><meta charset="utf-8"><div id="root"></div>
-<script type="module">
+    html = b"""<!doctype html><meta charset="utf-8"><div id="root"></div>
+<script type="module" src="official.js"></script>"""
+    harness = b"""
   import("./main.js").then(async ({ AvaturnHead }) => {
     const report = (kind, data) => console.log(JSON.stringify({ kind, data }));
     const cfg = JSON.parse(decodeURIComponent(location.hash.slice(1)));
@@ -386,13 +404,16 @@ def test_the_official_sdk_from_the_stage_origin_with_a_locked_simulator(
     }
     avatar.dispose().catch(() => {});
   });
-</script>"""
+"""
     setup = json.dumps({"token": created["token"], "apiHost": sim.base_url})
     from urllib.parse import quote
 
+    from avaturn_desktop.ui.web.scheme import stage_policy
+
     page = make_stage_page(
-        {"official.html": harness, "main.js": (dist / "main.js").read_bytes()},
+        {"official.html": html, "official.js": harness, "main.js": (dist / "main.js").read_bytes()},
         "official.html#" + quote(setup),
+        stage_policy(sim.base_url, "avaturn://stage/main.js"),
     )
     qtbot.waitUntil(lambda: page.has("done") or page.has("failed"), timeout=30_000)
     assert page.find("failed") is None, page.reports
