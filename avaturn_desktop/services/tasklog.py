@@ -17,6 +17,10 @@ Search is a case-insensitive substring match: the text is stored a second time, 
 and matched with ``instr``, so ``%`` and ``_`` in a search are plain characters (no LIKE
 wildcards to escape) and non-ASCII letters fold too (SQLite's LIKE folds ASCII only).
 
+Ask mode's questions have their own table: what was asked, in which session, and how the answer
+ended (answered, stopped, replaced by a newer question, failed) with a reason that says what
+was not said. The answer's lines are ordinary task rows, route ``llm``, with the question's id.
+
 The session registry remembers every avatar session the app created and whether it was ended,
 so after a crash the app can find and terminate the sessions it left open. Task rows do not
 reference it with a foreign key: a task may be logged for a session the registry never saw.
@@ -35,6 +39,8 @@ from typing import Any, Final
 from avaturn_desktop.core.paths import data_dir
 from avaturn_desktop.core.tasks import (
     ALLOWED_FROM,
+    QuestionRecord,
+    QuestionState,
     SessionRecord,
     TaskRecord,
     TaskRoute,
@@ -42,7 +48,7 @@ from avaturn_desktop.core.tasks import (
 )
 
 DEFAULT_FILE_NAME: Final = "tasklog.sqlite3"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _MIGRATIONS: Final[dict[int, str]] = {
     1: """
@@ -78,13 +84,58 @@ _MIGRATIONS: Final[dict[int, str]] = {
         );
         CREATE INDEX sessions_open ON sessions (backend, created_at) WHERE ended_at IS NULL;
     """,
+    # Ask mode: route 'llm' (SQLite cannot change a CHECK in place: the table is copied) and
+    # each answer's lines linked to their question.
+    2: """
+        CREATE TABLE tasks_v2 (
+            row_id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            text TEXT NOT NULL,
+            text_fold TEXT NOT NULL,
+            voice_id TEXT,
+            route TEXT NOT NULL CHECK (route IN ('rest', 'sdk', 'llm')),
+            state TEXT NOT NULL CHECK (
+                state IN ('queued', 'sent', 'speaking', 'spoken', 'cancelled', 'failed')),
+            reason TEXT,
+            task_id TEXT,
+            created_at REAL NOT NULL,
+            sent_at REAL,
+            acked_at REAL,
+            started_at REAL,
+            ended_at REAL,
+            question_id TEXT
+        );
+        INSERT INTO tasks_v2 (row_id, session_id, text, text_fold, voice_id, route, state,
+            reason, task_id, created_at, sent_at, acked_at, started_at, ended_at)
+            SELECT row_id, session_id, text, text_fold, voice_id, route, state, reason, task_id,
+                created_at, sent_at, acked_at, started_at, ended_at FROM tasks;
+        DROP TABLE tasks;
+        ALTER TABLE tasks_v2 RENAME TO tasks;
+        CREATE INDEX tasks_by_session ON tasks (session_id, row_id);
+        CREATE INDEX tasks_by_state ON tasks (state, row_id);
+        CREATE INDEX tasks_by_task_id ON tasks (task_id) WHERE task_id IS NOT NULL;
+        CREATE INDEX tasks_by_question ON tasks (question_id, row_id)
+            WHERE question_id IS NOT NULL;
+        CREATE TABLE questions (
+            question_id TEXT PRIMARY KEY,
+            session_id TEXT,
+            text TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (
+                state IN ('answering', 'answered', 'stopped', 'replaced', 'failed')),
+            reason TEXT,
+            asked_at REAL NOT NULL,
+            ended_at REAL
+        );
+    """,
 }
 
 _TASK_COLUMNS: Final = (
     "row_id, session_id, text, voice_id, route, state, reason, task_id, "
-    "created_at, sent_at, acked_at, started_at, ended_at"
+    "created_at, sent_at, acked_at, started_at, ended_at, question_id"
 )
 _TASK_FIELDS: Final = tuple(_TASK_COLUMNS.split(", "))
+_QUESTION_COLUMNS: Final = "question_id, session_id, text, state, reason, asked_at, ended_at"
+_QUESTION_FIELDS: Final = tuple(_QUESTION_COLUMNS.split(", "))
 _SESSION_COLUMNS: Final = (
     "session_id, backend, avatar_id, voice_id, created_at, ended_at, end_reason, max_duration"
 )
@@ -222,20 +273,24 @@ class TaskLogStore:
         voice_id: str | None,
         route: TaskRoute,
         at: float | None = None,
+        question_id: str | None = None,
     ) -> TaskRecord:
-        """Log a new line of speech, ``queued``."""
+        """Log a new line of speech, ``queued`` (an answer's line names its ``question_id``)."""
         route = TaskRoute(route)
         created = _now(at)
         cur = self._db.execute(
-            "INSERT INTO tasks (session_id, text, text_fold, voice_id, route, state, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (session_id, text, text.casefold(), voice_id, route.value, "queued", created),
-        )
+            "INSERT INTO tasks"
+            " (session_id, text, text_fold, voice_id, route, state, created_at, question_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, text, text.casefold(), voice_id, route.value, "queued", created,
+             question_id),
+        )  # fmt: skip
         row_id = cur.lastrowid
         assert row_id is not None
         return _task(
             (row_id, session_id, text, voice_id, route.value, "queued", None, None, created)
             + (None,) * 4
+            + (question_id,)
         )
 
     def add_many(
@@ -246,6 +301,7 @@ class TaskLogStore:
         voice_id: str | None,
         route: TaskRoute,
         at: float | None = None,
+        question_id: str | None = None,
     ) -> list[TaskRecord]:
         """Log several new lines (a pasted script) in one transaction: all of them or none."""
         route = TaskRoute(route)
@@ -254,11 +310,11 @@ class TaskLogStore:
         with self._transaction():
             for text in texts:
                 cur = self._db.execute(
-                    "INSERT INTO tasks"
-                    " (session_id, text, text_fold, voice_id, route, state, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (session_id, text, text.casefold(), voice_id, route.value, "queued", created),
-                )
+                    "INSERT INTO tasks (session_id, text, text_fold, voice_id, route, state,"
+                    " created_at, question_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (session_id, text, text.casefold(), voice_id, route.value, "queued",
+                     created, question_id),
+                )  # fmt: skip
                 row_id = cur.lastrowid
                 assert row_id is not None
                 records.append(
@@ -266,6 +322,7 @@ class TaskLogStore:
                         (row_id, session_id, text, voice_id, route.value, "queued", None, None)
                         + (created,)
                         + (None,) * 4
+                        + (question_id,)
                     )
                 )
         return records
@@ -407,6 +464,66 @@ class TaskLogStore:
             "SELECT session_id FROM tasks GROUP BY session_id ORDER BY min(row_id)"
         )
         return [row[0] for row in rows]
+
+    def answer_rows(self, question_id: str) -> list[TaskRecord]:
+        """The lines of one question's answer, in order."""
+        rows = self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE question_id = ? ORDER BY row_id",
+            (question_id,),
+        )
+        return [_task(row) for row in rows]
+
+    # -- questions (Ask mode) --------------------------------------------------------------
+
+    def add_question(
+        self, question_id: str, *, session_id: str | None, text: str, at: float | None = None
+    ) -> QuestionRecord:
+        """Log a question put to the language model, ``answering``."""
+        asked = _now(at)
+        self._db.execute(
+            f"INSERT INTO questions ({_QUESTION_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, NULL)",
+            (question_id, session_id, text, QuestionState.ANSWERING.value, asked),
+        )
+        return self.get_question(question_id)
+
+    def end_question(
+        self,
+        question_id: str,
+        state: QuestionState,
+        reason: str | None = None,
+        *,
+        at: float | None = None,
+    ) -> QuestionRecord:
+        """How the answer ended; only once (a question that ended stays as it ended)."""
+        state = QuestionState(state)
+        if state is QuestionState.ANSWERING:
+            raise ValueError("a question ends answered, stopped, replaced or failed")
+        self._db.execute(
+            "UPDATE questions SET state = ?, reason = ?, ended_at = ?"
+            " WHERE question_id = ? AND state = 'answering'",
+            (state.value, reason, _now(at), question_id),
+        )
+        return self.get_question(question_id)
+
+    def get_question(self, question_id: str) -> QuestionRecord:
+        """The question; ``KeyError`` if there is none."""
+        row = self._db.execute(
+            f"SELECT {_QUESTION_COLUMNS} FROM questions WHERE question_id = ?", (question_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"no question {question_id!r} in the log")
+        return QuestionRecord.model_validate(dict(zip(_QUESTION_FIELDS, row, strict=True)))
+
+    def questions(self, session_id: str | None = None) -> list[QuestionRecord]:
+        """Questions in the order they were asked (of one session, when given)."""
+        where, params = ("", ()) if session_id is None else (" WHERE session_id = ?", (session_id,))
+        rows = self._db.execute(
+            f"SELECT {_QUESTION_COLUMNS} FROM questions{where} ORDER BY asked_at, rowid", params
+        )
+        return [
+            QuestionRecord.model_validate(dict(zip(_QUESTION_FIELDS, row, strict=True)))
+            for row in rows
+        ]
 
     # -- session registry ------------------------------------------------------------------
 

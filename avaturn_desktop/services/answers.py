@@ -1,0 +1,726 @@
+"""Ask mode: a language model answers, and the avatar speaks the answer while it is written.
+
+A question goes to an OpenAI-compatible chat-completions endpoint (OpenAI's, a compatible
+server's, or the simulator's ``/v1``) through the official ``openai`` client, streamed. The
+answer is cut into sentences by :class:`~avaturn_desktop.core.chunker.SentenceChunker` as it
+arrives, and each sentence goes to the sink (the speech queue, see :class:`SpeechQueueSink`)
+the moment it is complete, so the avatar starts on the first sentence while the model is still
+writing the rest.
+
+Conversation
+    Kept per avatar session (the history is keyed by session id): the system prompt, the last
+    ``history_turns`` questions with what was said in answer (the sentences queued, not what
+    the model may have written beyond a stop), and the new question. A question whose answer
+    said nothing (it failed, or was stopped before its first sentence) is left out, so asking
+    it again does not send it twice.
+
+Latest wins
+    A new question ends the answer before it: its stream is closed, so its remaining sentences
+    are never queued (a guard makes sure of it even for text already on its way), and the
+    sink's :meth:`AnswerSink.begin` is told which question it replaces, to withdraw that
+    answer's lines (see :class:`SpeechQueueSink`). :meth:`AnswerService.stop` ends the answer
+    and its stream; the caller stops the speech queue (one door, two calls).
+
+Failures
+    Each ends the answer ``failed`` with a reason a person can act on (:class:`AnswerView`):
+    no key where one is needed (raised by :meth:`AnswerService.ask` itself, before anything is
+    sent), a rejected key (401/403), a model that does not exist or a wrong base URL (404), a
+    rate limit or an exhausted quota (429; one is waited out by the client when it says how
+    long), a refused request (400), the service failing (5xx), no answer in time, a connection
+    that cannot be made, and a stream that breaks midway. What was queued before a break stays
+    queued (it is said); the reason says how many sentences were said and that the rest was
+    not; the unfinished sentence is kept in ``unsaid``, never spoken half. No message carries the
+    key. Every question and how it ended is in the task log (:class:`QuestionLog`), its lines
+    are task rows with route ``llm`` and the question's id.
+
+Why the ``openai`` client: a maintained SSE parser and streaming client that knows the error
+shapes, ``Retry-After`` and the timeouts of the API it speaks, rather than a hand-written one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, Protocol, cast
+from urllib.parse import urlsplit
+
+import openai
+
+from avaturn_desktop.core.chunker import DEFAULT_MAX_CHARS, SentenceChunker
+from avaturn_desktop.core.errors import (
+    ApiError,
+    AppError,
+    AuthError,
+    ConfigError,
+    InvalidRequestError,
+    NetworkError,
+    NotFoundError,
+    RateLimitedError,
+    ServerError,
+    ServiceTimeoutError,
+)
+from avaturn_desktop.core.queue import ON_SERVICE_STATES, ItemState, QueueItem
+from avaturn_desktop.core.settings import DEFAULT_LLM_BASE_URL, LlmSettings
+from avaturn_desktop.core.tasks import QuestionRecord, QuestionState, TaskRoute
+from avaturn_desktop.services.secrets import LLM_ENV_VAR, redact
+
+__all__ = [
+    "AnswerBrokenError",
+    "AnswerService",
+    "AnswerSink",
+    "AnswerView",
+    "LlmEndpoint",
+    "QuestionLog",
+    "SpeechQueueSink",
+    "resolve_endpoint",
+]
+
+log = logging.getLogger("avaturn.answers")
+
+#: Longest question accepted (a typed question, not a document).
+MAX_QUESTION_CHARS: Final = 4000
+#: The key sent to the simulator, which accepts any non-empty key.
+SIMULATOR_KEY: Final = "simulator"
+REASON_REPLACED: Final = "replaced by a newer question"
+REASON_STOPPED: Final = "stopped"
+REASON_CLOSING: Final = "the app is closing"
+#: How much of a service's own error message ends up in a reason.
+_MAX_DETAIL: Final = 200
+_KEY_HINT: Final = f"Settings → Ask, or the {LLM_ENV_VAR} environment variable"
+
+
+class AnswerBrokenError(NetworkError):
+    """The answer's stream ended before the answer did (connection lost, or cut short)."""
+
+
+# -- where the model is -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LlmEndpoint:
+    """Where questions go: an OpenAI-compatible API root (up to ``/v1``) and its key."""
+
+    base_url: str
+    api_key: str = dataclasses.field(repr=False)
+    #: The key is a stand-in (the simulator, or a keyless local server): a 401 means "no key".
+    keyless: bool = False
+    simulated: bool = False
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc or self.base_url
+
+
+def resolve_endpoint(
+    settings: LlmSettings, api_key: str | None, simulator_url: str | None
+) -> LlmEndpoint:
+    """Where Ask goes, from the settings, the key (``secrets.load_llm_api_key``) and the
+    in-process or external simulator's base URL (``None`` when none runs).
+
+    * A key: the configured base URL with it.
+    * No key, and the base URL is OpenAI's default: the simulator (offline Ask), if one runs;
+      else :class:`ConfigError` (no key, and one is needed).
+    * No key and another base URL (a local, keyless server): that URL with a stand-in key; if
+      it wants a key after all, its 401 says so.
+    """
+    key = (api_key or "").strip()
+    if key:
+        return LlmEndpoint(settings.base_url, key)
+    if settings.base_url.rstrip("/") == DEFAULT_LLM_BASE_URL:
+        if simulator_url is None:
+            raise ConfigError(
+                f"Ask needs a language model API key: enter it in {_KEY_HINT}. "
+                "(With no key, Ask answers from the built-in simulator, which is not running.)"
+            )
+        return LlmEndpoint(
+            simulator_url.rstrip("/") + "/v1", SIMULATOR_KEY, keyless=True, simulated=True
+        )
+    return LlmEndpoint(settings.base_url, SIMULATOR_KEY, keyless=True)
+
+
+# -- what the answers go to ---------------------------------------------------------------------
+
+
+class AnswerSink(Protocol):
+    """Where an answer's sentences go (the speech queue, through :class:`SpeechQueueSink`)."""
+
+    async def begin(self, question_id: str, replaces: str | None) -> None:
+        """A question was asked; ``replaces`` is the one before it, whose lines must go."""
+
+    def queue_sentence(self, text: str, question_id: str) -> object:
+        """Queue one complete sentence of ``question_id``'s answer, now.
+
+        Raising :class:`AppError` (e.g. the queue refuses text with no live session) ends the
+        answer as failed with that error's message.
+        """
+
+
+class QueueLike(Protocol):
+    """What :class:`SpeechQueueSink` needs of ``services.speech_queue.SpeechQueue``."""
+
+    @property
+    def items(self) -> tuple[QueueItem, ...]: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    def enqueue(
+        self, texts: str, *, route: TaskRoute = ..., question_id: str | None = ...
+    ) -> list[QueueItem]: ...
+
+    def remove(self, item_id: int) -> bool: ...
+
+    async def stop(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+class SpeechQueueSink:
+    """The speech queue as an answer's sink.
+
+    Each sentence is one queue item, logged with route ``llm`` and its question's id. When a
+    question replaces another, the other answer's lines that wait are removed, and if some are
+    on the service (sent, or being spoken) the avatar is cut off with the queue's Stop (the
+    service only offers "cancel all"; those lines are logged "stopped"), then the queue sends
+    again, unless it was paused before. Asking does not un-pause a queue paused by Stop: the
+    door that asks decides (``queue.resume()``).
+    """
+
+    def __init__(self, queue: QueueLike) -> None:
+        self._queue = queue
+
+    def queue_sentence(self, text: str, question_id: str) -> QueueItem:
+        return self._queue.enqueue(text, route=TaskRoute.LLM, question_id=question_id)[0]
+
+    async def begin(self, question_id: str, replaces: str | None) -> None:
+        if replaces is None:
+            return
+        queue = self._queue
+        for item in queue.items:
+            if item.question_id == replaces and item.state is ItemState.WAITING:
+                queue.remove(item.item_id)
+        on_service = any(
+            item.question_id == replaces and item.state in ON_SERVICE_STATES for item in queue.items
+        )
+        if on_service:
+            was_paused = queue.paused
+            await queue.stop()
+            if not was_paused:
+                queue.resume()
+
+
+class QuestionLog(Protocol):
+    """Where questions are logged (``services.tasklog.TaskLogStore``)."""
+
+    def add_question(
+        self, question_id: str, *, session_id: str | None, text: str, at: float | None = None
+    ) -> QuestionRecord: ...
+
+    def end_question(
+        self,
+        question_id: str,
+        state: QuestionState,
+        reason: str | None = None,
+        *,
+        at: float | None = None,
+    ) -> QuestionRecord: ...
+
+
+# -- answers --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AnswerView:
+    """One question and its answer as listeners see it (a snapshot)."""
+
+    question_id: str
+    session_id: str | None
+    question: str
+    state: QuestionState
+    #: the sentences queued so far, in order
+    sentences: tuple[str, ...]
+    #: why it is not answered in full (stopped, replaced, failed, cut at the length limit)
+    reason: str | None = None
+    #: text that arrived but was not queued (an unfinished sentence), if any
+    unsaid: str | None = None
+    #: the error behind a failure (its ``user_message`` is the reason's start)
+    error: AppError | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state is not QuestionState.ANSWERING
+
+
+AnswerListener = Callable[[AnswerView], None]
+
+
+@dataclasses.dataclass(eq=False)
+class _Answer:
+    question_id: str
+    session_id: str | None
+    question: str
+    chunker: SentenceChunker
+    state: QuestionState = QuestionState.ANSWERING
+    sentences: list[str] = dataclasses.field(default_factory=list)
+    reason: str | None = None
+    unsaid: str | None = None
+    error: AppError | None = None
+    received: int = 0  # characters of answer text received
+    task: asyncio.Task[None] | None = None
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def view(self) -> AnswerView:
+        return AnswerView(
+            question_id=self.question_id,
+            session_id=self.session_id,
+            question=self.question,
+            state=self.state,
+            sentences=tuple(self.sentences),
+            reason=self.reason,
+            unsaid=self.unsaid,
+            error=self.error,
+        )
+
+
+class _SinkRefused(Exception):
+    """The sink refused a sentence: the stream is abandoned (the answer already failed)."""
+
+
+class AnswerService:
+    """See the module docs. All methods run on the event loop's thread.
+
+    ``endpoint`` is asked for at each question (it may raise :class:`ConfigError`, e.g. no
+    key), ``settings`` too, so changed settings apply to the next question. ``max_retries`` is
+    the ``openai`` client's: it retries a request that got no answer, a 429 (waiting out its
+    ``Retry-After``) or a 5xx, never a stream that already started.
+    """
+
+    def __init__(
+        self,
+        sink: AnswerSink,
+        *,
+        endpoint: Callable[[], LlmEndpoint],
+        settings: Callable[[], LlmSettings],
+        question_log: QuestionLog | None = None,
+        max_chars: Callable[[], int] = lambda: DEFAULT_MAX_CHARS,
+        max_retries: int = 1,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sink = sink
+        self._endpoint = endpoint
+        self._settings = settings
+        self._log = question_log
+        self._max_chars = max_chars
+        self._max_retries = max_retries
+        self._clock = clock
+        self._current: _Answer | None = None
+        self._answers: dict[str, _Answer] = {}
+        self._history: dict[str | None, list[dict[str, str]]] = {}
+        self._listeners: list[AnswerListener] = []
+        self._clients: dict[tuple[str, str, float], openai.AsyncOpenAI] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def current(self) -> AnswerView | None:
+        """The latest question's answer (finished or not), if any."""
+        return None if self._current is None else self._current.view()
+
+    def answer(self, question_id: str) -> AnswerView | None:
+        found = self._answers.get(question_id)
+        return None if found is None else found.view()
+
+    def history(self, session_id: str | None) -> list[dict[str, str]]:
+        """The conversation of ``session_id`` so far (user and assistant turns, oldest first)."""
+        return [dict(m) for m in self._history.get(session_id, [])]
+
+    def forget(self, session_id: str | None) -> None:
+        """Drop a session's conversation (the next question starts afresh)."""
+        self._history.pop(session_id, None)
+
+    def subscribe(self, listener: AnswerListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def wait(self, question_id: str) -> AnswerView:
+        """Wait until the answer to ``question_id`` has ended (answered, stopped, ...)."""
+        answer = self._answers[question_id]
+        await answer.done.wait()
+        return answer.view()
+
+    # -- asking -----------------------------------------------------------------------------
+
+    async def ask(self, text: str, *, session_id: str | None) -> AnswerView:
+        """Ask ``text`` in ``session_id``'s conversation; returns once the question is taken
+        (its answer streams on). Ends the previous answer first (latest wins).
+
+        Raises :class:`ConfigError` for an empty or too long question and when no key is set
+        where one is needed; every later failure ends the answer (see :class:`AnswerView`).
+        """
+        question = " ".join(text.split())
+        if not question:
+            raise ConfigError("Nothing to ask: the question is empty.")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise ConfigError(
+                f"The question is {len(question)} characters long; Ask takes at most "
+                f"{MAX_QUESTION_CHARS}."
+            )
+        endpoint = self._endpoint()
+        settings = self._settings()
+        previous = self._current
+        answer = _Answer(
+            question_id=uuid.uuid4().hex[:16],
+            session_id=session_id,
+            question=question,
+            chunker=SentenceChunker(self._max_chars()),
+        )
+        # From here on the previous answer can queue nothing (see _deliver).
+        self._current = answer
+        self._answers[answer.question_id] = answer
+        self._trim_answers()
+        if self._log is not None:
+            self._log.add_question(
+                answer.question_id, session_id=session_id, text=question, at=self._clock()
+            )
+        if previous is not None:
+            self._end(previous, QuestionState.REPLACED, REASON_REPLACED)
+        self._notify(answer)
+        log.info("Question %s asked (%s, model %s)", answer.question_id, endpoint.host,
+                 settings.model)  # fmt: skip
+        await self._sink.begin(answer.question_id, previous.question_id if previous else None)
+        if answer.state is QuestionState.ANSWERING:  # not replaced or stopped meanwhile
+            messages = self._messages(settings, session_id, question)
+            answer.task = self._spawn(self._run(answer, endpoint, settings, messages))
+        return answer.view()
+
+    def stop(self) -> AnswerView | None:
+        """End the answer being written, and its stream; its later sentences are never queued.
+
+        The caller stops the speech queue too (what was queued is the queue's to stop).
+        Returns the stopped answer, or ``None`` if none was being written.
+        """
+        answer = self._current
+        if answer is None or answer.state is not QuestionState.ANSWERING:
+            return None
+        self._end(answer, QuestionState.STOPPED, REASON_STOPPED)
+        return answer.view()
+
+    async def shutdown(self) -> None:
+        """End every answer and close the HTTP clients."""
+        if self._current is not None and self._current.state is QuestionState.ANSWERING:
+            self._end(self._current, QuestionState.STOPPED, REASON_CLOSING)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+
+    # -- the stream -------------------------------------------------------------------------
+
+    def _messages(
+        self, settings: LlmSettings, session_id: str | None, question: str
+    ) -> list[dict[str, str]]:
+        messages: list[dict[str, str]] = []
+        if settings.system_prompt.strip():
+            messages.append({"role": "system", "content": settings.system_prompt})
+        turns = self._history.get(session_id, [])
+        keep = 2 * settings.history_turns
+        messages += turns[len(turns) - keep :] if keep else []
+        messages.append({"role": "user", "content": question})
+        return messages
+
+    def _client(self, endpoint: LlmEndpoint, timeout_s: float) -> openai.AsyncOpenAI:
+        """One pooled client per endpoint, key and timeout (connections are reused)."""
+        key = (endpoint.base_url, endpoint.api_key, timeout_s)
+        client = self._clients.get(key)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=endpoint.api_key,
+                base_url=endpoint.base_url,
+                timeout=timeout_s,
+                max_retries=self._max_retries,
+            )
+            self._clients[key] = client
+        return client
+
+    async def _run(
+        self,
+        answer: _Answer,
+        endpoint: LlmEndpoint,
+        settings: LlmSettings,
+        messages: list[dict[str, str]],
+    ) -> None:
+        finish: str | None = None
+        try:
+            client = self._client(endpoint, settings.timeout_s)
+            stream = await client.chat.completions.create(
+                model=settings.model,
+                messages=cast(Any, messages),  # plain dicts of role and content
+                stream=True,
+            )
+            async with stream:
+                async for chunk in stream:
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    piece = choice.delta.content if choice.delta is not None else None
+                    if piece:
+                        answer.received += len(piece)
+                        for sentence in answer.chunker.feed(piece):
+                            self._deliver(answer, sentence)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        except asyncio.CancelledError:
+            if answer.state is QuestionState.ANSWERING:  # cancelled from outside (shutdown)
+                self._end(answer, QuestionState.STOPPED, REASON_CLOSING)
+            raise
+        except _SinkRefused:
+            return
+        except openai.APIError as exc:
+            if finish != "stop":  # a failure after the whole answer arrived changes nothing
+                self._fail(answer, self._describe(exc, answer, endpoint, settings))
+                return
+        except Exception as exc:
+            log.exception("Question %s: the answer failed unexpectedly", answer.question_id)
+            self._fail(answer, AppError(f"The answer failed: {type(exc).__name__}."))
+            return
+        if answer.state is not QuestionState.ANSWERING:
+            return
+        if finish is None:
+            self._fail(
+                answer,
+                AnswerBrokenError(
+                    f"The answer from {endpoint.host} broke off: the stream ended before the "
+                    "answer did."
+                ),
+            )
+        elif finish == "stop":
+            for sentence in answer.chunker.flush():
+                self._deliver(answer, sentence)
+            self._end(answer, QuestionState.ANSWERED, None)
+        else:
+            why = {
+                "length": "the model reached its length limit",
+                "content_filter": "the model's content filter stopped it",
+            }.get(finish, f"the model stopped ({finish})")
+            self._end(
+                answer,
+                QuestionState.ANSWERED,
+                f"The answer was cut short: {why}; its last, unfinished sentence was not said.",
+            )
+
+    def _deliver(self, answer: _Answer, sentence: str) -> None:
+        """Hand one sentence to the sink, unless the answer has ended (stopped, replaced)."""
+        if answer.state is not QuestionState.ANSWERING or self._current is not answer:
+            return
+        try:
+            self._sink.queue_sentence(sentence, answer.question_id)
+        except AppError as exc:
+            self._fail(answer, exc)
+            raise _SinkRefused from None
+        answer.sentences.append(sentence)
+        self._notify(answer)
+
+    def _describe(
+        self, exc: openai.APIError, answer: _Answer, endpoint: LlmEndpoint, settings: LlmSettings
+    ) -> AppError:
+        """An ``openai`` error as one of ours, with a message a person can act on."""
+        host = endpoint.host
+        started = answer.received > 0
+        detail = _detail(exc, endpoint.api_key)
+        if isinstance(exc, openai.APITimeoutError):
+            if started:
+                return ServiceTimeoutError(
+                    f"The answer from {host} stalled: nothing more came for "
+                    f"{settings.timeout_s:g} s."
+                )
+            return ServiceTimeoutError(
+                f"The language model at {host} did not start answering within "
+                f"{settings.timeout_s:g} s. Try again, or raise the timeout in Settings."
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            if started:
+                return AnswerBrokenError(
+                    f"The answer from {host} broke off: the connection was lost."
+                )
+            return NetworkError(
+                f"Could not reach the language model at {host}: check the base URL in "
+                "Settings and the network."
+            )
+        if not isinstance(exc, openai.APIStatusError):  # an error event inside the stream
+            return ServerError(
+                f"The language model at {host} reported an error mid-answer"
+                + (f": {detail}" if detail else "."),
+                status=500,
+                detail=detail,
+            )
+        status = exc.status_code
+        code = str(exc.code or "")
+        if status == 401:
+            if endpoint.keyless:
+                return AuthError(
+                    f"The language model at {host} needs an API key (401): enter it in "
+                    f"{_KEY_HINT}.",
+                    status=401,
+                )
+            return AuthError(
+                f"The language model at {host} rejected the API key (401): check the key in "
+                f"{_KEY_HINT}.",
+                status=401,
+            )
+        if status == 403:
+            return AuthError(
+                f"The API key has no access to the model “{settings.model}” at {host} (403): "
+                "check the key's project and permissions.",
+                status=403,
+                detail=detail,
+            )
+        if status == 404:
+            if code == "model_not_found" or "model" in detail.lower():
+                return NotFoundError(
+                    f"The model “{settings.model}” does not exist at {host} (404): pick another "
+                    "model in Settings → Ask.",
+                    status=404,
+                    detail=detail,
+                )
+            return NotFoundError(
+                f"Nothing answers chat completions at {endpoint.base_url} (404): check the "
+                "base URL in Settings → Ask (it ends with /v1 for most services).",
+                status=404,
+                detail=detail,
+            )
+        if status == 429:
+            if code == "insufficient_quota":
+                return RateLimitedError(
+                    f"The language model account at {host} has no quota left (429): check its "
+                    "plan and billing.",
+                    retry_after=None,
+                )
+            retry_after = _retry_after(exc)
+            when = f"in {retry_after:g} s" if retry_after is not None else "in a moment"
+            return RateLimitedError(
+                f"The language model at {host} is rate limiting requests (429): ask again {when}.",
+                retry_after=retry_after,
+            )
+        if status in (400, 413, 422):
+            return InvalidRequestError(
+                f"The language model at {host} refused the question ({status})"
+                + (f": {detail}" if detail else "."),
+                status=status,
+                detail=detail,
+            )
+        if status >= 500:
+            return ServerError(
+                f"The language model at {host} failed ({status}); try again in a moment.",
+                status=status,
+                detail=detail,
+            )
+        return ApiError(
+            f"The language model at {host} answered {status}" + (f": {detail}" if detail else "."),
+            status=status,
+            detail=detail,
+        )
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def _fail(self, answer: _Answer, error: AppError) -> None:
+        said = len(answer.sentences)
+        reason = error.user_message
+        if said == 1:
+            reason += " Its first sentence was said; the rest was not."
+        elif said:
+            reason += f" Its first {said} sentences were said; the rest was not."
+        elif answer.received:
+            reason += " Nothing of it was said."
+        self._end(answer, QuestionState.FAILED, reason, error)
+
+    def _end(
+        self,
+        answer: _Answer,
+        state: QuestionState,
+        reason: str | None,
+        error: AppError | None = None,
+    ) -> None:
+        """End an answer once: close its stream, keep what was said, log and announce it."""
+        if answer.state is not QuestionState.ANSWERING:
+            return
+        answer.state = state
+        answer.reason = reason
+        answer.error = error
+        rest = " ".join(answer.chunker.flush())
+        answer.unsaid = rest or None
+        if answer.task is not None and answer.task is not asyncio.current_task():
+            answer.task.cancel()
+        if answer.sentences:
+            turns = self._history.setdefault(answer.session_id, [])
+            turns.append({"role": "user", "content": answer.question})
+            turns.append({"role": "assistant", "content": " ".join(answer.sentences)})
+            limit = 2 * max(self._settings().history_turns, 1)
+            del turns[: max(0, len(turns) - limit)]
+        if self._log is not None:
+            try:
+                self._log.end_question(answer.question_id, state, reason, at=self._clock())
+            except Exception:
+                log.exception("Could not log how question %s ended", answer.question_id)
+        log.info("Question %s %s after %d sentence(s)%s", answer.question_id, state.value,
+                 len(answer.sentences), f": {reason}" if reason else "")  # fmt: skip
+        answer.done.set()
+        self._notify(answer)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _trim_answers(self, keep: int = 200) -> None:
+        for question_id in list(self._answers)[: max(0, len(self._answers) - keep)]:
+            if self._answers[question_id].state is not QuestionState.ANSWERING:
+                del self._answers[question_id]
+
+    def _notify(self, answer: _Answer) -> None:
+        view = answer.view()
+        for listener in list(self._listeners):
+            try:
+                listener(view)
+            except Exception:
+                log.exception("An answer listener failed")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _detail(exc: openai.APIError, key: str) -> str:
+    """The service's own message, short, without the key (OpenAI echoes part of a bad one)."""
+    message = exc.message if isinstance(exc.message, str) else ""
+    if isinstance(exc, openai.APIStatusError):
+        prefix = f"Error code: {exc.status_code} - "
+        message = message.removeprefix(prefix)
+        body = exc.body
+        if isinstance(body, dict):
+            inner = body.get("error", body)
+            text = inner.get("message") if isinstance(inner, dict) else None
+            if isinstance(text, str):
+                message = text
+            elif isinstance(body.get("detail"), str):
+                message = body["detail"]
+    message = " ".join(redact(message, key).split())
+    if len(message) > _MAX_DETAIL:
+        message = message[: _MAX_DETAIL - 1] + "…"
+    return message
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            with contextlib.suppress(ValueError):
+                seconds = float(value) / scale
+                if seconds >= 0:
+                    return round(seconds, 1)
+    return None
