@@ -19,9 +19,9 @@ simulator answers chat completions the way OpenAI's API does, as far as a client
 * ``GET /v1/models`` lists the models.
 
 Faults (``LlmFaults``, in the config and at run time via ``PUT /_sim/llm/faults``): the next N
-requests get 429; a delay before the answer starts; and a stream that breaks after N tokens,
-in one of four ways a client meets in the wild: ``reset`` (the TCP connection is aborted with
-an RST), ``close`` (the body ends cleanly, with neither ``finish_reason`` nor ``[DONE]``),
+requests get 429, or a 5xx; a delay before the answer starts; and a stream that breaks after N
+tokens, in one of four ways a client meets in the wild: ``reset`` (the TCP connection is aborted
+with an RST), ``close`` (the body ends cleanly, with neither ``finish_reason`` nor ``[DONE]``),
 ``error_event`` (an SSE ``data: {"error": ...}`` event, as OpenAI sends on a server failure
 mid-stream) and ``stall`` (the connection stays open and nothing more comes).
 ``GET /_sim/llm`` shows the faults and the last requests with how each ended
@@ -76,7 +76,7 @@ SENTENCE_POOL: Final = (
     "Short sentences sound natural when an avatar speaks them.",
     "That is all there is to say about it for now.",
 )
-_TOKEN: Final = re.compile(r"\s*(?:\w{1,6}|[^\w\s])")
+_TOKEN: Final = re.compile(r"\s*(?:\w{1,6}|[^\w\s])|\s+")
 _TOPIC_STRIP: Final = ".!?‽…\"'“”‘’«»()[]{}"
 
 
@@ -84,8 +84,7 @@ def tokens_of(text: str) -> list[str]:
     """Cut ``text`` into tokens as a model streams them: word pieces of at most six letters
     and single punctuation marks, each with the whitespace before it. ``"".join`` gives the
     text back."""
-    tokens = _TOKEN.findall(text)
-    return tokens if "".join(tokens) == text else [text]
+    return _TOKEN.findall(text)
 
 
 def answer_for(messages: Sequence[dict[str, Any]], sentences: int) -> str:
@@ -122,6 +121,9 @@ class LlmFaults(BaseModel):
     rate_limit_burst: Annotated[int, Field(ge=0)] = 0
     #: the 429's advice, sent as ``retry-after`` (whole seconds, rounded up) and ``retry-after-ms``
     retry_after_ms: Annotated[int, Field(ge=0, le=600_000)] = 1000
+    #: the next N requests get ``error_status`` (a counter: it runs down)
+    error_burst: Annotated[int, Field(ge=0)] = 0
+    error_status: Annotated[int, Field(ge=500, le=599)] = 503
     #: delay before the answer starts (before its status line)
     latency_ms: Annotated[float, Field(ge=0, le=600_000)] = 0.0
     #: streams break after this many tokens (``None``: they do not)
@@ -186,15 +188,25 @@ class LlmState:
         self.config = config
         self.faults = config.faults
         self._rate_limit_left = config.faults.rate_limit_burst
+        self._errors_left = config.faults.error_burst
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=KEEP_REQUESTS)
         self._ids = itertools.count(1)
 
     def set_faults(self, faults: LlmFaults) -> None:
         self.faults = faults
         self._rate_limit_left = faults.rate_limit_burst
+        self._errors_left = faults.error_burst
 
     def current_faults(self) -> LlmFaults:
-        return self.faults.model_copy(update={"rate_limit_burst": self._rate_limit_left})
+        return self.faults.model_copy(
+            update={"rate_limit_burst": self._rate_limit_left, "error_burst": self._errors_left}
+        )
+
+    def take_error(self) -> bool:
+        if self._errors_left > 0:
+            self._errors_left -= 1
+            return True
+        return False
 
     def take_rate_limit(self) -> bool:
         if self._rate_limit_left > 0:
@@ -295,6 +307,15 @@ def llm_router(config: LlmConfig) -> APIRouter:
                 "requests",
                 "rate_limit_exceeded",
                 headers={"retry-after": str(-(-wait_ms // 1000)), "retry-after-ms": str(wait_ms)},
+            )
+        if state.take_error():
+            status = faults.error_status
+            state.record(model=body.model, outcome=status)
+            return _error(
+                status,
+                "The server had an error while processing your request (simulated).",
+                "server_error",
+                None,
             )
         messages = [m.model_dump() for m in body.messages]
         text = answer_for(messages, config.sentences)
