@@ -332,7 +332,8 @@ def llm_router(config: LlmConfig) -> APIRouter:
             "total_tokens": prompt_tokens + len(tokens),
         }
         entry = state.record(model=body.model, question=question, stream=bool(body.stream),
-                             tokens_sent=0, outcome="answering")  # fmt: skip
+                             roles=[m["role"] for m in messages], tokens_sent=0,
+                             tokens=len(tokens), outcome="answering")  # fmt: skip
         if not body.stream:
             entry.update(tokens_sent=len(tokens), outcome="completed")
             return JSONResponse(
