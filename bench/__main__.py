@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import dispatch, startup, tasklog
+from bench import dispatch, llm, startup, tasklog
 from bench.common import ROOT, Figure, machine, rounded, run_child, simulator_process
 
 KEYS = (
@@ -25,6 +25,7 @@ KEYS = (
     "startup_window_vs_bare_qt",
     "startup_live_vs_bare_page",
     "send_to_speaking_overhead_ms_p99",
+    "llm_sentence_to_task_ms_p99",
 )
 
 
@@ -78,6 +79,7 @@ BENCHMARKS: dict[str, tuple[Callable[[bool], list[Figure]], tuple[str, ...]]] = 
     "tasklog": (tasklog.run, KEYS[3:5]),
     "startup": (startup.run, KEYS[5:7]),
     "send_to_speaking": (send_to_speaking, KEYS[7:8]),
+    "llm": (llm.run, KEYS[8:9]),
 }
 
 
