@@ -49,6 +49,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final, Protocol, cast
 from urllib.parse import urlsplit
 
+import httpx
 import openai
 
 from avaturn_desktop.core.chunker import DEFAULT_MAX_CHARS, SentenceChunker
@@ -481,7 +482,7 @@ class AnswerService:
             raise
         except _SinkRefused:
             return
-        except openai.APIError as exc:
+        except (openai.APIError, httpx.TransportError) as exc:
             if finish != "stop":  # a failure after the whole answer arrived changes nothing
                 self._fail(answer, self._describe(exc, answer, endpoint, settings))
                 return
@@ -527,13 +528,20 @@ class AnswerService:
         self._notify(answer)
 
     def _describe(
-        self, exc: openai.APIError, answer: _Answer, endpoint: LlmEndpoint, settings: LlmSettings
+        self,
+        exc: openai.APIError | httpx.TransportError,
+        answer: _Answer,
+        endpoint: LlmEndpoint,
+        settings: LlmSettings,
     ) -> AppError:
-        """An ``openai`` error as one of ours, with a message a person can act on."""
+        """An ``openai`` error as one of ours, with a message a person can act on.
+
+        The httpx-based ``openai`` 1.x clients let transport errors inside a stream through as
+        httpx's own (3.x wraps them): they mean the same.
+        """
         host = endpoint.host
         started = answer.received > 0
-        detail = _detail(exc, endpoint.api_key)
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
             if started:
                 return ServiceTimeoutError(
                     f"The answer from {host} stalled: nothing more came for "
@@ -543,7 +551,7 @@ class AnswerService:
                 f"The language model at {host} did not start answering within "
                 f"{settings.timeout_s:g} s. Try again, or raise the timeout in Settings."
             )
-        if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
             if started:
                 return AnswerBrokenError(
                     f"The answer from {host} broke off: the connection was lost."
@@ -552,6 +560,7 @@ class AnswerService:
                 f"Could not reach the language model at {host}: check the base URL in "
                 "Settings and the network."
             )
+        detail = _detail(exc, endpoint.api_key)
         if not isinstance(exc, openai.APIStatusError):  # an error event inside the stream
             return ServerError(
                 f"The language model at {host} reported an error mid-answer"
