@@ -26,6 +26,8 @@ CLOUD_API_BASE = "https://api.avaturn.live"
 #: The official Web SDK, pinned, as an ES module from a CDN (the page imports it).
 DEFAULT_SDK_URL = "https://esm.sh/@avaturn-live/web-sdk@0.3.7"
 SETTINGS_FILE = "settings.json"
+#: The control API's port when it is turned on in Settings (``--control-port`` overrides).
+DEFAULT_CONTROL_PORT = 8770
 
 
 class SessionDefaults(BaseModel):
@@ -112,6 +114,11 @@ class Settings(BaseModel):
     offline_policy: Literal["hold", "refuse"] = "hold"
     #: Warn this many seconds before the session's max_duration ends it.
     warn_before_end_s: Annotated[int, Field(ge=0)] = 120
+    #: Ask before Terminate ends a session while the avatar speaks or lines wait.
+    confirm_terminate: bool = True
+    #: The local control API (``control-api.md``): on, and on which loopback port.
+    control_enabled: bool = False
+    control_port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_CONTROL_PORT
     #: Ask mode's language model.
     llm: LlmSettings = LlmSettings()
 

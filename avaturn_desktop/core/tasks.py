@@ -65,6 +65,9 @@ class TaskRecord(BaseModel):
     acked_at: float | None
     started_at: float | None
     ended_at: float | None
+    #: The row whose line this one says again: the session that row was queued for ended
+    #: before the avatar finished it (``None``: a line said for the first time).
+    resumed_from: int | None = None
     #: The question this line answers (route ``llm``), else ``None``.
     question_id: str | None = None
 

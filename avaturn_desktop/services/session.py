@@ -118,6 +118,13 @@ class SessionController:
     def backend(self) -> str:
         return self._api_host
 
+    def retarget(self, api_host: str, sdk_url: str) -> None:
+        """Make the next sessions on another backend (only while none is under way)."""
+        if self._snap.state.busy:
+            raise SessionBusyError("End the session before switching the backend.")
+        self._api_host = api_host
+        self._sdk_url = sdk_url
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with every new snapshot; returns the unsubscribe function."""
         self._listeners.append(listener)

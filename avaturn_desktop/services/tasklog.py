@@ -17,9 +17,15 @@ Search is a case-insensitive substring match: the text is stored a second time, 
 and matched with ``instr``, so ``%`` and ``_`` in a search are plain characters (no LIKE
 wildcards to escape) and non-ASCII letters fold too (SQLite's LIKE folds ASCII only).
 
+A line said again after its session died (see :mod:`avaturn_desktop.services.resume`) is a new
+row whose ``resumed_from`` names the row it continues; the old row must have ended cancelled or
+failed, and a unique index lets each row be continued once, so the links form chains in which
+a line is spoken at most once. Schema 2 added the column; older files are migrated on opening.
+
 Ask mode's questions have their own table: what was asked, in which session, and how the answer
 ended (answered, stopped, replaced by a newer question, failed) with a reason that says what
-was not said. The answer's lines are ordinary task rows, route ``llm``, with the question's id.
+was not said. The answer's lines are ordinary task rows, route ``llm``, with the question's id
+(schema 3).
 
 The session registry remembers every avatar session the app created and whether it was ended,
 so after a crash the app can find and terminate the sessions it left open. Task rows do not
@@ -48,7 +54,7 @@ from avaturn_desktop.core.tasks import (
 )
 
 DEFAULT_FILE_NAME: Final = "tasklog.sqlite3"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 _MIGRATIONS: Final[dict[int, str]] = {
     1: """
@@ -84,10 +90,18 @@ _MIGRATIONS: Final[dict[int, str]] = {
         );
         CREATE INDEX sessions_open ON sessions (backend, created_at) WHERE ended_at IS NULL;
     """,
-    # Ask mode: route 'llm' (SQLite cannot change a CHECK in place: the table is copied) and
-    # each answer's lines linked to their question.
+    # A line said again in a later session (after its session died) points at the row it
+    # continues; a row is continued at most once, so a line cannot be carried over twice.
     2: """
-        CREATE TABLE tasks_v2 (
+        ALTER TABLE tasks ADD COLUMN resumed_from INTEGER REFERENCES tasks (row_id);
+        CREATE UNIQUE INDEX tasks_resumed_once ON tasks (resumed_from)
+            WHERE resumed_from IS NOT NULL;
+    """,
+    # Ask mode: route 'llm' and each answer's lines linked to their question. SQLite cannot
+    # change a CHECK in place, so the table is rebuilt (SQLite's own recipe: foreign keys off
+    # during migrations, checked before the commit, see _migrate).
+    3: """
+        CREATE TABLE tasks_v3 (
             row_id INTEGER PRIMARY KEY,
             session_id TEXT NOT NULL,
             text TEXT NOT NULL,
@@ -103,17 +117,20 @@ _MIGRATIONS: Final[dict[int, str]] = {
             acked_at REAL,
             started_at REAL,
             ended_at REAL,
+            resumed_from INTEGER REFERENCES tasks (row_id),
             question_id TEXT
         );
-        INSERT INTO tasks_v2 (row_id, session_id, text, text_fold, voice_id, route, state,
-            reason, task_id, created_at, sent_at, acked_at, started_at, ended_at)
+        INSERT INTO tasks_v3 (row_id, session_id, text, text_fold, voice_id, route, state,
+            reason, task_id, created_at, sent_at, acked_at, started_at, ended_at, resumed_from)
             SELECT row_id, session_id, text, text_fold, voice_id, route, state, reason, task_id,
-                created_at, sent_at, acked_at, started_at, ended_at FROM tasks;
+                created_at, sent_at, acked_at, started_at, ended_at, resumed_from FROM tasks;
         DROP TABLE tasks;
-        ALTER TABLE tasks_v2 RENAME TO tasks;
+        ALTER TABLE tasks_v3 RENAME TO tasks;
         CREATE INDEX tasks_by_session ON tasks (session_id, row_id);
         CREATE INDEX tasks_by_state ON tasks (state, row_id);
         CREATE INDEX tasks_by_task_id ON tasks (task_id) WHERE task_id IS NOT NULL;
+        CREATE UNIQUE INDEX tasks_resumed_once ON tasks (resumed_from)
+            WHERE resumed_from IS NOT NULL;
         CREATE INDEX tasks_by_question ON tasks (question_id, row_id)
             WHERE question_id IS NOT NULL;
         CREATE TABLE questions (
@@ -131,7 +148,7 @@ _MIGRATIONS: Final[dict[int, str]] = {
 
 _TASK_COLUMNS: Final = (
     "row_id, session_id, text, voice_id, route, state, reason, task_id, "
-    "created_at, sent_at, acked_at, started_at, ended_at, question_id"
+    "created_at, sent_at, acked_at, started_at, ended_at, resumed_from, question_id"
 )
 _TASK_FIELDS: Final = tuple(_TASK_COLUMNS.split(", "))
 _QUESTION_COLUMNS: Final = "question_id, session_id, text, state, reason, asked_at, ended_at"
@@ -232,12 +249,25 @@ class TaskLogStore:
                 f"the task log {self.path} was written by a newer version of the app "
                 f"(schema {version}, this app knows {SCHEMA_VERSION})"
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._transaction():
-                for statement in _MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {target:d}")
+        if version == SCHEMA_VERSION:
+            return
+        # SQLite's recipe for schema changes: foreign keys off (a table rebuild drops a table
+        # others point at), then checked before each migration commits.
+        self._db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                with self._transaction():
+                    for statement in _MIGRATIONS[target].split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    if self._db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                        raise RuntimeError(
+                            f"the task log {self.path} has broken links after migrating to "
+                            f"schema {target}; it was left as it was"
+                        )
+                    self._db.execute(f"PRAGMA user_version = {target:d}")
+        finally:
+            self._db.execute("PRAGMA foreign_keys = ON")
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -273,24 +303,13 @@ class TaskLogStore:
         voice_id: str | None,
         route: TaskRoute,
         at: float | None = None,
+        resumed_from: int | None = None,
         question_id: str | None = None,
     ) -> TaskRecord:
-        """Log a new line of speech, ``queued`` (an answer's line names its ``question_id``)."""
-        route = TaskRoute(route)
-        created = _now(at)
-        cur = self._db.execute(
-            "INSERT INTO tasks"
-            " (session_id, text, text_fold, voice_id, route, state, created_at, question_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (session_id, text, text.casefold(), voice_id, route.value, "queued", created,
-             question_id),
-        )  # fmt: skip
-        row_id = cur.lastrowid
-        assert row_id is not None
-        return _task(
-            (row_id, session_id, text, voice_id, route.value, "queued", None, None, created)
-            + (None,) * 4
-            + (question_id,)
+        """Log a new line of speech, ``queued`` (``resumed_from``, ``question_id``: see
+        :meth:`add_many`)."""
+        return self._insert(
+            session_id, text, voice_id, TaskRoute(route), _now(at), resumed_from, question_id
         )
 
     def add_many(
@@ -301,31 +320,76 @@ class TaskLogStore:
         voice_id: str | None,
         route: TaskRoute,
         at: float | None = None,
+        resumed_from: Sequence[int | None] | None = None,
         question_id: str | None = None,
     ) -> list[TaskRecord]:
-        """Log several new lines (a pasted script) in one transaction: all of them or none."""
+        """Log several new lines (a pasted script) in one transaction: all of them or none.
+
+        ``resumed_from`` (one entry per text, ``None`` for a fresh line) names the row each
+        line continues: the same line, said again in this session because the session it was
+        queued for ended before the avatar finished it. That row must have ended cancelled or
+        failed (a line that was spoken is never said again) and may be continued only once;
+        otherwise ``ValueError`` (``KeyError`` for a row that does not exist) and nothing is
+        written. ``question_id``: the lines are a language model's answer to that question.
+        """
         route = TaskRoute(route)
         created = _now(at)
-        records: list[TaskRecord] = []
+        links = [None] * len(texts) if resumed_from is None else list(resumed_from)
+        if len(links) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(links)} resumed_from entries")
         with self._transaction():
-            for text in texts:
-                cur = self._db.execute(
-                    "INSERT INTO tasks (session_id, text, text_fold, voice_id, route, state,"
-                    " created_at, question_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (session_id, text, text.casefold(), voice_id, route.value, "queued",
-                     created, question_id),
-                )  # fmt: skip
-                row_id = cur.lastrowid
-                assert row_id is not None
-                records.append(
-                    _task(
-                        (row_id, session_id, text, voice_id, route.value, "queued", None, None)
-                        + (created,)
-                        + (None,) * 4
-                        + (question_id,)
-                    )
-                )
-        return records
+            return [
+                self._insert(session_id, text, voice_id, route, created, link, question_id)
+                for text, link in zip(texts, links, strict=True)
+            ]
+
+    def _insert(
+        self,
+        session_id: str,
+        text: str,
+        voice_id: str | None,
+        route: TaskRoute,
+        created: float,
+        resumed_from: int | None,
+        question_id: str | None = None,
+    ) -> TaskRecord:
+        if resumed_from is not None:
+            self._check_resumable(resumed_from)
+        try:
+            cur = self._db.execute(
+                "INSERT INTO tasks (session_id, text, text_fold, voice_id, route, state,"
+                " created_at, resumed_from, question_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session_id,
+                    text,
+                    text.casefold(),
+                    voice_id,
+                    route.value,
+                    "queued",
+                    created,
+                    resumed_from,
+                    question_id,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:  # the unique index: someone continued it first
+            raise ValueError(f"task {resumed_from} was already said again") from exc
+        row_id = cur.lastrowid
+        assert row_id is not None
+        return _task(
+            (row_id, session_id, text, voice_id, route.value, "queued", None, None, created)
+            + (None,) * 4
+            + (resumed_from, question_id)
+        )
+
+    def _check_resumable(self, row_id: int) -> None:
+        old = self.get(row_id)
+        if old.state not in (TaskState.CANCELLED, TaskState.FAILED):
+            raise ValueError(
+                f"task {row_id} is {old.state}; only a line that was cut off or never spoken "
+                "(cancelled or failed) can be said again in a later session"
+            )
+        if (successor := self.successor(row_id)) is not None:
+            raise ValueError(f"task {row_id} was already said again as task {successor.row_id}")
 
     def _move(self, row_id: int, target: TaskState, **sets: Any) -> TaskRecord:
         allowed = sorted(s.value for s in ALLOWED_FROM[target])
@@ -464,6 +528,46 @@ class TaskLogStore:
             "SELECT session_id FROM tasks GROUP BY session_id ORDER BY min(row_id)"
         )
         return [row[0] for row in rows]
+
+    def successor(self, row_id: int) -> TaskRecord | None:
+        """The row that says ``row_id``'s line again in a later session, if there is one."""
+        row = self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE resumed_from = ?", (row_id,)
+        ).fetchone()
+        return None if row is None else _task(row)
+
+    def resume_chain(self, row_id: int) -> list[TaskRecord]:
+        """Every row of the line ``row_id`` belongs to, first try first: the row it continues,
+        that row's own predecessor and so on, then the rows that continue it.
+
+        One line is spoken at most once across its chain; ``KeyError`` if ``row_id`` is not in
+        the log.
+        """
+        self.get(row_id)
+        rows = self._db.execute(
+            f"""
+            WITH RECURSIVE
+                back(id, depth) AS (
+                    SELECT ?, 0
+                    UNION ALL
+                    SELECT t.resumed_from, back.depth - 1
+                    FROM tasks t JOIN back ON t.row_id = back.id
+                    WHERE t.resumed_from IS NOT NULL
+                ),
+                fwd(id, depth) AS (
+                    SELECT ?, 0
+                    UNION ALL
+                    SELECT t.row_id, fwd.depth + 1
+                    FROM tasks t JOIN fwd ON t.resumed_from = fwd.id
+                )
+            SELECT {_TASK_COLUMNS} FROM tasks JOIN (
+                SELECT id, depth FROM back UNION SELECT id, depth FROM fwd
+            ) AS chain ON tasks.row_id = chain.id
+            ORDER BY chain.depth
+            """,
+            (row_id, row_id),
+        )
+        return [_task(row) for row in rows]
 
     def answer_rows(self, question_id: str) -> list[TaskRecord]:
         """The lines of one question's answer, in order."""

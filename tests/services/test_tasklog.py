@@ -469,6 +469,38 @@ def test_a_version_1_log_keeps_every_row_and_learns_route_llm(db_path: Path) -> 
         assert len(store.query()) == 3
 
 
+def test_a_version_2_log_keeps_its_resumed_links(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    raw = sqlite3.connect(db_path)
+    raw.executescript(V1_TASKS.replace("PRAGMA user_version = 1;", ""))
+    raw.executescript(
+        """
+        ALTER TABLE tasks ADD COLUMN resumed_from INTEGER REFERENCES tasks (row_id);
+        CREATE UNIQUE INDEX tasks_resumed_once ON tasks (resumed_from)
+            WHERE resumed_from IS NOT NULL;
+        INSERT INTO tasks (row_id, session_id, text, text_fold, route, state, created_at,
+            resumed_from) VALUES (3, 's2', 'Cut.', 'cut.', 'rest', 'queued', 7.0, 2);
+        PRAGMA user_version = 2;
+        """
+    )
+    raw.close()
+    with TaskLogStore(db_path) as store:
+        assert [(r.row_id, r.resumed_from) for r in store.query()] == [(1, None), (2, None), (3, 2)]
+        with pytest.raises(ValueError, match="already said again"):
+            store.add(session_id="s3", text="Cut.", voice_id=None, route=TaskRoute.REST,
+                      resumed_from=2)  # fmt: skip
+        with pytest.raises(sqlite3.IntegrityError):  # the link still points into the table
+            store._db.execute("UPDATE tasks SET resumed_from = 99 WHERE row_id = 3")
+    raw = sqlite3.connect(db_path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
+        indexes = {row[1] for row in raw.execute("PRAGMA index_list(tasks)")}
+        assert {"tasks_resumed_once", "tasks_by_question", "tasks_by_session"} <= indexes
+    finally:
+        raw.close()
+
+
 def test_add_many_links_an_answers_lines_to_its_question(store: TaskLogStore) -> None:
     records = store.add_many(["One.", "Two."], session_id="s", voice_id=None,
                              route=TaskRoute.LLM, question_id="q7")  # fmt: skip

@@ -5,14 +5,15 @@ what plays and what is queued), Esc stops, Ctrl+Up / Ctrl+Down walk the history.
 from anywhere in the app.
 
 Text leaves the box only once the service has acknowledged every sentence of it. While it is
-on its way the box is read-only; when a sentence fails (or is removed or cancelled before the
-service took it) the rest of that text is taken out of the queue and put back in the box,
-marked, with the reason, ready to send again.
+on its way the box is read-only; when the speaker gives the batch back (a sentence failed, or
+was removed or cancelled before the service took it: ``services/speech.py`` has the rule), the
+text not sent is put back in the box, marked, with the reason, ready to send again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from PySide6.QtCore import Qt, Signal
@@ -31,7 +32,7 @@ from PySide6.QtWidgets import (
 from qasync import asyncSlot
 
 from avaturn_desktop.core import catalog
-from avaturn_desktop.core.queue import ItemState, QueueChange, QueueItem
+from avaturn_desktop.services.speech import Batch, BatchOutcome
 
 if TYPE_CHECKING:
     from avaturn_desktop.ui.speaking import QueuePresenter
@@ -99,10 +100,10 @@ class ComposerPanel(QWidget):
         self._history: list[str] = []
         self._history_pos = 0
         self._draft = ""
-        #: The sentences of the text on its way, by item id (latest view of each), in order.
-        self._batch: dict[int, QueueItem] = {}
+        #: The text on its way (the speaker tracks its sentences).
+        self._batch: Batch | None = None
+        self._unsubscribe_batch: Callable[[], None] | None = None
         self._batch_text = ""
-        self._resolving = False
         self._busy = False
 
         self.editor = ComposerEdit()
@@ -170,7 +171,6 @@ class ComposerPanel(QWidget):
         self.stop_button.clicked.connect(presenter.request_stop)
         self.stop_shortcut.activated.connect(presenter.request_stop)
         self.voice_button.clicked.connect(self._on_change_voice_clicked)
-        presenter.changed.connect(self._on_change)
         self._update_count()
 
     # -- state shown -------------------------------------------------------------------------
@@ -183,7 +183,7 @@ class ComposerPanel(QWidget):
     @property
     def pending(self) -> bool:
         """Text is on its way (the box is read-only until the service took all of it)."""
-        return bool(self._batch) or self._busy
+        return self._batch is not None or self._busy
 
     def _set_status(self, text: str) -> None:
         self.status_label.setText(text)
@@ -213,7 +213,7 @@ class ComposerPanel(QWidget):
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _take_text(self) -> list[str] | None:
+    def _take_text(self) -> str | None:
         if self.pending:
             self._set_status("The last text is still on its way; wait for the service.")
             return None
@@ -221,24 +221,19 @@ class ComposerPanel(QWidget):
         if not text.strip():
             self._set_status("Nothing to send: type some text first.")
             return None
-        chunks = self._presenter.chunks(text)
-        if not chunks:
-            self._set_status("Nothing to send: type some text first.")
-            return None
-        self._batch_text = text
-        return chunks
+        return text
 
     def queue_text(self) -> bool:
         """Ctrl+Enter: queue the text (as sentences). True when it was queued."""
-        chunks = self._take_text()
-        if chunks is None:
+        text = self._take_text()
+        if text is None:
             return False
-        items = self._presenter.enqueue(chunks)
-        if items is None:
+        batch = self._presenter.say(text)
+        if batch is None:
             self._mark_failed(True)
             self._set_status("Not queued (see the message). The text is kept.")
             return False
-        self._track(items)
+        self._track(batch)
         return True
 
     @asyncSlot()
@@ -247,54 +242,52 @@ class ComposerPanel(QWidget):
 
     async def speak_now(self) -> bool:
         """Ctrl+Shift+Enter: cancel what plays and is queued, then say the text first."""
-        chunks = self._take_text()
-        if chunks is None:
+        text = self._take_text()
+        if text is None:
             return False
         self._busy = True
         self._lock(True)
         try:
-            items = await self._presenter.speak_now(chunks)
+            batch = await self._presenter.speak_now(text)
         finally:
             self._busy = False
-        if items is None:
+        if batch is None:
             self._lock(False)
             self._mark_failed(True)
             self._set_status("Not spoken (see the message). The text is kept.")
             return False
-        self._track(items)
+        self._track(batch)
         return True
 
-    def _track(self, items: list[QueueItem]) -> None:
-        self._batch = {item.item_id: item for item in items}
+    def _track(self, batch: Batch) -> None:
+        self._batch = batch
+        self._batch_text = batch.text
         self._mark_failed(False)
         self._lock(True)
-        self._evaluate()
+        self._unsubscribe_batch = batch.subscribe(self._show_batch)
+        self._show_batch(batch)
 
-    def _on_change(self, change: QueueChange) -> None:
-        item = change.item
-        if item is None or item.item_id not in self._batch:
+    def _show_batch(self, batch: Batch) -> None:
+        if batch is not self._batch:
             return
-        self._batch[item.item_id] = item
-        if not self._resolving:
-            self._evaluate()
-
-    def _evaluate(self) -> None:
-        items = list(self._batch.values())
-        if not items:
-            return
-        if all(_taken(item) for item in items):
-            self._batch = {}
-            self._remember(self._batch_text)
+        if batch.outcome is BatchOutcome.TAKEN:
+            self._release()
+            self._remember(batch.text)
             self.editor.setPlainText("")
-            self._lock(False)
-            n = len(items)
+            n = len(batch.items)
             self._set_status(f"Sent ({n} sentence{'' if n == 1 else 's'}).")
-            return
-        lost = next((i for i in items if not _taken(i) and i.state.finished), None)
-        if lost is not None:
-            self._give_back(lost)
-            return
-        if any(item.held for item in items):
+        elif batch.outcome is BatchOutcome.GIVEN_BACK:
+            self._release()
+            self._batch_text = batch.unsent_text
+            self.editor.setPlainText(batch.unsent_text)
+            self._mark_failed(True)
+            sent = batch.sent_count
+            done = f" {sent} sentence(s) before it were sent." if sent else ""
+            self._set_status(
+                f"Not sent: {batch.reason}.{done} The rest is kept here; send it again."
+            )
+            self.focus_editor()
+        elif batch.held:
             self._set_status(
                 "Held: no session is live. It is sent when one is (remove it from the queue "
                 "to edit it)."
@@ -302,27 +295,12 @@ class ComposerPanel(QWidget):
         else:
             self._set_status("Sending…")
 
-    def _give_back(self, lost: QueueItem) -> None:
-        """A sentence was not taken: pull the rest back and put the unsent text in the box."""
-        self._resolving = True
-        try:
-            for item in list(self._batch.values()):
-                if item.editable:
-                    self._presenter.remove(item.item_id)
-        finally:
-            self._resolving = False
-        unsent = [i.text for i in self._batch.values() if not _taken(i)]
-        sent = len(self._batch) - len(unsent)
-        self._batch = {}
-        keep = "\n".join(unsent)
-        self._batch_text = keep
-        self.editor.setPlainText(keep)
+    def _release(self) -> None:
+        if self._unsubscribe_batch is not None:
+            self._unsubscribe_batch()
+            self._unsubscribe_batch = None
+        self._batch = None
         self._lock(False)
-        self._mark_failed(True)
-        why = lost.reason or lost.state.value
-        done = f" {sent} sentence(s) before it were sent." if sent else ""
-        self._set_status(f"Not sent: {why}.{done} The rest is kept here; send it again.")
-        self.focus_editor()
 
     # -- history -----------------------------------------------------------------------------
 
@@ -386,9 +364,3 @@ class ComposerPanel(QWidget):
             else "The voice was not changed (see the message)."
         )
         return ok
-
-
-def _taken(item: QueueItem) -> bool:
-    """The service has the sentence: it answered with a task id, or the avatar is already
-    saying it (a phrase can start, even end, before the answer to its POST arrives)."""
-    return item.acknowledged or item.state in (ItemState.SPEAKING, ItemState.SPOKEN)
