@@ -42,15 +42,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 from urllib.parse import urlsplit
 
 import httpx
-import openai
 
 from avaturn_desktop.core.chunker import DEFAULT_MAX_CHARS, SentenceChunker
 from avaturn_desktop.core.errors import (
@@ -65,10 +65,21 @@ from avaturn_desktop.core.errors import (
     ServerError,
     ServiceTimeoutError,
 )
-from avaturn_desktop.core.queue import ON_SERVICE_STATES, ItemState, QueueItem
+from avaturn_desktop.core.queue import (
+    ON_SERVICE_STATES,
+    ChangeKind,
+    ItemState,
+    QueueChange,
+    QueueItem,
+)
 from avaturn_desktop.core.settings import DEFAULT_LLM_BASE_URL, LlmSettings
 from avaturn_desktop.core.tasks import QuestionRecord, QuestionState, TaskRoute
 from avaturn_desktop.services.secrets import LLM_ENV_VAR, redact
+
+if TYPE_CHECKING:
+    # Imported when the first question is asked: the client takes about half a second to
+    # import, which the app's start-up should not pay for a mode it may never use.
+    import openai
 
 __all__ = [
     "AnswerBrokenError",
@@ -166,6 +177,8 @@ class QueueLike(Protocol):
 
     @property
     def items(self) -> tuple[QueueItem, ...]: ...
+
+    def subscribe(self, listener: Callable[[QueueChange], None]) -> Callable[[], None]: ...
 
     @property
     def paused(self) -> bool: ...
@@ -325,6 +338,8 @@ class AnswerService:
         self._listeners: list[AnswerListener] = []
         self._clients: dict[tuple[str, str, float], openai.AsyncOpenAI] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Questions inside ``sink.begin``: a queue stop then is the sink's own, making way.
+        self._making_way = 0
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -348,6 +363,22 @@ class AnswerService:
     def subscribe(self, listener: AnswerListener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    async def prepare(self) -> None:
+        """Import the model's client off the loop's thread (a door calls it when Ask is
+        chosen), so the first question does not wait half a second for the import."""
+        await asyncio.to_thread(importlib.import_module, "openai")
+
+    def follow_queue_stops(self, queue: QueueLike) -> Callable[[], None]:
+        """Stop from any door (the queue pausing) ends the answer being written too, so Stop
+        ends the stream and the speech together; the sink's own stop, when a new question
+        makes way, does not. Returns the unsubscribe."""
+
+        def changed(change: QueueChange) -> None:
+            if change.kind is ChangeKind.PAUSED and queue.paused and not self._making_way:
+                self.stop()
+
+        return queue.subscribe(changed)
 
     async def wait(self, question_id: str) -> AnswerView:
         """Wait until the answer to ``question_id`` has ended (answered, stopped, ...)."""
@@ -394,7 +425,11 @@ class AnswerService:
         self._notify(answer)
         log.info("Question %s asked (%s, model %s)", answer.question_id, endpoint.host,
                  settings.model)  # fmt: skip
-        await self._sink.begin(answer.question_id, previous.question_id if previous else None)
+        self._making_way += 1
+        try:
+            await self._sink.begin(answer.question_id, previous.question_id if previous else None)
+        finally:
+            self._making_way -= 1
         if answer.state is QuestionState.ANSWERING:  # not replaced or stopped meanwhile
             messages = self._messages(settings, session_id, question)
             answer.task = self._spawn(self._run(answer, endpoint, settings, messages))
@@ -437,6 +472,8 @@ class AnswerService:
 
     def _client(self, endpoint: LlmEndpoint, timeout_s: float) -> openai.AsyncOpenAI:
         """One pooled client per endpoint, key and timeout (connections are reused)."""
+        import openai
+
         key = (endpoint.base_url, endpoint.api_key, timeout_s)
         client = self._clients.get(key)
         if client is None:
@@ -456,6 +493,8 @@ class AnswerService:
         settings: LlmSettings,
         messages: list[dict[str, str]],
     ) -> None:
+        import openai
+
         finish: str | None = None
         try:
             client = self._client(endpoint, settings.timeout_s)
@@ -539,6 +578,8 @@ class AnswerService:
         The httpx-based ``openai`` 1.x clients let transport errors inside a stream through as
         httpx's own (3.x wraps them): they mean the same.
         """
+        import openai
+
         host = endpoint.host
         started = answer.received > 0
         if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
@@ -705,6 +746,8 @@ class AnswerService:
 
 def _detail(exc: openai.APIError, key: str) -> str:
     """The service's own message, short, without the key (OpenAI echoes part of a bad one)."""
+    import openai
+
     message = exc.message if isinstance(exc.message, str) else ""
     if isinstance(exc, openai.APIStatusError):
         prefix = f"Error code: {exc.status_code} - "

@@ -702,3 +702,30 @@ def test_lines_held_for_a_session_are_logged_with_their_route_and_question(
         await queue.shutdown()
 
     run(scenario())
+
+
+def test_stop_from_any_door_ends_the_answer_but_making_way_does_not(
+    make_sim: Any, store: TaskLogStore
+) -> None:
+    sim = make_sim(tokens_per_second=40.0)
+
+    async def scenario() -> None:
+        async with live_queue(sim, store) as live:
+            service = service_for(sim, SpeechQueueSink(live.queue), store=store)
+            unfollow = service.follow_queue_stops(live.queue)
+            watch = Watch(service)
+            first = await service.ask(QUESTION, session_id=live.session_id)
+            await watch.until(lambda: watch.views[-1].sentences)
+            # a new question cuts the first answer off with the queue's own stop ...
+            second = await service.ask("And why are sunsets red?", session_id=live.session_id)
+            assert service.answer(first.question_id).state is QS.REPLACED  # type: ignore[union-attr]
+            assert service.current is not None and service.current.state is QS.ANSWERING
+            await watch.until(lambda: (c := service.current) is not None and c.sentences)
+            # ... while a Stop from a door (the queue pausing) ends the answer being written
+            await live.queue.stop()
+            stopped = await service.wait(second.question_id)
+            assert stopped.state is QS.STOPPED and 1 <= len(stopped.sentences) < 4
+            await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
+            unfollow()
+
+    run(scenario())
