@@ -378,7 +378,13 @@ class AnswerService:
             if change.kind is ChangeKind.PAUSED and queue.paused and not self._making_way:
                 self.stop()
 
-        return queue.subscribe(changed)
+        unsubscribe = queue.subscribe(changed)
+
+        def unfollow() -> None:  # once, however often it is called
+            with contextlib.suppress(ValueError):
+                unsubscribe()
+
+        return unfollow
 
     async def wait(self, question_id: str) -> AnswerView:
         """Wait until the answer to ``question_id`` has ended (answered, stopped, ...)."""

@@ -729,3 +729,102 @@ def test_stop_from_any_door_ends_the_answer_but_making_way_does_not(
             unfollow()
 
     run(scenario())
+
+
+# -- the runtime's slot: Ask for every door ---------------------------------------------------
+
+
+@dataclass
+class PagelessStage:
+    """The avatar page as a slot drives it, done over REST (no page in a Qt-free test)."""
+
+    http: httpx.AsyncClient
+    token: str = ""
+
+    def client(self, api_host: str) -> AvaturnClient:
+        return AvaturnClient(self.http, api_key="unused", base_url=api_host)
+
+    async def connect(
+        self, token: str, *, api_host: str, sdk_url: str, timeout_s: float, keep_alive: bool
+    ) -> str:
+        self.token, self.api_host = token, api_host
+        return (await self.client(api_host).get_sdk_session(token)).id
+
+    async def dispose(self) -> None:
+        self.token = ""
+
+    async def cancel_all(self) -> None:
+        await self.client(self.api_host).cancel_all(self.token)
+
+    async def change_voice(self, voice_id: str) -> None:
+        await self.client(self.api_host).change_voice(self.token, voice_id)
+
+
+def test_a_slot_asks_for_every_door_and_stop_ends_the_answer(
+    make_sim: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avaturn_desktop.core.backend import Backend
+    from avaturn_desktop.core.settings import Settings
+    from avaturn_desktop.services import secrets
+    from avaturn_desktop.services.runtime import Runtime
+    from avaturn_desktop.services.settings_store import SettingsStore
+
+    sim = make_sim(tokens_per_second=40.0)
+    backend = Backend("simulator", sim.base_url, sim.sdk_url, "test-key")
+
+    async def scenario() -> None:
+        store = TaskLogStore(tmp_path / "log.sqlite3")
+        runtime = Runtime.open(
+            backend=backend, settings=SettingsStore(Settings()), store=store, max_retries=0
+        )
+        try:
+            async with httpx.AsyncClient() as http:
+                slot = runtime.add_slot(PagelessStage(http))
+                # no key: Ask answers from the simulator the sessions run on
+                assert runtime.llm_endpoint().base_url == sim.base_url + "/v1"
+                assert await slot.controller.start(Settings().session.to_request())
+                session_id = slot.queue.session_id
+                answered = await slot.ask(QUESTION)
+                done = await slot.answers.wait(answered.question_id)
+                assert done.state is QS.ANSWERED and list(done.sentences) == SENTENCES
+                assert slot.answers.history(session_id)[0]["content"] == QUESTION
+                rows = store.answer_rows(done.question_id)
+                assert [(r.text, r.route, r.session_id) for r in rows] == [
+                    (s, TaskRoute.LLM, session_id) for s in SENTENCES
+                ]
+                # Stop from a door (the queue) ends the answer being written as well
+                asked = await slot.ask("And why are sunsets red?")
+                await poll(lambda: slot.answers.current and slot.answers.current.sentences)
+                await slot.queue.stop()
+                stopped = await slot.answers.wait(asked.question_id)
+                assert stopped.state is QS.STOPPED
+                await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
+                # a key in the environment sends Ask to the configured service instead
+                monkeypatch.setenv(secrets.LLM_ENV_VAR, "sk-from-env")
+                endpoint = runtime.llm_endpoint()
+                assert endpoint.base_url == DEFAULT_LLM_BASE_URL and not endpoint.keyless
+        finally:
+            await runtime.shutdown()
+
+    run(scenario())
+
+
+def test_with_the_cloud_and_no_key_ask_says_what_to_do(tmp_path: Path) -> None:
+    from avaturn_desktop.core.backend import Backend
+    from avaturn_desktop.core.settings import Settings
+    from avaturn_desktop.services.runtime import Runtime
+    from avaturn_desktop.services.settings_store import SettingsStore
+
+    async def scenario() -> None:
+        backend = Backend("cloud", "https://api.avaturn.live", "https://sdk", "avaturn-key")
+        store = TaskLogStore(tmp_path / "log.sqlite3")
+        runtime = Runtime.open(backend=backend, settings=SettingsStore(Settings()), store=store)
+        try:
+            async with httpx.AsyncClient() as http:
+                slot = runtime.add_slot(PagelessStage(http))
+                with pytest.raises(ConfigError, match="Settings → Ask"):
+                    await slot.ask(QUESTION)
+        finally:
+            await runtime.shutdown()
+
+    run(scenario())
