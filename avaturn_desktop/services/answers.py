@@ -44,6 +44,8 @@ import contextlib
 import dataclasses
 import importlib
 import logging
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -309,9 +311,10 @@ class AnswerService:
     """See the module docs. All methods run on the event loop's thread.
 
     ``endpoint`` is asked for at each question (it may raise :class:`ConfigError`, e.g. no
-    key), ``settings`` too, so changed settings apply to the next question. ``max_retries`` is
-    the ``openai`` client's: it retries a request that got no answer, a 429 (waiting out its
-    ``Retry-After``) or a 5xx, never a stream that already started.
+    key), ``settings`` too, so changed settings apply to the next question. ``session`` names
+    the conversation a question joins when the caller does not (the live avatar session).
+    ``max_retries`` is the ``openai`` client's: it retries a request that got no answer, a 429
+    (waiting out its ``Retry-After``) or a 5xx, never a stream that already started.
     """
 
     def __init__(
@@ -322,10 +325,12 @@ class AnswerService:
         settings: Callable[[], LlmSettings],
         question_log: QuestionLog | None = None,
         max_chars: Callable[[], int] = lambda: DEFAULT_MAX_CHARS,
+        session: Callable[[], str | None] = lambda: None,
         max_retries: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sink = sink
+        self._session = session
         self._endpoint = endpoint
         self._settings = settings
         self._log = question_log
@@ -340,6 +345,7 @@ class AnswerService:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Questions inside ``sink.begin``: a queue stop then is the sink's own, making way.
         self._making_way = 0
+        self._prepared = False
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -364,10 +370,15 @@ class AnswerService:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    async def prepare(self) -> None:
-        """Import the model's client off the loop's thread (a door calls it when Ask is
+    def prepare(self) -> None:
+        """Import the model's client on a thread of its own (a door calls this when Ask is
         chosen), so the first question does not wait half a second for the import."""
-        await asyncio.to_thread(importlib.import_module, "openai")
+        if self._prepared or "openai" in sys.modules:
+            return
+        self._prepared = True
+        threading.Thread(
+            target=importlib.import_module, args=("openai",), name="import-openai", daemon=True
+        ).start()
 
     def follow_queue_stops(self, queue: QueueLike) -> Callable[[], None]:
         """Stop from any door (the queue pausing) ends the answer being written too, so Stop
@@ -394,9 +405,10 @@ class AnswerService:
 
     # -- asking -----------------------------------------------------------------------------
 
-    async def ask(self, text: str, *, session_id: str | None) -> AnswerView:
-        """Ask ``text`` in ``session_id``'s conversation; returns once the question is taken
-        (its answer streams on). Ends the previous answer first (latest wins).
+    async def ask(self, text: str, *, session_id: str | None = None) -> AnswerView:
+        """Ask ``text`` in ``session_id``'s conversation (default: ``session()``'s); returns
+        once the question is taken (its answer streams on). Ends the previous answer first
+        (latest wins).
 
         Raises :class:`ConfigError` for an empty or too long question and when no key is set
         where one is needed; every later failure ends the answer (see :class:`AnswerView`).
@@ -411,6 +423,8 @@ class AnswerService:
             )
         endpoint = self._endpoint()
         settings = self._settings()
+        if session_id is None:
+            session_id = self._session()
         previous = self._current
         answer = _Answer(
             question_id=uuid.uuid4().hex[:16],

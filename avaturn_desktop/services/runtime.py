@@ -166,6 +166,7 @@ class AvatarSlot:
             settings=lambda: runtime.settings.value.llm,
             question_log=runtime.store,
             max_chars=lambda: runtime.settings.value.max_chunk_chars,
+            session=lambda: self.queue.session_id,
         )
         self._unfollow_stops = self.answers.follow_queue_stops(self.queue)
         #: Kiosk mode: restarts a session after every ending (see ``services/supervisor.py``);
@@ -232,7 +233,7 @@ class AvatarSlot:
         returns once the question is taken, the answer's sentences queue as they stream.
         A newer question ends the answer before it. :class:`ConfigError` for an empty
         question, or no key where one is needed."""
-        return await self.answers.ask(text, session_id=self.queue.session_id)
+        return await self.answers.ask(text)
 
     def end_session(self) -> asyncio.Task[None]:
         """End the live session, or cancel one being made."""
