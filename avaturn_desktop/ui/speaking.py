@@ -55,6 +55,8 @@ class QueuePresenter(QObject):
         self.queue = queue = speaker.queue
         self.answers = answers
         self._messages = messages
+        #: Why the last say or speak-now was refused (the services' own words), if it was.
+        self.refusal: str | None = None
         self._unsubscribe = (
             queue.subscribe(self._on_change),
             queue.subscribe_rows(self.row_written.emit),
@@ -89,9 +91,11 @@ class QueuePresenter(QObject):
 
     def say(self, text: str) -> Batch | None:
         """Queue ``text`` as a batch; None (and a message) when it was refused."""
+        self.refusal = None
         try:
             return self.speaker.say(text)
         except AppError as exc:
+            self.refusal = exc.user_message
             self._messages.warning(exc.user_message)
             return None
 
@@ -124,9 +128,11 @@ class QueuePresenter(QObject):
         return True
 
     async def speak_now(self, text: str) -> Batch | None:
+        self.refusal = None
         try:
             return await self.speaker.speak_now(text)
         except AppError as exc:
+            self.refusal = exc.user_message
             self._messages.error(exc.user_message)
             return None
 
