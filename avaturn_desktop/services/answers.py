@@ -531,8 +531,12 @@ class AnswerService:
                     piece = choice.delta.content if choice.delta is not None else None
                     if piece:
                         answer.received += len(piece)
-                        for sentence in answer.chunker.feed(piece):
+                        sentences = answer.chunker.feed(piece)
+                        for sentence in sentences:
                             self._deliver(answer, sentence)
+                        if sentences:
+                            # let the queue send it now, before more of the stream is read
+                            await asyncio.sleep(0)
                     if choice.finish_reason:
                         finish = choice.finish_reason
         except asyncio.CancelledError:
