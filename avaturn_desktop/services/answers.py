@@ -29,9 +29,10 @@ Failures
     long), a refused request (400), the service failing (5xx), no answer in time, a connection
     that cannot be made, and a stream that breaks midway. What was queued before a break stays
     queued (it is said); the reason says how many sentences were said and that the rest was
-    not; the unfinished sentence is kept in ``unsaid``, never spoken half. No message carries the
-    key. Every question and how it ended is in the task log (:class:`QuestionLog`), its lines
-    are task rows with route ``llm`` and the question's id.
+    not; the unfinished sentence is kept in ``unsaid``, never spoken half. No message carries
+    the key (``services/llm.py`` words them). Every question and how it ended is in the task
+    log (:class:`QuestionLog`), its lines are task rows with route ``llm`` and the question's
+    id.
 
 Why the ``openai`` client: a maintained SSE parser and streaming client that knows the error
 shapes, ``Retry-After`` and the timeouts of the API it speaks, rather than a hand-written one.
@@ -50,23 +51,11 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
-from urllib.parse import urlsplit
 
 import httpx
 
 from avaturn_desktop.core.chunker import DEFAULT_MAX_CHARS, SentenceChunker
-from avaturn_desktop.core.errors import (
-    ApiError,
-    AppError,
-    AuthError,
-    ConfigError,
-    InvalidRequestError,
-    NetworkError,
-    NotFoundError,
-    RateLimitedError,
-    ServerError,
-    ServiceTimeoutError,
-)
+from avaturn_desktop.core.errors import AppError, ConfigError
 from avaturn_desktop.core.queue import (
     ON_SERVICE_STATES,
     ChangeKind,
@@ -74,9 +63,14 @@ from avaturn_desktop.core.queue import (
     QueueChange,
     QueueItem,
 )
-from avaturn_desktop.core.settings import DEFAULT_LLM_BASE_URL, LlmSettings
+from avaturn_desktop.core.settings import LlmSettings
 from avaturn_desktop.core.tasks import QuestionRecord, QuestionState, TaskRoute
-from avaturn_desktop.services.secrets import LLM_ENV_VAR, redact
+from avaturn_desktop.services.llm import (
+    AnswerBrokenError,
+    LlmEndpoint,
+    describe_error,
+    resolve_endpoint,
+)
 
 if TYPE_CHECKING:
     # Imported when the first question is asked: the client takes about half a second to
@@ -98,64 +92,9 @@ log = logging.getLogger("avaturn.answers")
 
 #: Longest question accepted (a typed question, not a document).
 MAX_QUESTION_CHARS: Final = 4000
-#: The key sent to the simulator, which accepts any non-empty key.
-SIMULATOR_KEY: Final = "simulator"
 REASON_REPLACED: Final = "replaced by a newer question"
 REASON_STOPPED: Final = "stopped"
 REASON_CLOSING: Final = "the app is closing"
-#: How much of a service's own error message ends up in a reason.
-_MAX_DETAIL: Final = 200
-_KEY_HINT: Final = f"Settings → Ask, or the {LLM_ENV_VAR} environment variable"
-
-
-class AnswerBrokenError(NetworkError):
-    """The answer's stream ended before the answer did (connection lost, or cut short)."""
-
-
-# -- where the model is -------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class LlmEndpoint:
-    """Where questions go: an OpenAI-compatible API root (up to ``/v1``) and its key."""
-
-    base_url: str
-    api_key: str = dataclasses.field(repr=False)
-    #: The key is a stand-in (the simulator, or a keyless local server): a 401 means "no key".
-    keyless: bool = False
-    simulated: bool = False
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.base_url).netloc or self.base_url
-
-
-def resolve_endpoint(
-    settings: LlmSettings, api_key: str | None, simulator_url: str | None
-) -> LlmEndpoint:
-    """Where Ask goes, from the settings, the key (``secrets.load_llm_api_key``) and the
-    in-process or external simulator's base URL (``None`` when none runs).
-
-    * A key: the configured base URL with it.
-    * No key, and the base URL is OpenAI's default: the simulator (offline Ask), if one runs;
-      else :class:`ConfigError` (no key, and one is needed).
-    * No key and another base URL (a local, keyless server): that URL with a stand-in key; if
-      it wants a key after all, its 401 says so.
-    """
-    key = (api_key or "").strip()
-    if key:
-        return LlmEndpoint(settings.base_url, key)
-    if settings.base_url.rstrip("/") == DEFAULT_LLM_BASE_URL:
-        if simulator_url is None:
-            raise ConfigError(
-                f"Ask needs a language model API key: enter it in {_KEY_HINT}. "
-                "(With no key, Ask answers from the built-in simulator, which is not running.)"
-            )
-        return LlmEndpoint(
-            simulator_url.rstrip("/") + "/v1", SIMULATOR_KEY, keyless=True, simulated=True
-        )
-    return LlmEndpoint(settings.base_url, SIMULATOR_KEY, keyless=True)
-
 
 # -- what the answers go to ---------------------------------------------------------------------
 
@@ -547,7 +486,14 @@ class AnswerService:
             return
         except (openai.APIError, httpx.TransportError) as exc:
             if finish != "stop":  # a failure after the whole answer arrived changes nothing
-                self._fail(answer, self._describe(exc, answer, endpoint, settings))
+                error = describe_error(
+                    exc,
+                    endpoint=endpoint,
+                    model=settings.model,
+                    timeout_s=settings.timeout_s,
+                    started=answer.received > 0,
+                )
+                self._fail(answer, error)
                 return
         except Exception as exc:
             log.exception("Question %s: the answer failed unexpectedly", answer.question_id)
@@ -589,118 +535,6 @@ class AnswerService:
             raise _SinkRefused from None
         answer.sentences.append(sentence)
         self._notify(answer)
-
-    def _describe(
-        self,
-        exc: openai.APIError | httpx.TransportError,
-        answer: _Answer,
-        endpoint: LlmEndpoint,
-        settings: LlmSettings,
-    ) -> AppError:
-        """An ``openai`` error as one of ours, with a message a person can act on.
-
-        The httpx-based ``openai`` 1.x clients let transport errors inside a stream through as
-        httpx's own (3.x wraps them): they mean the same.
-        """
-        import openai
-
-        host = endpoint.host
-        started = answer.received > 0
-        if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
-            if started:
-                return ServiceTimeoutError(
-                    f"The answer from {host} stalled: nothing more came for "
-                    f"{settings.timeout_s:g} s."
-                )
-            return ServiceTimeoutError(
-                f"The language model at {host} did not start answering within "
-                f"{settings.timeout_s:g} s. Try again, or raise the timeout in Settings."
-            )
-        if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
-            if started:
-                return AnswerBrokenError(
-                    f"The answer from {host} broke off: the connection was lost."
-                )
-            return NetworkError(
-                f"Could not reach the language model at {host}: check the base URL in "
-                "Settings and the network."
-            )
-        detail = _detail(exc, endpoint.api_key)
-        if not isinstance(exc, openai.APIStatusError):  # an error event inside the stream
-            return ServerError(
-                f"The language model at {host} reported an error mid-answer"
-                + (f": {detail}" if detail else "."),
-                status=500,
-                detail=detail,
-            )
-        status = exc.status_code
-        code = str(exc.code or "")
-        if status == 401:
-            if endpoint.keyless:
-                return AuthError(
-                    f"The language model at {host} needs an API key (401): enter it in "
-                    f"{_KEY_HINT}.",
-                    status=401,
-                )
-            return AuthError(
-                f"The language model at {host} rejected the API key (401): check the key in "
-                f"{_KEY_HINT}.",
-                status=401,
-            )
-        if status == 403:
-            return AuthError(
-                f"The API key has no access to the model “{settings.model}” at {host} (403): "
-                "check the key's project and permissions.",
-                status=403,
-                detail=detail,
-            )
-        if status == 404:
-            if code == "model_not_found" or "model" in detail.lower():
-                return NotFoundError(
-                    f"The model “{settings.model}” does not exist at {host} (404): pick another "
-                    "model in Settings → Ask.",
-                    status=404,
-                    detail=detail,
-                )
-            return NotFoundError(
-                f"Nothing answers chat completions at {endpoint.base_url} (404): check the "
-                "base URL in Settings → Ask (it ends with /v1 for most services).",
-                status=404,
-                detail=detail,
-            )
-        if status == 429:
-            if code == "insufficient_quota":
-                return RateLimitedError(
-                    f"The language model account at {host} has no quota left (429): check its "
-                    "plan and billing.",
-                    retry_after=None,
-                )
-            retry_after = _retry_after(exc)
-            when = f"in {retry_after:g} s" if retry_after is not None else "in a moment"
-            return RateLimitedError(
-                f"The language model at {host} is rate limiting requests (429): ask again {when}.",
-                retry_after=retry_after,
-            )
-        if status in (400, 413, 422):
-            return InvalidRequestError(
-                f"The language model at {host} refused the question ({status})"
-                + (f": {detail}" if detail else "."),
-                status=status,
-                detail=detail,
-            )
-        if status >= 500:
-            return ServerError(
-                f"The language model at {host} failed ({status}); try again in a moment.",
-                status=status,
-                detail=detail,
-            )
-        return ApiError(
-            f"The language model at {host} answered {status}" + (f": {detail}" if detail else "."),
-            status=status,
-            detail=detail,
-        )
-
-    # -- ending -----------------------------------------------------------------------------
 
     def _fail(self, answer: _Answer, error: AppError) -> None:
         said = len(answer.sentences)
@@ -766,37 +600,3 @@ class AnswerService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-
-def _detail(exc: openai.APIError, key: str) -> str:
-    """The service's own message, short, without the key (OpenAI echoes part of a bad one)."""
-    import openai
-
-    message = exc.message if isinstance(exc.message, str) else ""
-    if isinstance(exc, openai.APIStatusError):
-        prefix = f"Error code: {exc.status_code} - "
-        message = message.removeprefix(prefix)
-        body = exc.body
-        if isinstance(body, dict):
-            inner = body.get("error", body)
-            text = inner.get("message") if isinstance(inner, dict) else None
-            if isinstance(text, str):
-                message = text
-            elif isinstance(body.get("detail"), str):
-                message = body["detail"]
-    message = " ".join(redact(message, key).split())
-    if len(message) > _MAX_DETAIL:
-        message = message[: _MAX_DETAIL - 1] + "…"
-    return message
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    headers = exc.response.headers
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is not None:
-            with contextlib.suppress(ValueError):
-                seconds = float(value) / scale
-                if seconds >= 0:
-                    return round(seconds, 1)
-    return None
