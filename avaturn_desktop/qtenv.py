@@ -100,16 +100,19 @@ def scrub_secrets() -> list[str]:
     """
     from avaturn_desktop.services import secrets
 
-    name = secrets.ENV_VAR
-    wiped = _wipe_initial_environment(name)
-    if not secrets.withdraw_from_environment() and not wiped:
-        return []
-    notes = [f"{name} was taken out of the environment: the avatar page's processes never see it"]
-    if _visible_in_proc_environ(name):
+    notes: list[str] = []
+    for name in secrets.SECRET_ENV_VARS:
+        wiped = _wipe_initial_environment(name)
+        if not secrets.withdraw_from_environment(name) and not wiped:
+            continue
         notes.append(
-            f"{name} is still listed in /proc/{os.getpid()}/environ: store the key in the OS "
-            "keyring (File → Settings) to keep it out of the environment entirely"
+            f"{name} was taken out of the environment: the avatar page's processes never see it"
         )
+        if _visible_in_proc_environ(name):
+            notes.append(
+                f"{name} is still listed in /proc/{os.getpid()}/environ: store the key in the "
+                "OS keyring (File → Settings) to keep it out of the environment entirely"
+            )
     return notes
 
 

@@ -11,11 +11,14 @@ rebinding, make the browser treat it as the page's own origin. So, besides the A
 * With a list of allowed origins, a request that carries any other ``Origin`` is refused with
   403, WebSocket handshakes and simple requests included (CORS alone only hides the answer);
   requests without ``Origin`` (programs, not pages) pass, and still need the key.
+* With a key configured, every path under ``/_sim`` needs it as a bearer (401 otherwise),
+  whichever router added the path: the controls can read every text and end any session.
 * Request bodies are capped (413), so one request cannot fill the memory.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
 import logging
@@ -109,9 +112,11 @@ class Guard:
         *,
         hosts: Collection[str] = (),
         origins: Collection[str] | None = None,
+        control_key: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.app = app
+        self._control_key = None if control_key is None else control_key.encode()
         self.hosts = frozenset(h.lower() for h in hosts)
         self.origins = None if origins is None or ANY_ORIGIN in origins else frozenset(origins)
         self.max_body_bytes = max_body_bytes
@@ -138,6 +143,16 @@ class Guard:
             log.warning("refused a request from origin %r", origin[:100])
             await _refuse(scope, receive, send, 403, "Origin not allowed")
             return
+        if self._control_key is not None and _is_control(scope["path"]):
+            scheme, _, given = (_header(scope, b"authorization") or "").partition(" ")
+            given_key = given.strip().encode("latin-1")
+            if scheme.lower() != "bearer" or not given_key:
+                missing = "Not authenticated: an API key is required"
+                await _refuse(scope, receive, send, 401, missing, _UNAUTHENTICATED)
+                return
+            if not hmac.compare_digest(given_key, self._control_key):
+                await _refuse(scope, receive, send, 401, "Invalid API key", _UNAUTHENTICATED)
+                return
         if kind == "http":
             length = _header(scope, b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
@@ -145,6 +160,10 @@ class Guard:
                 return
             receive = _capped(receive, self.max_body_bytes)
         await self.app(scope, receive, send)
+
+
+def _is_control(path: str) -> bool:
+    return path == "/_sim" or path.startswith("/_sim/")
 
 
 class BodyTooLarge(HTTPException):
@@ -169,7 +188,17 @@ def _capped(receive: Receive, limit: int) -> Receive:
     return wrapped
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+_UNAUTHENTICATED = ((b"www-authenticate", b"Bearer"),)
+
+
+async def _refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    detail: str,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
     if scope["type"] == "websocket":
         # Closing before the handshake is accepted makes the server answer it with 403.
         await send({"type": "websocket.close", "code": 1008, "reason": ""})
@@ -183,6 +212,7 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detai
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *headers,
             ],
         }
     )

@@ -48,6 +48,7 @@ from avaturn_desktop.simulator.faults import (
     FaultMiddleware,
     FaultState,
 )
+from avaturn_desktop.simulator.llm import LlmConfig, llm_router
 from avaturn_desktop.simulator.routes import (
     EVENTS_PATH,
     SDK_PATH,
@@ -118,6 +119,7 @@ class SimulatorConfig(pydantic.BaseModel):
     request_head_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = MAX_BODY_BYTES
     faults: FaultConfig = FaultConfig()
+    llm: LlmConfig = LlmConfig()  # the language model stand-in (``simulator/llm.py``)
 
     def __repr__(self) -> str:  # the API key is a secret
         fields = self.model_dump(exclude={"api_key"})
@@ -187,6 +189,7 @@ def create_app(config: SimulatorConfig) -> FastAPI:
     app.include_router(api_router())
     app.include_router(sdk_router())
     app.include_router(sim_router())
+    app.include_router(llm_router(config.llm))
     # Middleware runs outside in: Guard, then CORS, then faults (so faulted answers carry
     # CORS headers too, and nothing the Guard refuses reaches either).
     app.add_middleware(FaultMiddleware, state=faults)
@@ -203,6 +206,7 @@ def create_app(config: SimulatorConfig) -> FastAPI:
         Guard,
         hosts=config.allowed_hosts,
         origins=None if ANY_ORIGIN in origins else origins,
+        control_key=config.api_key,
         max_body_bytes=config.max_body_bytes,
     )
     return app

@@ -398,11 +398,14 @@ def test_the_key_reaches_no_process_environment_or_command_line(
 def test_the_withdrawn_key_stays_with_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
     from avaturn_desktop.services import secrets
 
-    monkeypatch.setattr(secrets, "_withdrawn", None)
+    monkeypatch.setattr(secrets, "_withdrawn", {})
     monkeypatch.setenv(secrets.ENV_VAR, f"  {CANARY} ")
+    monkeypatch.setenv(secrets.LLM_ENV_VAR, f"llm-{CANARY}")
     assert secrets.withdraw_from_environment() is True
-    assert secrets.ENV_VAR not in os.environ
+    assert secrets.withdraw_from_environment(secrets.LLM_ENV_VAR) is True
+    assert secrets.ENV_VAR not in os.environ and secrets.LLM_ENV_VAR not in os.environ
     assert secrets.load_api_key() == (CANARY, "environment")
+    assert secrets.load_llm_api_key() == (f"llm-{CANARY}", "environment")
     assert secrets.withdraw_from_environment() is False  # nothing left to take
     assert secrets.load_api_key() == (CANARY, "environment")
 

@@ -85,6 +85,8 @@ def fuzz(target: Target, examples: int) -> None:
         operation = f"{case.operation.method.upper()} {case.operation.path}"
         if operation == "PUT /_sim/faults":
             sim.set_faults(FaultConfig())
+        elif operation == "PUT /_sim/llm/faults":
+            assert target.http.put("/_sim/llm/faults", json={}).status_code == 200
         target.statuses[response.status_code] += 1
         if response.status_code >= 500:
             target.server_errors.append(f"{operation}: {response.status_code} {response.text}")

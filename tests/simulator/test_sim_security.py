@@ -56,6 +56,10 @@ def routes(session_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("PATCH", "/_sdk/v0/sessions/config", {}),
         ("GET", "/sim/web-sdk.js", None),
         ("GET", "/openapi.json", None),
+        ("GET", "/_sim/llm", None),
+        ("PUT", "/_sim/llm/faults", {}),
+        ("GET", "/v1/models", None),
+        ("POST", "/v1/chat/completions", {"model": "sim-chat", "messages": []}),
     ]
 
 
@@ -146,7 +150,13 @@ def test_the_stage_page_and_programs_with_the_key_get_through(locked):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/_sim/state"), ("GET", "/_sim/faults"), ("PUT", "/_sim/faults")],
+    [
+        ("GET", "/_sim/state"),
+        ("GET", "/_sim/faults"),
+        ("PUT", "/_sim/faults"),
+        ("GET", "/_sim/llm"),  # a control route another router adds
+        ("PUT", "/_sim/llm/faults"),
+    ],
 )
 @pytest.mark.parametrize("authorization", [None, "Bearer", "Bearer wrong", "Basic a2V5", "key"])
 def test_the_controls_take_the_configured_key(locked, method, path, authorization):
