@@ -123,6 +123,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--reset-rate", type=float, default=0.0, help="fraction of calls reset without answer"
     )
+    faults.add_argument(
+        "--video-fault",
+        choices=["none", "freeze", "black"],
+        default="none",
+        help="the avatar's picture in every session: frozen on its last frame, or black",
+    )
+    faults.add_argument(
+        "--audio-fault",
+        choices=["none", "mute"],
+        default="none",
+        help="the avatar's voice in every session: silent even while it speaks",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -148,6 +160,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
             rate_limit_burst=args.rate_limit_burst,
             retry_after_s=args.retry_after,
             reset_rate=args.reset_rate,
+            video_fault=args.video_fault,
+            audio_fault=args.audio_fault,
         ),
         llm=LlmConfig(tokens_per_second=args.llm_tokens_per_second, api_key=args.llm_api_key),
     )

@@ -3,6 +3,11 @@
 Faults touch only the HTTP calls of the service contract (paths under ``/api/v1`` and
 ``/_sdk/v0``), never CORS preflights, the ``/_sim`` control routes, the SDK file or the
 event WebSocket (which has its own knob, ``drop_event_channels``).
+
+The avatar's media has its own knobs, ``video_fault`` and ``audio_fault``: they are not HTTP
+faults but what the audience would see and hear (a frozen or black picture, a mute voice).
+The engine hands them to every viewer over the event channel (``sim_media``), and the
+simulated Web SDK plays its stream accordingly (see ``engine`` and ``resources/sim``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import random
 import socket
 import struct
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +35,11 @@ Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 ASGIApp = Callable[[Scope, Receive, Send], Any]
+
+#: What the avatar's picture does under fault injection (``none``: it plays).
+VideoFault = Literal["none", "freeze", "black"]
+#: What the avatar's voice does under fault injection (``none``: it is heard).
+AudioFault = Literal["none", "mute"]
 
 
 class FaultConfig(BaseModel):
@@ -50,6 +60,10 @@ class FaultConfig(BaseModel):
     reset_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     #: one-shot action: close every viewer's event channel now (the flag does not stay set)
     drop_event_channels: bool = False
+    #: the avatar's picture, in every session until set back: frozen on its last frame, or black
+    video_fault: VideoFault = "none"
+    #: the avatar's voice, in every session until set back: silent even while it speaks
+    audio_fault: AudioFault = "none"
 
 
 class FaultState:

@@ -319,6 +319,14 @@ def apply_faults(engine: Engine, state: FaultState, faults: FaultConfig) -> None
     if faults.drop_event_channels:
         dropped = engine.drop_event_channels()
         log.info("fault: dropped %d event channel(s)", dropped)
+    told = engine.set_media(faults.video_fault, faults.audio_fault)
+    if told:
+        log.info(
+            "fault: media video=%s audio=%s told to %d viewer(s)",
+            faults.video_fault,
+            faults.audio_fault,
+            told,
+        )
 
 
 def sim_router() -> APIRouter:
