@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("PySide6.QtWebEngineWidgets")
 
 from PySide6.QtCore import QCoreApplication, QEvent, QUrl
-from PySide6.QtWebEngineCore import QWebEnginePage
+from PySide6.QtWebEngineCore import QWebEnginePage, QWebEngineSettings
 from PySide6.QtWebEngineWidgets import QWebEngineView
 
 from avaturn_desktop.core.catalog import VOICES
@@ -69,6 +69,66 @@ window.harness = {
       const status = error && error.response ? error.response.status : null;
       report("rejected", { name, status, message: String((error && error.message) || error) });
     }
+  },
+  // What the audience would see and hear, sampled from the SDK's own mediaStream over `ms`:
+  // its tracks, the loudest and the last RMS of its sound, the mean brightness of its picture
+  // at the end and how much the picture changed over the last 400 ms (mean absolute difference
+  // per channel, 0..255). The end of the window counts: a fault set just before it may reach
+  // the page a moment after it began.
+  async media(ms) {
+    const stream = window.avatar.mediaStream;
+    const video = document.createElement("video");
+    video.muted = true;
+    video.srcObject = new MediaStream(stream.getVideoTracks());
+    await video.play();
+    const canvas = document.createElement("canvas");
+    canvas.width = 32;
+    canvas.height = 32;
+    const g = canvas.getContext("2d", { willReadFrequently: true });
+    const sample = () => {
+      g.drawImage(video, 0, 0, 32, 32);
+      return g.getImageData(0, 0, 32, 32).data;
+    };
+    const context = new AudioContext();
+    const analyser = context.createAnalyser();
+    analyser.fftSize = 2048;
+    const audio = stream.getAudioTracks();
+    if (audio.length) {
+      context.createMediaStreamSource(new MediaStream(audio)).connect(analyser);
+    }
+    const frames = [[performance.now(), sample()]];
+    const buffer = new Float32Array(analyser.fftSize);
+    let rms = 0;
+    let rmsLast = 0;
+    const end = performance.now() + ms;
+    while (performance.now() < end) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      analyser.getFloatTimeDomainData(buffer);
+      rmsLast = Math.sqrt(buffer.reduce((sum, x) => sum + x * x, 0) / buffer.length);
+      rms = Math.max(rms, rmsLast);
+      frames.push([performance.now(), sample()]);
+    }
+    const [lastAt, last] = frames[frames.length - 1];
+    const first = frames.find(([at]) => at >= lastAt - 400)[1];
+    let luma = 0;
+    let diff = 0;
+    for (let i = 0; i < last.length; i += 4) {
+      luma += (last[i] + last[i + 1] + last[i + 2]) / 3;
+      for (let c = 0; c < 3; c += 1) {
+        diff += Math.abs(last[i + c] - first[i + c]);
+      }
+    }
+    const pixels = last.length / 4;
+    await context.close();
+    video.srcObject = null;
+    report("media", {
+      video_tracks: stream.getVideoTracks().length,
+      audio_tracks: audio.length,
+      rms,
+      rms_last: rmsLast,
+      luma: luma / pixels,
+      diff: diff / (pixels * 3),
+    });
   },
 };
 report("ready");
@@ -155,6 +215,8 @@ def page_origin() -> Iterator[str]:
 def page(qtbot: Any, page_origin: str) -> Iterator[ConsolePage]:
     view = QWebEngineView()
     page = ConsolePage(view)
+    # as the app's stage does: sound plays with nobody to click (the SDK's voice, its video)
+    page.settings().setAttribute(QWebEngineSettings.WebAttribute.PlaybackRequiresUserGesture, False)
     view.setPage(page)
     view.resize(400, 400)
     try:
@@ -306,6 +368,9 @@ def make_stage_page(qtbot: Any, tmp_path: Any) -> Iterator[Callable[..., Console
         profile.installUrlSchemeHandler(SCHEME_BYTES, handler)
         view = QWebEngineView()
         page = ConsolePage(view, profile)
+        page.settings().setAttribute(
+            QWebEngineSettings.WebAttribute.PlaybackRequiresUserGesture, False
+        )
         view.setPage(page)
         made.append((profile, view, page))
         with qtbot.waitSignal(page.loadFinished, timeout=15_000) as loaded:
@@ -421,3 +486,62 @@ def test_the_official_sdk_from_the_stage_origin_with_a_locked_simulator(
     (session,) = sim.snapshot()["sessions"]
     assert [t["text"] for t in session["tasks"]] == ["Hello from the official SDK on the stage."]
     assert session["voice_id"] == "EXAVITQu4vr4xnSDxMaL"
+
+
+def _media(qtbot: Any, page: ConsolePage, ms: int = 800) -> dict[str, Any]:
+    page.reports = [r for r in page.reports if r["kind"] != "media"]
+    page.call("harness.media", ms)
+    qtbot.waitUntil(lambda: page.has("media"), timeout=10_000)
+    report = page.find("media")
+    assert report is not None
+    return dict(report["data"])
+
+
+def test_the_simulated_sdk_plays_a_real_media_stream_and_its_faults(qtbot, simulator, page):
+    """A video track that always moves, a voice heard only while speaking; the simulator's
+    media faults freeze the picture, black it out, or mute the voice, and clear again."""
+    sim = simulator
+    # shown, as the stage is: a hidden page's timers run once a second (Chromium's throttling)
+    page.parent().show()
+    created = httpx.post(sim.base_url + "/api/v1/sessions", headers=AUTH).json()
+    session_id = created["session_id"]
+    page.call("harness.start", sim.sdk_url, sim.base_url, created["token"])
+    qtbot.waitUntil(lambda: page.has("inited") or page.has("failed"), timeout=15_000)
+    assert page.find("failed") is None, page.reports
+
+    quiet = _media(qtbot, page)
+    assert (quiet["video_tracks"], quiet["audio_tracks"]) == (1, 1)
+    assert quiet["rms"] < 0.002, quiet  # silent while not speaking
+    assert quiet["luma"] > 20 and quiet["diff"] > 0.05, quiet  # a picture, and it moves
+
+    def speak() -> None:
+        answer = httpx.post(
+            sim.base_url + f"/api/v1/sessions/{session_id}/tasks",
+            headers=AUTH,
+            json={"text": "x" * 4000},  # ten seconds at 400 characters a second
+        )
+        assert answer.status_code == 200
+        qtbot.waitUntil(lambda: sim.snapshot()["sessions"][0]["speaking"], timeout=5_000)
+
+    speak()
+    speaking = _media(qtbot, page)
+    assert speaking["rms"] > 0.02, speaking
+
+    sim.set_faults(FaultConfig(audio_fault="mute"))
+    muted = _media(qtbot, page)
+    assert sim.snapshot()["sessions"][0]["speaking"]
+    assert muted["rms_last"] < 0.002 and muted["diff"] > 0.05, muted
+
+    sim.set_faults(FaultConfig(video_fault="freeze"))
+    frozen = _media(qtbot, page)
+    assert frozen["diff"] == 0 and frozen["luma"] > 20, frozen
+    assert frozen["rms_last"] > 0.01, frozen  # the voice is back while the picture stands still
+
+    sim.set_faults(FaultConfig(video_fault="black"))
+    black = _media(qtbot, page)
+    assert black["luma"] < 1, black
+
+    sim.set_faults(FaultConfig())
+    back = _media(qtbot, page)
+    assert back["luma"] > 20 and back["diff"] > 0.05, back
+    assert page.other == []
