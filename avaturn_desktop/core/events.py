@@ -145,6 +145,33 @@ class PageGone(_Event):
     reason: str
 
 
+#: What the stage's watchdog can find wrong with what the audience sees and hears.
+StageProblemKind = Literal["black", "frozen", "silent"]
+
+
+class Heartbeat(_Timed):
+    """The stage page is alive (its watchdog, ``resources/web/watchdog.js``, sends one every
+    few seconds once the app turned it on with :class:`WatchdogCommand`)."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    seq: Annotated[int, Field(ge=0)] = 0
+    #: A live avatar's picture and sound are being checked.
+    watching: bool = False
+    #: The page is shown (a hidden page's timers are slowed, and its picture is not judged).
+    visible: bool = True
+    #: The problems found and not cleared yet.
+    problems: Annotated[list[StageProblemKind], Field(max_length=3)] = []
+
+
+class StageProblem(_Timed):
+    """The watchdog found the stage black, frozen or silent (``cleared``: it is over)."""
+
+    type: Literal["stage_problem"] = "stage_problem"
+    problem: StageProblemKind
+    cleared: bool = False
+    detail: Annotated[str, Field(max_length=300)] = ""
+
+
 class CommandResult(_Event):
     """The answer to one command, matched by ``ref``."""
 
@@ -168,6 +195,8 @@ PageEvent = Annotated[
     | Idle
     | SdkError
     | Disposed
+    | Heartbeat
+    | StageProblem
     | CommandResult,
     Field(discriminator="type"),
 ]
@@ -188,6 +217,8 @@ _EVENT_TYPES = frozenset(
         Idle,
         SdkError,
         Disposed,
+        Heartbeat,
+        StageProblem,
         CommandResult,
     )
 )
@@ -281,8 +312,40 @@ class DisposeCommand(_Message):
     ref: int
 
 
+class WatchdogCommand(_Message):
+    """Turn the stage's watchdog on with its times, in ms (see ``resources/web/watchdog.js``):
+    a heartbeat every ``heartbeat_ms``; while an avatar is live, a sample every ``sample_ms``,
+    and a problem once the picture was black ``black_ms``, unchanged ``frozen_ms``, or the
+    avatar spoke without a sound ``silent_ms`` (0 turns that check off)."""
+
+    type: Literal["watchdog"] = "watchdog"
+    ref: int
+    heartbeat_ms: Annotated[int, Field(ge=100, le=60_000)] = 2000
+    sample_ms: Annotated[int, Field(ge=50, le=10_000)] = 500
+    black_ms: Annotated[int, Field(ge=0, le=600_000)] = 3000
+    frozen_ms: Annotated[int, Field(ge=0, le=600_000)] = 4000
+    silent_ms: Annotated[int, Field(ge=0, le=600_000)] = 3000
+
+
+class AttractCommand(_Message):
+    """Show the attract screen over the stage (``show``), or take it away. ``image`` is a
+    ``data:image/...`` URL (the page reads no files)."""
+
+    type: Literal["attract"] = "attract"
+    ref: int
+    show: bool
+    text: Annotated[str, Field(max_length=500)] = ""
+    image: str | None = Field(default=None, repr=False)
+
+
 PageCommand = Annotated[
-    InitCommand | TaskCommand | CancelAllCommand | ChangeVoiceCommand | DisposeCommand,
+    InitCommand
+    | TaskCommand
+    | CancelAllCommand
+    | ChangeVoiceCommand
+    | DisposeCommand
+    | WatchdogCommand
+    | AttractCommand,
     Field(discriminator="type"),
 ]
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from avaturn_desktop.core import catalog, models
 from avaturn_desktop.core.errors import ConfigError
+from avaturn_desktop.core.kiosk import KioskSettings
 
 log = logging.getLogger("avaturn.settings")
 
@@ -121,6 +122,8 @@ class Settings(BaseModel):
     control_port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_CONTROL_PORT
     #: Ask mode's language model.
     llm: LlmSettings = LlmSettings()
+    #: Kiosk mode: the stage watchdog, the attract screen, the opening hours.
+    kiosk: KioskSettings = KioskSettings()
 
     @field_validator("api_base", "sdk_url")
     @classmethod

@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import httpx
 from pydantic import ValidationError
@@ -46,7 +46,8 @@ from avaturn_desktop.services.session import SessionBusyError, SessionController
 from avaturn_desktop.services.settings_store import SettingsStore
 from avaturn_desktop.services.speech import Speaker
 from avaturn_desktop.services.speech_queue import SpeechQueue, SpeechStage
-from avaturn_desktop.services.supervisor import Supervisor
+from avaturn_desktop.services.stage_watch import StageWatch
+from avaturn_desktop.services.supervisor import BackoffPolicy, Supervisor
 from avaturn_desktop.services.tasklog import TaskLogStore
 
 if TYPE_CHECKING:
@@ -117,6 +118,14 @@ class SlotStage(StagePort, SpeechStage, Protocol):
     """An avatar page as a slot drives it (``ui.web.stage.Stage`` implements it)."""
 
 
+@runtime_checkable
+class ReloadableStage(Protocol):
+    """A stage whose page can be loaded again (the supervisor's recovery of a page that hung,
+    crashed or shows nothing)."""
+
+    async def reload(self) -> None: ...
+
+
 class CurrentClient:
     """The service client in force, as the slots use it: switching the backend (a key entered
     in Settings) swaps what it forwards to, with no slot rebuilt."""
@@ -175,26 +184,45 @@ class AvatarSlot:
         self._unfollow_stops = self.answers.follow_queue_stops(self.queue)
         #: Kiosk mode: restarts a session after every ending (see ``services/supervisor.py``);
         #: made with the slot, started by :meth:`supervise` once leftovers are ended.
-        self.supervisor: Supervisor | None = (
-            Supervisor(self.controller, lambda: runtime.settings.value.session.to_request())
-            if runtime.kiosk
-            else None
+        self.supervisor: Supervisor | None = self._make_supervisor() if runtime.kiosk else None
+        #: The stage page's heartbeats and what its watchdog finds (shown; in kiosk mode the
+        #: supervisor recovers from it).
+        self.watch = StageWatch(
+            runtime.notices,
+            self.controller,
+            lambda: self.supervisor,
+            heartbeat_timeout_s=lambda: runtime.settings.value.kiosk.heartbeat_timeout_s,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _make_supervisor(self) -> Supervisor:
+        kiosk = self._runtime.settings.value.kiosk
+        stage = self.stage
+        return Supervisor(
+            self.controller,
+            lambda: self._runtime.settings.value.session.to_request(),
+            policy=BackoffPolicy(
+                heartbeat_timeout_s=kiosk.heartbeat_timeout_s if kiosk.watchdog else None
+            ),
+            recover_page=stage.reload if isinstance(stage, ReloadableStage) else None,
+        )
 
     def handle_page_event(self, event: object) -> None:
         """Every event from this slot's page: the lifecycle ones and the speech ones."""
         if self.supervisor is not None:
             self.supervisor.handle_page_event(event)
+        self.watch.handle_page_event(event)
         self.controller.handle_page_event(event)
         self.queue.handle_page_event(event)
+
+    def page_crashed(self, detail: str) -> None:
+        """The page's process died (the view says so, before the page's bridge resets)."""
+        self.watch.page_crashed(detail)
 
     def supervise(self) -> Supervisor:
         """Keep a session live from now on: start one, and another after every ending."""
         if self.supervisor is None:
-            self.supervisor = Supervisor(
-                self.controller, lambda: self._runtime.settings.value.session.to_request()
-            )
+            self.supervisor = self._make_supervisor()
         self.supervisor.start()
         return self.supervisor
 
@@ -286,6 +314,7 @@ class AvatarSlot:
                 "paused": self.queue.paused,
             },
             "cues": {"count": 0, "standby": None, "standby_text": None},
+            "stage": self.watch.state(),
             **(
                 {"supervisor": self.supervisor.state.as_dict()}
                 if self.supervisor is not None
@@ -297,6 +326,7 @@ class AvatarSlot:
         """End the session (or a start under way), then stop the queue."""
         if self.supervisor is not None:
             await self.supervisor.stop()
+        await self.watch.stop()
         await self.answers.shutdown()
         self._unfollow_stops()
         await self.controller.shutdown()
@@ -439,6 +469,7 @@ class Runtime:
                 metrics.watch_rows(slot.queue, self.store)
                 if slot.supervisor is not None:
                     metrics.watch_supervisor(slot.supervisor)
+                metrics.watch_stage(slot.watch)
             self._metrics = metrics
         return self._metrics
 

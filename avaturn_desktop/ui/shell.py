@@ -79,11 +79,16 @@ class Shell:
         self.view = AvatarView()
         self.view.setObjectName("stage")
         self.stage = Stage(
-            self.view.bridge, allow_media_origins=self.view.avatar_page.allow_media_origins
+            self.view.bridge,
+            allow_media_origins=self.view.avatar_page.allow_media_origins,
+            reload_page=self.view.reload_stage,
         )
         self.slot: AvatarSlot = runtime.add_slot(self.stage)
         self.controller: SessionController = self.slot.controller
         self.stage.event.connect(self.slot.handle_page_event)
+        # the cause first: the supervisor hears of the crash before the page's bridge resets
+        self.view.avatar_page.crashed.connect(self.slot.page_crashed)
+        self.stage.set_watchdog(runtime.settings.value.kiosk.watchdog_command())
         settings = runtime.settings.value
         self.session = SessionPresenter(self.slot, self.messages)
         self.session_panel = SessionPanel(
@@ -234,7 +239,9 @@ class Shell:
         if (new.backend, new.api_base, new.sdk_url) != (old.backend, old.api_base, old.sdk_url):
             self.messages.info("Backend settings take effect the next time the app starts.")
 
-    def _settings_changed(self, new: Settings, _old: Settings) -> None:
+    def _settings_changed(self, new: Settings, old: Settings) -> None:
+        if new.kiosk.watchdog_command() != old.kiosk.watchdog_command():
+            self.stage.set_watchdog(new.kiosk.watchdog_command())
         self.session_panel.set_warn_before_end(new.warn_before_end_s)
         self.speaking.settings_changed()
 

@@ -80,6 +80,16 @@ _GESTURE_EVENTS = frozenset(
 )
 
 
+def _termination_words(status: QWebEnginePage.RenderProcessTerminationStatus) -> str:
+    kind = QWebEnginePage.RenderProcessTerminationStatus
+    return {
+        kind.NormalTerminationStatus: "ended",
+        kind.AbnormalTerminationStatus: "crashed",
+        kind.CrashedTerminationStatus: "crashed",
+        kind.KilledTerminationStatus: "killed",
+    }.get(status, status.name)
+
+
 def media_permission_allowed(
     permission: QWebEnginePermission.PermissionType, origin: str, allowed: Iterable[str]
 ) -> bool:
@@ -112,6 +122,9 @@ class GestureWatch(QObject):
     cannot make such events, so a recent one is a real user gesture.
     """
 
+    touched = Signal()
+    """A person clicked, touched or pressed a key in the widget (a kiosk's wake-up)."""
+
     def __init__(self, widget: QWidget, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(widget)
         self._clock = clock
@@ -127,6 +140,7 @@ class GestureWatch(QObject):
         kind = event.type()
         if kind in _GESTURE_EVENTS and event.spontaneous():
             self._last = self._clock()
+            self.touched.emit()
         elif kind == QEvent.Type.ChildAdded:
             child = event.child() if isinstance(event, QChildEvent) else None
             if isinstance(child, QWidget):
@@ -158,6 +172,10 @@ class AvatarPage(QWebEnginePage):
 
     policy_changed = Signal(str)
     """The page's Content-Security-Policy changed: the stage must be loaded again to use it."""
+
+    crashed = Signal(str)
+    """The page's process ended (a crash, killed, out of memory): said before the page is
+    reloaded, and before its bridge resets, so a supervisor hears the cause first."""
 
     outside_link = Signal(str, bool)
     """The page asked to open a URL outside: the URL as shown to people, and whether it was
@@ -314,6 +332,10 @@ class AvatarView(QWebEngineView):
         log.warning(
             "The avatar page's process ended (%s, code %d); reloading it", status.name, code
         )
+        if self._avatar_page is not None:
+            self._avatar_page.crashed.emit(
+                f"the avatar page's process ended ({_termination_words(status)}, code {code})"
+            )
         self.bridge.reset()
         if self._avatar_page is not None:
             QTimer.singleShot(500, self._reload_after_crash)
@@ -323,6 +345,14 @@ class AvatarView(QWebEngineView):
         in place). Readiness drops now, so nothing is sent to the old page meanwhile."""
         if self._avatar_page is None or not self._stage_requested:
             return  # not loaded yet: the first load gets the new policy anyway
+        self.bridge.reset(replacing=True)
+        self.load_stage()
+
+    def reload_stage(self) -> None:
+        """Load the stage page again now (a page that hung or shows nothing): readiness drops
+        at once, and a ``ready`` from the old document is ignored."""
+        if self._avatar_page is None:
+            return
         self.bridge.reset(replacing=True)
         self.load_stage()
 
