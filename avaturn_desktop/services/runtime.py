@@ -33,6 +33,8 @@ from avaturn_desktop.core.session_state import SessionState
 from avaturn_desktop.core.settings import SessionDefaults, Settings
 from avaturn_desktop.core.tasks import SessionRecord
 from avaturn_desktop.services.client import AvaturnClient
+from avaturn_desktop.services.cues import CuePlayer
+from avaturn_desktop.services.outputs import Outputs
 from avaturn_desktop.services.session import SessionBusyError, SessionController, StagePort
 from avaturn_desktop.services.settings_store import SettingsStore
 from avaturn_desktop.services.speech import Speaker
@@ -122,7 +124,8 @@ class CurrentClient:
 
 
 class AvatarSlot:
-    """One avatar: its stage, session, queue and speaker."""
+    """One avatar: its stage, session, queue and speaker; its cue player (the script) and
+    its outputs (the audience output, the stage's look, captions)."""
 
     def __init__(self, index: int, runtime: Runtime, stage: SlotStage) -> None:
         settings = runtime.settings.value
@@ -146,6 +149,14 @@ class AvatarSlot:
             policy=settings.offline_policy,
         )
         self.speaker = Speaker(self.queue, runtime.settings)
+        self.cues = CuePlayer(
+            self.speaker,
+            rate=lambda: runtime.store.speaking_rate(
+                self.queue.voice_id or runtime.settings.value.session.voice_id
+            ),
+            notify=lambda level, text: runtime.notices.post(Level(level), text),
+        )
+        self.outputs = Outputs(self.queue, runtime.settings)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def handle_page_event(self, event: object) -> None:
@@ -177,8 +188,11 @@ class AvatarSlot:
                 f"A session is already {self.controller.state.value}; end it before "
                 "starting another."
             )
-        request = (defaults or self._runtime.settings.value.session).to_request()
-        return self._spawn(self._start(request))
+        defaults = defaults or self._runtime.settings.value.session
+        if self.outputs.background.needs_alpha:
+            # the stage paints the background: the avatar must come without its own
+            defaults = defaults.model_copy(update={"background": "transparent"})
+        return self._spawn(self._start(defaults.to_request()))
 
     async def _start(self, request: Any) -> bool:
         try:
@@ -233,13 +247,15 @@ class AvatarSlot:
                 ),
                 "paused": self.queue.paused,
             },
-            "cues": {"count": 0, "standby": None, "standby_text": None},
+            "cues": self.cues.state(),
         }
 
     async def shutdown(self) -> None:
         """End the session (or a start under way), then stop the queue."""
         await self.controller.shutdown()
         await self.queue.shutdown()
+        await self.cues.close()
+        self.outputs.close()
         self.speaker.close()
         for task in list(self._tasks):
             task.cancel()
