@@ -115,6 +115,7 @@ def main(args: argparse.Namespace) -> int:
             data_dir=data,
             control_port=args.control_port,
             control_host=args.control_host or "127.0.0.1",
+            script=Path(args.script) if args.script else None,
         )
         try:
             return runner.run(
@@ -154,6 +155,8 @@ class LaunchOptions:
     http_transport: Any = None
     #: How often the client retries a call that is safe to retry.
     max_retries: int = 3
+    #: A script to open in the cue list at start (``--script FILE``).
+    script: Path | None = None
 
 
 @dataclass
@@ -203,7 +206,15 @@ def build(options: LaunchOptions) -> Assembled:
 
 
 async def open_doors(app: Assembled, options: LaunchOptions) -> None:
-    """Open the control API when asked for (flag, or the settings' switch)."""
+    """Open the script asked for, then the control API when asked for (flag, or the
+    settings' switch)."""
+    if options.script is not None:
+        from avaturn_desktop.core.errors import AppError
+
+        try:
+            app.runtime.slot(0).cues.load_path(options.script)
+        except AppError as exc:
+            app.runtime.notices.error(f"The script was not opened: {exc.user_message}")
     port = options.control_port
     if port is None and options.settings.control_enabled:
         port = options.settings.control_port

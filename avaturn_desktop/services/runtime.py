@@ -248,6 +248,10 @@ class AvatarSlot:
                 "paused": self.queue.paused,
             },
             "cues": self.cues.state(),
+            "output": {
+                "audience": self.outputs.audience.open,
+                "captions": self.outputs.captions.on,
+            },
         }
 
     async def shutdown(self) -> None:

@@ -4,8 +4,8 @@
  * It has the public API of `AvaturnHead` from `@avaturn-live/web-sdk` (0.3.x) and talks to the
  * simulator's copy of the SDK's private API (`${apiHost}/_sdk/v0`, header `X-Session-Token`).
  * Instead of joining a WebRTC room it opens the simulator's event WebSocket and draws a
- * stand-in avatar on a canvas: a face whose mouth moves while it speaks, with the current
- * phrase as a caption.
+ * stand-in avatar on a canvas: a face whose mouth moves while it speaks. (Captions are the
+ * app's: the stage page draws them for both SDKs, so this one draws none.)
  *
  * Where it differs from the official SDK (on purpose):
  * - `init({timeout})` counts the timeout from the start of `init` (session lookup included),
@@ -120,7 +120,7 @@ class StandInFace {
   }
 
   #drawCaption(ctx, w, h) {
-    const text = this.notice || this.caption;
+    const text = this.notice; // notices only: the app draws the captions
     if (!text) {
       return;
     }

@@ -326,6 +326,9 @@ async function run(command, call) {
   }
 }
 
+// The stage's look and the app's captions live in look.js.
+import { lookHandlers } from "./look.js";
+
 const handlers = {
   init,
   task: (command) => run(command, () => liveAvatar().task(command.text)),
@@ -335,6 +338,8 @@ const handlers = {
       liveAvatar().changeVoice({ engine: "elevenlabs", voice_id: command.voice_id }),
     ),
   dispose,
+  look: (command) => run(command, () => lookHandlers.look(command)),
+  caption: (command) => run(command, () => lookHandlers.caption(command)),
 };
 
 window.addEventListener(TO_PAGE, (event) => {
