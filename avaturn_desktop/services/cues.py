@@ -154,8 +154,9 @@ class CuePlayer:
         self._skipped: set[int] = set()
         self._started_at: float | None = None
         self._listeners: list[Listener] = []
-        self._watcher: asyncio.Task[None] | None = None
         self._watch_stop: asyncio.Event | None = None
+        #: Watchers told to stop and not yet ended (each ends within one step of its thread).
+        self._watchers: set[asyncio.Task[None]] = set()
         self._unsubscribe = self._queue.subscribe(self._on_queue)
 
     # -- reading ---------------------------------------------------------------------------
@@ -522,7 +523,9 @@ class CuePlayer:
             log.debug("No running loop: %s is not watched", self.path)
             return
         self._watch_stop = asyncio.Event()
-        self._watcher = asyncio.ensure_future(self._watch_loop(self.path, self._watch_stop))
+        watcher = asyncio.ensure_future(self._watch_loop(self.path, self._watch_stop))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
 
     async def _watch_loop(self, path: Path, stop: asyncio.Event) -> None:
         from watchfiles import awatch
@@ -571,20 +574,20 @@ class CuePlayer:
         self._notify_person("info", f"{path.name} changed on disk: {len(new.cues)} cues reloaded.")
 
     def _stop_watching(self) -> None:
+        """Tell the watcher to stop. Not cancelled: its thread would report to a loop that
+        may be gone by then; told to stop, it ends by itself within one step."""
         if self._watch_stop is not None:
             self._watch_stop.set()
         self._watch_stop = None
-        if self._watcher is not None:
-            self._watcher.cancel()
-        self._watcher = None
 
     async def close(self) -> None:
-        """Stop watching the file and listening to the queue."""
-        watcher = self._watcher
+        """Stop watching the file (and wait for the watcher to end) and the queue."""
         self._stop_watching()
-        if watcher is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(watcher, 5)
+        watchers = list(self._watchers)
+        if watchers:
+            _done, pending = await asyncio.wait(watchers, timeout=5)
+            for task in pending:
+                task.cancel()
         with contextlib.suppress(ValueError):
             self._unsubscribe()
 
