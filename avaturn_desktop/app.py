@@ -115,6 +115,7 @@ def main(args: argparse.Namespace) -> int:
             data_dir=data,
             control_port=args.control_port,
             control_host=args.control_host or "127.0.0.1",
+            kiosk=args.kiosk,
             script=Path(args.script) if args.script else None,
         )
         try:
@@ -216,7 +217,7 @@ async def open_doors(app: Assembled, options: LaunchOptions) -> None:
         except AppError as exc:
             app.runtime.notices.error(f"The script was not opened: {exc.user_message}")
     port = options.control_port
-    if port is None and options.settings.control_enabled:
+    if port is None and (options.settings.control_enabled or options.kiosk):
         port = options.settings.control_port
     if port is not None:
         assert app.data_dir is not None
@@ -258,11 +259,19 @@ async def _open_control(
     try:
         await control.start()
     except OSError as exc:
-        runtime.notices.error(
+        if not runtime.kiosk or port == 0:
+            runtime.notices.error(
+                f"The control API could not listen on {host}:{port} ({exc.strerror}); "
+                "it is off for this run."
+            )
+            return None
+        # a kiosk is always reachable: another port, said in the log and control.json
+        runtime.notices.warning(
             f"The control API could not listen on {host}:{port} ({exc.strerror}); "
-            "it is off for this run."
+            "it took a free port instead (see control.json)."
         )
-        return None
+        control = ControlServer(runtime, data_dir=data, port=0, host=host)
+        await control.start()
     shell.window.show_control(control.url, exposed=control.exposed)
     shell.control_url = control.url
     if control.exposed:
@@ -290,7 +299,10 @@ async def run(
             from avaturn_desktop.ui.single import FrontDoor
 
             FrontDoor(instance_name, shell.window)
-        shell.show()
+        if options.kiosk:
+            shell.enter_kiosk()
+        else:
+            shell.show()
         from avaturn_desktop.ui.gc_guard import MainThreadCollector
 
         MainThreadCollector.freeze_long_lived()
@@ -299,7 +311,10 @@ async def run(
             _report("window shown", started)
             shell.window.close()
         await shell.offer_orphans(ask=not headless and not options.kiosk)
-        if auto_start:
+        if options.kiosk:
+            for slot in parts.runtime.slots:
+                slot.supervise()
+        elif auto_start:
             shell.start_session()
         if exit_after == "live":
             ok = await shell.wait_live_or_failed()

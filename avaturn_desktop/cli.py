@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("install-desktop", help="add the app to the desktop's menu (and autostart)")
     )
 
+    pin = sub.add_parser("pin", help="the kiosk's staff PIN (opens the console in --kiosk)")
+    pin.add_argument("pin_action", choices=["set", "clear", "status"], metavar="set|clear|status")
+
     log = sub.add_parser("log", help="the task log")
     log_sub = log.add_subparsers(dest="log_command", metavar="ACTION", required=True)
     export = log_sub.add_parser("export", help="export the task log as CSV, JSONL or SRT")
@@ -89,6 +92,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=_port,
         help="turn on the local control API on this loopback port (0: a free port; the URL "
         "is written to control.json in the data directory)",
+    )
+    parser.add_argument(
+        "--kiosk",
+        action="store_true",
+        help="unattended: the avatar full screen, the console behind the staff PIN "
+        "(Ctrl+Alt+Shift+S), the control API on, a session kept live (restarted after every "
+        "ending), leftover sessions ended without asking",
     )
     parser.add_argument(
         "--control-host",
@@ -145,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return install.run(args)
     if args.command == "log":
         return _log_export(args)
+    if args.command == "pin":
+        return _pin(args)
     if args.command == "ctl":
         from avaturn_desktop.control import ctl as ctl_mod
 
@@ -152,6 +164,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     from avaturn_desktop import app
 
     return app.main(args)
+
+
+def _pin(args: argparse.Namespace) -> int:
+    """``pin set`` asks twice without echo (never on the command line); ``clear``, ``status``."""
+    import getpass
+
+    from avaturn_desktop.core.errors import AppError
+    from avaturn_desktop.core.pin import StaffPin
+
+    pin = StaffPin.open_default()
+    try:
+        if args.pin_action == "status":
+            print("a staff PIN is set" if pin.is_set else "no staff PIN is set")  # noqa: T201
+        elif args.pin_action == "clear":
+            pin.clear()
+            print("staff PIN removed")  # noqa: T201
+        else:
+            first = getpass.getpass("New staff PIN: ")
+            if getpass.getpass("Again: ") != first:
+                print("avaturn-desktop: the two PINs differ; nothing changed", file=sys.stderr)  # noqa: T201
+                return 1
+            pin.set(first)
+            print("staff PIN set")  # noqa: T201
+    except AppError as exc:
+        print(f"avaturn-desktop: {exc.user_message}", file=sys.stderr)  # noqa: T201
+        return 1
+    except (EOFError, KeyboardInterrupt):
+        print("avaturn-desktop: no PIN entered; nothing changed", file=sys.stderr)  # noqa: T201
+        return 1
+    return 0
 
 
 def _log_export(args: argparse.Namespace) -> int:

@@ -377,6 +377,11 @@ def create_app(
 
     app.include_router(api)
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        body, content_type = runtime.metrics().render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
     @app.websocket(f"{PREFIX}/events")
     async def events_socket(ws: WebSocket) -> None:
         await ws.accept()
@@ -499,6 +504,8 @@ class EventHub:
             self._unsubscribe.append(slot.queue.subscribe(self._queue_changed))
             self._unsubscribe.append(slot.cues.subscribe(self.state_changed))
             self._unsubscribe.append(slot.outputs.subscribe(lambda _what: self.state_changed()))
+            if slot.supervisor is not None:
+                self._unsubscribe.append(slot.supervisor.subscribe(lambda _s: self.state_changed()))
 
     def _queue_changed(self, change: Any) -> None:
         if change.item is not None:

@@ -57,7 +57,7 @@ from avaturn_desktop.core.script import (
     parse_script,
     read_script,
 )
-from avaturn_desktop.services.speech import Batch, Speaker
+from avaturn_desktop.services.speech import Batch, BatchOutcome, Speaker
 
 log = logging.getLogger("avaturn.cues")
 
@@ -441,9 +441,25 @@ class CuePlayer:
                 run.speaking_since[item.item_id] = self._clock()
             self._item_cue[item.item_id] = index
         self._runs[index] = run
+        if batch.outcome is BatchOutcome.PENDING:
+            self._follow(index, run, batch)
         self._skipped.discard(index)
         if self._started_at is None:
             self._started_at = self._clock()
+
+    def _follow(self, index: int, run: _Run, batch: Batch) -> None:
+        """A long cue is queued a slice per loop turn: take its later lines into the run."""
+
+        def grew(batch: Batch) -> None:
+            if self._runs.get(index) is run:
+                for item in batch.items:
+                    if item.item_id not in run.items:
+                        run.items[item.item_id] = item
+                        self._item_cue[item.item_id] = index
+            if batch.outcome is not BatchOutcome.PENDING:
+                unsubscribe()
+
+        unsubscribe = batch.subscribe(grew)
 
     def _resume_after_stop(self, fired: int) -> None:
         """After a Stop the queue is paused: drop the unsent lines of the cues it cut off and

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from pydantic import ValidationError
@@ -39,7 +39,11 @@ from avaturn_desktop.services.session import SessionBusyError, SessionController
 from avaturn_desktop.services.settings_store import SettingsStore
 from avaturn_desktop.services.speech import Speaker
 from avaturn_desktop.services.speech_queue import SpeechQueue, SpeechStage
+from avaturn_desktop.services.supervisor import Supervisor
 from avaturn_desktop.services.tasklog import TaskLogStore
+
+if TYPE_CHECKING:
+    from avaturn_desktop.services.metrics import AppMetrics
 
 log = logging.getLogger("avaturn.runtime")
 
@@ -157,12 +161,30 @@ class AvatarSlot:
             notify=lambda level, text: runtime.notices.post(Level(level), text),
         )
         self.outputs = Outputs(self.queue, runtime.settings)
+        #: Kiosk mode: restarts a session after every ending (see ``services/supervisor.py``);
+        #: made with the slot, started by :meth:`supervise` once leftovers are ended.
+        self.supervisor: Supervisor | None = (
+            Supervisor(self.controller, lambda: self.start_request().to_request())
+            if runtime.kiosk
+            else None
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def handle_page_event(self, event: object) -> None:
         """Every event from this slot's page: the lifecycle ones and the speech ones."""
+        if self.supervisor is not None:
+            self.supervisor.handle_page_event(event)
         self.controller.handle_page_event(event)
         self.queue.handle_page_event(event)
+
+    def supervise(self) -> Supervisor:
+        """Keep a session live from now on: start one, and another after every ending."""
+        if self.supervisor is None:
+            self.supervisor = Supervisor(
+                self.controller, lambda: self._runtime.settings.value.session.to_request()
+            )
+        self.supervisor.start()
+        return self.supervisor
 
     def apply_settings(self, settings: Settings) -> None:
         self.controller.keep_alive = settings.keep_alive
@@ -188,11 +210,16 @@ class AvatarSlot:
                 f"A session is already {self.controller.state.value}; end it before "
                 "starting another."
             )
+        return self._spawn(self._start(self.start_request(defaults).to_request()))
+
+    def start_request(self, defaults: SessionDefaults | None = None) -> SessionDefaults:
+        """What a session is started with: ``defaults`` (else the saved form), on a
+        transparent background when the stage paints one of its own (``core/look.py``)."""
         defaults = defaults or self._runtime.settings.value.session
         if self.outputs.background.needs_alpha:
             # the stage paints the background: the avatar must come without its own
             defaults = defaults.model_copy(update={"background": "transparent"})
-        return self._spawn(self._start(defaults.to_request()))
+        return defaults
 
     async def _start(self, request: Any) -> bool:
         try:
@@ -252,10 +279,17 @@ class AvatarSlot:
                 "audience": self.outputs.audience.open,
                 "captions": self.outputs.captions.on,
             },
+            **(
+                {"supervisor": self.supervisor.state.as_dict()}
+                if self.supervisor is not None
+                else {}
+            ),
         }
 
     async def shutdown(self) -> None:
         """End the session (or a start under way), then stop the queue."""
+        if self.supervisor is not None:
+            await self.supervisor.stop()
         await self.controller.shutdown()
         await self.queue.shutdown()
         await self.cues.close()
@@ -297,6 +331,7 @@ class Runtime:
         self.notices = Notices()
         self.slots: list[AvatarSlot] = []
         self._backend_listeners: list[Callable[[Backend], None]] = []
+        self._metrics: AppMetrics | None = None
         self.started_at = time.time()
         self._on_close = list(on_close)
         self._unsubscribe = settings.subscribe(self._settings_changed)
@@ -378,6 +413,21 @@ class Runtime:
             )
         return self.slots[index]
 
+    def metrics(self) -> AppMetrics:
+        """The Prometheus metrics of this app (made on first use: only ``/metrics`` reads
+        them), fed by every slot's session, log rows and supervisor."""
+        if self._metrics is None:
+            from avaturn_desktop.services.metrics import AppMetrics
+
+            metrics = AppMetrics()
+            for slot in self.slots:
+                metrics.watch_session(slot.controller)
+                metrics.watch_rows(slot.queue, self.store)
+                if slot.supervisor is not None:
+                    metrics.watch_supervisor(slot.supervisor)
+            self._metrics = metrics
+        return self._metrics
+
     def _settings_changed(self, new: Settings, _old: Settings) -> None:
         for slot in self.slots:
             slot.apply_settings(new)
@@ -448,6 +498,8 @@ class Runtime:
     async def close(self) -> None:
         """Close the HTTP pool and the task log, then what the runtime was given to close."""
         self._unsubscribe()
+        if self._metrics is not None:
+            self._metrics.close()
         await self.http.aclose()
         self.store.close()
         for close in reversed(self._on_close):

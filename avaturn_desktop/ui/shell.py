@@ -140,6 +140,16 @@ class Shell:
     def show(self) -> None:
         self.window.show()
 
+    def enter_kiosk(self) -> None:
+        """Kiosk mode: the avatar alone, full screen; the console behind the staff PIN."""
+        from avaturn_desktop.core.pin import PIN_FILE_NAME, StaffPin
+        from avaturn_desktop.ui.kiosk import KioskChrome
+
+        data = self.runtime.data_dir
+        pin = StaffPin.open_default() if data is None else StaffPin(data / PIN_FILE_NAME)
+        self.kiosk = KioskChrome(self.window, self.view, pin, self.messages)
+        self.kiosk.lock()
+
     async def wait_exposed(self) -> None:
         """Until the window is on screen and the stage page has loaded."""
         loaded = asyncio.Event()

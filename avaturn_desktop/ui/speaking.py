@@ -46,6 +46,8 @@ class QueuePresenter(QObject):
         self.speaker = speaker
         self.queue = queue = speaker.queue
         self._messages = messages
+        #: Why the last say or speak-now was refused (the services' own words), if it was.
+        self.refusal: str | None = None
         self._unsubscribe = (
             queue.subscribe(self._on_change),
             queue.subscribe_rows(self.row_written.emit),
@@ -80,9 +82,11 @@ class QueuePresenter(QObject):
 
     def say(self, text: str) -> Batch | None:
         """Queue ``text`` as a batch; None (and a message) when it was refused."""
+        self.refusal = None
         try:
             return self.speaker.say(text)
         except AppError as exc:
+            self.refusal = exc.user_message
             self._messages.warning(exc.user_message)
             return None
 
@@ -115,9 +119,11 @@ class QueuePresenter(QObject):
         return True
 
     async def speak_now(self, text: str) -> Batch | None:
+        self.refusal = None
         try:
             return await self.speaker.speak_now(text)
         except AppError as exc:
+            self.refusal = exc.user_message
             self._messages.error(exc.user_message)
             return None
 

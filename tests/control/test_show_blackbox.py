@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.control.test_blackbox import (  # noqa: F401 (the fixture is used by name)
+from tests.blackbox import (  # noqa: F401 (the fixture is used by name)
     Api,
     simulator,
     spoken_texts,

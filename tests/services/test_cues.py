@@ -384,3 +384,23 @@ def test_loading_refuses_what_is_not_a_script(rig: Rig, tmp_path: Path) -> None:
         rig.player.save()
     with pytest.raises(NoCueError, match="not loaded from a file"):
         rig.player.reload()
+
+
+def test_a_long_cue_is_followed_to_its_last_line(rig: Rig) -> None:
+    """A cue of many sentences is queued a slice per loop turn: every line counts for it."""
+    long_cue = " ".join(f"Sentence number {n} is here." for n in range(120))
+
+    async def scenario() -> None:
+        rig.controller.go_live()
+        rig.player.load_text(long_cue + "\n\nThe next cue.\n")
+        rig.player.go()
+        await until(lambda: len(rig.player.cues()[0].item_ids) == 120)
+        await acked(rig, 120)
+        assert rig.states()[0] is S.WAITING
+        for n in range(120):
+            text = f"Sentence number {n} is here."
+            rig.speak(text)
+            rig.done(text)
+        assert rig.states()[0] is S.DONE
+
+    run(scenario())

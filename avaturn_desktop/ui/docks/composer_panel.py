@@ -217,11 +217,13 @@ class ComposerPanel(QWidget):
         if self.pending:
             self._set_status("The last text is still on its way; wait for the service.")
             return None
-        text = self.editor.toPlainText()
-        if not text.strip():
-            self._set_status("Nothing to send: type some text first.")
-            return None
-        return text
+        return self.editor.toPlainText()
+
+    def _refused(self, what: str) -> None:
+        """The services refused the text (their words say why); it stays in the box."""
+        self._mark_failed(True)
+        why = self._presenter.refusal or "see the message"
+        self._set_status(f"{what}: {why} The text is kept.")
 
     def queue_text(self) -> bool:
         """Ctrl+Enter: queue the text (as sentences). True when it was queued."""
@@ -230,8 +232,7 @@ class ComposerPanel(QWidget):
             return False
         batch = self._presenter.say(text)
         if batch is None:
-            self._mark_failed(True)
-            self._set_status("Not queued (see the message). The text is kept.")
+            self._refused("Not queued")
             return False
         self._track(batch)
         return True
@@ -253,8 +254,7 @@ class ComposerPanel(QWidget):
             self._busy = False
         if batch is None:
             self._lock(False)
-            self._mark_failed(True)
-            self._set_status("Not spoken (see the message). The text is kept.")
+            self._refused("Not spoken")
             return False
         self._track(batch)
         return True
