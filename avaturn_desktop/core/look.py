@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CHROMA_GREEN: Final = "#00b140"
 CHROMA_BLUE: Final = "#0047bb"
@@ -67,6 +67,12 @@ class StageBackground(_Look):
     @classmethod
     def _colour(cls, value: str) -> str:
         return check_colour(value)
+
+    @model_validator(mode="after")
+    def _image_given(self) -> StageBackground:
+        if self.kind == "image" and not (self.image or "").strip():
+            raise ValueError("choose an image for the background")
+        return self
 
     @property
     def needs_alpha(self) -> bool:

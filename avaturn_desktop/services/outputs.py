@@ -151,8 +151,6 @@ class Outputs:
             background = StageBackground.model_validate({**self.background.model_dump(), **changes})
         except ValidationError as exc:
             raise ConfigError(_first_error(exc)) from None
-        if background.kind == "image" and not background.image:
-            raise ConfigError("Choose an image for the background.")
         if background != self.background:
             self._save(stage_background=background)
         return background
