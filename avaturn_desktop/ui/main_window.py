@@ -66,6 +66,7 @@ class MainWindow(QMainWindow):
         backend_label: str,
         extra_docks: tuple[tuple[str, str, QWidget, Qt.DockWidgetArea], ...] = (),
         confirm_terminate: Callable[[], bool] = lambda: True,
+        tab_with: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.setObjectName("main_window")
@@ -85,6 +86,11 @@ class MainWindow(QMainWindow):
         self._add_dock("session", "Session", session_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         for name, title, widget, area in extra_docks:
             self._add_dock(name, title, widget, area)
+        # docks that share a place, as tabs (the first named is shown on top)
+        for name, other in (tab_with or {}).items():
+            if name in self.docks and other in self.docks:
+                self.tabifyDockWidget(self.docks[other], self.docks[name])
+                self.docks[name].raise_()
 
         self.backend_status = QLabel(backend_label)
         self.backend_status.setObjectName("status.backend")

@@ -110,6 +110,7 @@ class Shell:
             backend_label=runtime.backend.label,
             extra_docks=self.speaking.docks + self.show_ui.docks,
             confirm_terminate=lambda: self.runtime.settings.value.confirm_terminate,
+            tab_with={"cues": "log"},
         )
         self.show_ui.install(
             self.window,

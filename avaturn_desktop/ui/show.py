@@ -190,7 +190,7 @@ class ShowUi(QObject):
         self._unsubscribe = slot.outputs.subscribe(self._outputs_changed)
         self.panel.open_requested.connect(self.open_script)
         self.docks: tuple[tuple[str, str, QWidget, Qt.DockWidgetArea], ...] = (
-            ("cues", "Cue list", self.panel, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("cues", "Cue list", self.panel, Qt.DockWidgetArea.BottomDockWidgetArea),
         )
 
     # -- the window ------------------------------------------------------------------------

@@ -274,8 +274,9 @@ class CuePanel(QWidget):
         header.setSectionResizeMode(COL_TEXT, QHeaderView.ResizeMode.Stretch)
         for column in (COL_NUMBER, COL_TIME, COL_STATE):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        header.resizeSection(COL_SECTION, 110)
-        header.resizeSection(COL_NOTES, 160)
+        header.resizeSection(COL_SECTION, 100)
+        header.resizeSection(COL_NOTES, 180)
+        header.setMinimumSectionSize(36)
 
         self.go_button = QPushButton("GO")
         self.go_button.setObjectName("cues.go")
