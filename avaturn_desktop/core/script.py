@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -228,6 +229,18 @@ def _line_ending(lines: Sequence[str]) -> str:
         if line.endswith("\n"):
             return "\n"
     return "\n"
+
+
+def warm_up_markdown() -> None:
+    """Import the Markdown parser in a thread of its own, once (its import takes tens of
+    milliseconds: not on the GUI thread when a presenter opens a script)."""
+    global _warming
+    if _warming is None:
+        _warming = threading.Thread(target=_markdown, name="markdown-import", daemon=True)
+        _warming.start()
+
+
+_warming: threading.Thread | None = None
 
 
 @lru_cache(maxsize=1)

@@ -21,7 +21,10 @@ Stop, then GO
 The script
     Loaded from text or a file (``.txt`` / ``.md``, see ``core/script.py``). A file is watched:
     when it changes on disk the cue list is reloaded, keeping the standby cue and the states of
-    cues that are still there (matched by their text). A cue can be edited in place; edits are
+    cues that are still there (matched by their text). Watching is a ``stat`` twice a second on
+    the loop (microseconds; it sees an editor's save by rename like any other write). An OS
+    watcher (``watchfiles``) was tried: its first import alone held the GUI thread for 160 ms,
+    and its thread outlived the loop at shutdown. A cue can be edited in place; edits are
     unsaved until :meth:`CuePlayer.save` writes the script back (atomically); while there are
     unsaved edits a change on disk is not taken, and the presenter is told.
 
@@ -56,13 +59,14 @@ from avaturn_desktop.core.script import (
     estimate_s,
     parse_script,
     read_script,
+    warm_up_markdown,
 )
 from avaturn_desktop.services.speech import Batch, BatchOutcome, Speaker
 
 log = logging.getLogger("avaturn.cues")
 
-#: Seconds the file watcher waits for a burst of writes to settle (an editor's save).
-WATCH_DEBOUNCE_MS = 200
+#: How often the script's file is looked at for changes.
+WATCH_INTERVAL_S = 0.5
 
 
 class CueState(enum.StrEnum):
@@ -155,9 +159,10 @@ class CuePlayer:
         self._started_at: float | None = None
         self._listeners: list[Listener] = []
         self._watch_stop: asyncio.Event | None = None
-        #: Watchers told to stop and not yet ended (each ends within one step of its thread).
+        #: Watchers told to stop and not yet ended.
         self._watchers: set[asyncio.Task[None]] = set()
         self._unsubscribe = self._queue.subscribe(self._on_queue)
+        warm_up_markdown()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -544,24 +549,17 @@ class CuePlayer:
         watcher.add_done_callback(self._watchers.discard)
 
     async def _watch_loop(self, path: Path, stop: asyncio.Event) -> None:
-        from watchfiles import awatch
-
-        name = path.name
-        try:
-            async for _changes in awatch(
-                path.parent,
-                watch_filter=lambda _change, changed: Path(changed).name == name,
-                debounce=WATCH_DEBOUNCE_MS,
-                step=50,
-                stop_event=stop,
-                recursive=False,
-            ):
-                if self.path == path:
+        seen = _signature(path)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_INTERVAL_S)
+            if stop.is_set():
+                return
+            now = _signature(path)
+            if now != seen:
+                seen = now
+                if now is not None and self.path == path:
                     self._disk_changed(path)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("Watching %s stopped: %s", path, exc)
 
     def _disk_changed(self, path: Path) -> None:
         try:
@@ -590,8 +588,7 @@ class CuePlayer:
         self._notify_person("info", f"{path.name} changed on disk: {len(new.cues)} cues reloaded.")
 
     def _stop_watching(self) -> None:
-        """Tell the watcher to stop. Not cancelled: its thread would report to a loop that
-        may be gone by then; told to stop, it ends by itself within one step."""
+        """Tell the watcher to stop (it ends at once, or within one look at the file)."""
         if self._watch_stop is not None:
             self._watch_stop.set()
         self._watch_stop = None
@@ -606,6 +603,15 @@ class CuePlayer:
                 task.cancel()
         with contextlib.suppress(ValueError):
             self._unsubscribe()
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file does: its inode (a save by rename), size and time."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _remap(old: Script, new: Script) -> dict[int, int]:

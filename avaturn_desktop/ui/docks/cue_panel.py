@@ -7,6 +7,7 @@ dropped on the list. In Show mode nothing in the list can be changed.
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -176,10 +177,9 @@ class CueModel(QAbstractTableModel):
             return True
         changed = [n for n, (a, b) in enumerate(zip(cues, self._cues, strict=True)) if a != b]
         self._cues = cues
-        if changed:
-            self.dataChanged.emit(
-                self.index(min(changed), 0), self.index(max(changed), len(COLUMNS) - 1)
-            )
+        last = len(COLUMNS) - 1
+        for row in changed:
+            self.dataChanged.emit(self.index(row, 0), self.index(row, last))
         return False
 
 
@@ -261,6 +261,7 @@ class CuePanel(QWidget):
         super().__init__(parent)
         self.setObjectName("cue_panel")
         self._presenter = presenter
+        self._shown_standby: int | None = None
         self.model = CueModel(presenter, self)
         self.table = CueTable()
         self.table.setObjectName("cues.table")
@@ -268,15 +269,23 @@ class CuePanel(QWidget):
         self.table.setItemDelegateForColumn(COL_TEXT, CueTextDelegate(self.table))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        # Rows of two lines, columns of set widths: nothing is measured row by row, so a
+        # 200-cue script costs no more to redraw than a short one (the full text is in the
+        # tooltip, and the standby cue's above the list).
         self.table.setWordWrap(True)
-        self.table.verticalHeader().setVisible(False)
+        rows = self.table.verticalHeader()
+        rows.setVisible(False)
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(self.table.fontMetrics().lineSpacing() * 2 + 8)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(COL_TEXT, QHeaderView.ResizeMode.Stretch)
-        for column in (COL_NUMBER, COL_TIME, COL_STATE):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        header.resizeSection(COL_SECTION, 100)
-        header.resizeSection(COL_NOTES, 180)
         header.setMinimumSectionSize(36)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(COL_TEXT, QHeaderView.ResizeMode.Stretch)
+        em = self.table.fontMetrics().horizontalAdvance("0")
+        for column, chars in ((COL_NUMBER, 5), (COL_SECTION, 14), (COL_NOTES, 24)):
+            header.resizeSection(column, em * chars)
+        header.resizeSection(COL_TIME, em * 7)
+        header.resizeSection(COL_STATE, em * 12)
 
         self.go_button = QPushButton("GO")
         self.go_button.setObjectName("cues.go")
@@ -345,19 +354,22 @@ class CuePanel(QWidget):
     def refresh(self) -> None:
         """Redraw now (changes otherwise arrive gathered, within REFRESH_MS)."""
         self._refresh_timer.stop()
-        if self.model.refresh():
-            self.table.resizeRowsToContents()
+        self.model.refresh()
         standby = self._presenter.standby
         cue = self.model.cue_at(standby) if standby is not None else None
         has_script = self.model.rowCount() > 0
         if cue is not None:
             where = f" · {cue.section}" if cue.section else ""
-            self.standby_label.setText(f"<b>Standby {cue.index + 1}{where}:</b> {cue.text}")
-            self.table.scrollTo(self.model.index(cue.index, 0))
+            self.standby_label.setText(
+                f"<b>Standby {cue.index + 1}{html.escape(where)}:</b> {html.escape(cue.text)}"
+            )
+            if cue.index != self._shown_standby:
+                self.table.scrollTo(self.model.index(cue.index, 0))
         elif has_script:
             self.standby_label.setText("<b>End of the script.</b> Back or double-click a cue.")
         else:
             self.standby_label.setText("No script: File → Open script, or drop a .txt or .md here.")
+        self._shown_standby = standby
         for button in (self.go_button, self.go_now_button, self.skip_button):
             button.setEnabled(cue is not None)
         self.back_button.setEnabled(has_script)
