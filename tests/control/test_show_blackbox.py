@@ -12,6 +12,7 @@ import pytest
 
 from tests.blackbox import (  # noqa: F401 (the fixture is used by name)
     Api,
+    ctl,
     simulator,
     spoken_texts,
     start_app,
@@ -172,6 +173,13 @@ def test_a_script_is_fired_cue_by_cue_through_the_control_api(
         assert _ws_op(api, "cues.standby", {"index": 0})["result"]["cues"]["standby"] == 0
         assert _ws_op(api, "cues", {})["result"]["count"] == 4
         assert _ws_op(api, "cues.go", {"now": "maybe"})["ok"] is False
+
+        # and through ctl
+        out = ctl(home, "standby", "2")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["cues"]["standby"] == 2
+        out = ctl(home, "captions", "off")
+        assert out.returncode == 0 and json.loads(out.stdout)["captions"]["on"] is False
 
         # and the edited script is saved where asked
         target = tmp_path / "saved.md"
