@@ -22,6 +22,7 @@ from avaturn_desktop.core.backend import Backend
 if TYPE_CHECKING:
     from avaturn_desktop.control.server import ControlServer
     from avaturn_desktop.services.runtime import Runtime
+    from avaturn_desktop.simulator.child import ChildSimulator
     from avaturn_desktop.simulator.server import SimulatorServer
     from avaturn_desktop.ui.shell import Shell
 
@@ -67,6 +68,7 @@ def main(args: argparse.Namespace) -> int:
         )
         return 3
     notes = qtenv.prepare_environment()
+    notes += qtenv.scrub_secrets()  # before Qt (or anything else) starts a child process
     log_file = logs.setup(args.log_level, paths.data_dir() / "logs")
     for note in notes:
         log.info("%s", note)
@@ -84,6 +86,23 @@ def main(args: argparse.Namespace) -> int:
     settings = settings_mod.load(paths.config_dir())
     api_key, source = load_api_key()
     backend = choose_backend(args, settings, api_key)
+    child = None
+    if backend is None:
+        # The built-in simulator in its own process, started now so that it comes up while Qt
+        # is imported (its imports, memory and interpreter lock are not the window's). It dies
+        # with the app, even on kill -9; its key is new each run and never on a command line.
+        import secrets
+
+        from avaturn_desktop.simulator.child import start_child
+
+        child_key = secrets.token_urlsafe(24)
+        child = (
+            start_child(
+                api_key=child_key,
+                extra_args=["--llm-tokens-per-second", f"{settings.llm.sim_tokens_per_second:g}"],
+            ),
+            child_key,
+        )
 
     import qasync
     from PySide6.QtWidgets import QApplication
@@ -117,6 +136,7 @@ def main(args: argparse.Namespace) -> int:
             control_host=args.control_host or "127.0.0.1",
             kiosk=args.kiosk,
             script=Path(args.script) if args.script else None,
+            child_simulator=child,
         )
         try:
             return runner.run(
@@ -158,6 +178,9 @@ class LaunchOptions:
     max_retries: int = 3
     #: A script to open in the cue list at start (``--script FILE``).
     script: Path | None = None
+    #: The built-in simulator already started as a child process, and its key (``main``
+    #: starts it before Qt); None with no backend: an in-process one, for tests and tools.
+    child_simulator: tuple[ChildSimulator, str] | None = None
 
 
 @dataclass
@@ -182,15 +205,27 @@ def build(options: LaunchOptions) -> Assembled:
     data = options.data_dir or paths.data_dir()
     simulator: SimulatorServer | None = None
     backend = options.backend
-    if backend is None:
+    closers: list[Callable[[], Any]] = []
+    if backend is None and options.child_simulator is not None:
+        child, key = options.child_simulator
+        child.wait_ready()  # started before Qt: normally up already (see assemble)
+        backend = Backend("simulator", child.base_url, child.sdk_url, key)
+        closers.append(child.stop)
+        log.info("No API key: the local simulator runs at %s (pid %d)", child.base_url, child.pid)
+    elif backend is None:
+        import secrets
+
+        from avaturn_desktop.simulator.llm import LlmConfig
         from avaturn_desktop.simulator.server import SimulatorConfig, SimulatorServer
 
-        simulator = SimulatorServer(SimulatorConfig(port=0))
+        llm = LlmConfig(tokens_per_second=options.settings.llm.sim_tokens_per_second)
+        key = secrets.token_urlsafe(24)
+        simulator = SimulatorServer(SimulatorConfig(port=0, llm=llm, api_key=key))
         simulator.start()
-        backend = Backend("simulator", simulator.base_url, simulator.sdk_url, SIMULATOR_KEY)
+        backend = Backend("simulator", simulator.base_url, simulator.sdk_url, key)
+        closers.append(simulator.stop)
         log.info("No API key: running the local simulator at %s", simulator.base_url)
     log.info("Using %r", backend)
-    closers: list[Callable[[], Any]] = [simulator.stop] if simulator is not None else []
     runtime = Runtime.open(
         backend=backend,
         settings=SettingsStore(options.settings, options.config_dir),
@@ -242,6 +277,14 @@ async def teardown(app: Assembled) -> None:
 @contextlib.asynccontextmanager
 async def assemble(options: LaunchOptions) -> AsyncIterator[Assembled]:
     """:func:`build`, :func:`open_doors`, and :func:`teardown` on the way out."""
+    if options.child_simulator is not None:
+        child = options.child_simulator[0]
+        try:
+            async with asyncio.timeout(30):
+                await child.started()  # without blocking the loop
+        except BaseException:
+            child.stop()
+            raise
     app = build(options)
     try:
         await open_doors(app, options)

@@ -6,9 +6,10 @@ A script is a ``.txt`` or ``.md`` file a presenter prepares and rehearses:
   (joined by spaces); the speaker cuts it into sentences as it cuts any text.
 - A line starting with ``#`` and a space (``#`` to ``######``, as Markdown headings) is a
   **section title**: shown, never spoken. It also ends the paragraph above it.
-- A line starting with ``//`` is a **presenter note**: shown with its cue, never spoken. A note
-  inside a paragraph belongs to that paragraph's cue; notes standing in a paragraph of their own
-  belong to the next cue (to the last one at the end of the script).
+- A line starting with ``//`` (``// note``, or ``//note``) is a **presenter note**: shown
+  with its cue, never spoken. A note inside a paragraph belongs to that paragraph's cue; notes
+  standing in a paragraph of their own belong to the next cue (to the last one at the end of
+  the script).
 - In a Markdown script, inline formatting is not spoken (``**Welcome**`` is said "Welcome",
   ``[the site](https://…)`` is said "the site"), nor are list and quote markers; a line that is
   only a thematic break (``---``) separates paragraphs.
@@ -42,7 +43,7 @@ SCRIPT_SUFFIXES: Final = frozenset({".txt", ".text", *MARKDOWN_SUFFIXES})
 MAX_SCRIPT_BYTES: Final = 2_000_000
 
 _TITLE = re.compile(r"^\s{0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t#]*$")
-_NOTE = re.compile(r"^\s*//(?:[ \t](.*)|)$")
+_NOTE = re.compile(r"^\s*//(.*)$")
 _BREAK = re.compile(r"^\s{0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _BLOCK_MARKER = re.compile(r"^\s{0,3}(?:>[ \t]?)*(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 import logging
 import os
 import time
@@ -32,6 +33,14 @@ from avaturn_desktop.core.queue import ItemState, QueueItem
 from avaturn_desktop.core.session_state import SessionState
 from avaturn_desktop.core.settings import SessionDefaults, Settings
 from avaturn_desktop.core.tasks import SessionRecord
+from avaturn_desktop.services import secrets
+from avaturn_desktop.services.answers import (
+    AnswerService,
+    AnswerView,
+    LlmEndpoint,
+    SpeechQueueSink,
+    resolve_endpoint,
+)
 from avaturn_desktop.services.client import AvaturnClient
 from avaturn_desktop.services.cues import CuePlayer
 from avaturn_desktop.services.outputs import Outputs
@@ -126,6 +135,9 @@ class CurrentClient:
     async def add_task(self, session_id: str, text: str) -> Any:
         return await self.target.add_task(session_id, text)
 
+    async def get_sdk_session(self, token: str) -> Any:
+        return await self.target.get_sdk_session(token)
+
 
 class AvatarSlot:
     """One avatar: its stage, session, queue and speaker; its cue player (the script) and
@@ -161,6 +173,17 @@ class AvatarSlot:
             notify=lambda level, text: runtime.notices.post(Level(level), text),
         )
         self.outputs = Outputs(self.queue, runtime.settings)
+        #: Ask mode: a language model's answers, queued sentence by sentence as they stream;
+        #: Stop from any door ends the answer being written too.
+        self.answers = AnswerService(
+            SpeechQueueSink(self.queue),
+            endpoint=runtime.llm_endpoint,
+            settings=lambda: runtime.settings.value.llm,
+            question_log=runtime.store,
+            max_chars=lambda: runtime.settings.value.max_chunk_chars,
+            session=lambda: self.queue.session_id,
+        )
+        self._unfollow_stops = self.answers.follow_queue_stops(self.queue)
         #: Kiosk mode: restarts a session after every ending (see ``services/supervisor.py``);
         #: made with the slot, started by :meth:`supervise` once leftovers are ended.
         self.supervisor: Supervisor | None = (
@@ -228,6 +251,13 @@ class AvatarSlot:
             self._runtime.notices.warning(exc.user_message)
             return False
 
+    async def ask(self, text: str) -> AnswerView:
+        """Ask the language model ``text`` in this slot's conversation (its live session's);
+        returns once the question is taken, the answer's sentences queue as they stream.
+        A newer question ends the answer before it. :class:`ConfigError` for an empty
+        question, or no key where one is needed."""
+        return await self.answers.ask(text)
+
     def end_session(self) -> asyncio.Task[None]:
         """End the live session, or cancel one being made."""
         if not self.controller.state.busy:
@@ -290,6 +320,8 @@ class AvatarSlot:
         """End the session (or a start under way), then stop the queue."""
         if self.supervisor is not None:
             await self.supervisor.stop()
+        await self.answers.shutdown()
+        self._unfollow_stops()
         await self.controller.shutdown()
         await self.queue.shutdown()
         await self.cues.close()
@@ -313,7 +345,7 @@ class Runtime:
         kiosk: bool = False,
         max_retries: int = 3,
         data_dir: Path | None = None,
-        on_close: Sequence[Callable[[], Awaitable[None] | None]] = (),
+        on_close: Sequence[Callable[[], object]] = (),
     ) -> None:
         self.backend = backend
         #: The data directory (the control token, control.json); None in bare tests.
@@ -348,7 +380,7 @@ class Runtime:
         http_transport: httpx.AsyncBaseTransport | None = None,
         max_retries: int = 3,
         data_dir: Path | None = None,
-        on_close: Sequence[Callable[[], Awaitable[None] | None]] = (),
+        on_close: Sequence[Callable[[], object]] = (),
     ) -> Runtime:
         """The runtime with its own pooled HTTP client (closed by :meth:`shutdown`)."""
         http = httpx.AsyncClient(
@@ -394,6 +426,13 @@ class Runtime:
         log.info("Backend switched to %r", backend)
         for listener in list(self._backend_listeners):
             listener(backend)
+
+    def llm_endpoint(self) -> LlmEndpoint:
+        """Where Ask goes now: the settings and the key (environment or keyring); with no
+        key, the simulator the sessions run on (see :func:`resolve_endpoint`)."""
+        key, _ = secrets.load_llm_api_key()
+        simulator = None if self.backend.kind == "cloud" else self.backend.api_base
+        return resolve_endpoint(self.settings.value.llm, key, simulator)
 
     def subscribe_backend(self, listener: Callable[[Backend], None]) -> Callable[[], None]:
         self._backend_listeners.append(listener)
@@ -505,7 +544,7 @@ class Runtime:
         for close in reversed(self._on_close):
             try:
                 result = close()
-                if result is not None:
+                if inspect.isawaitable(result):
                     await result
             except Exception:
                 log.exception("Closing a part of the runtime failed")
