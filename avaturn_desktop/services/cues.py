@@ -53,6 +53,7 @@ from avaturn_desktop.core.errors import AppError, ConfigError
 from avaturn_desktop.core.queue import REASON_REMOVED, ChangeKind, ItemState, QueueChange, QueueItem
 from avaturn_desktop.core.script import (
     DEFAULT_CHARS_PER_S,
+    SCRIPT_SUFFIXES,
     Cue,
     Script,
     ScriptError,
@@ -350,6 +351,8 @@ class CuePlayer:
         target = Path(path).expanduser() if path is not None else self.path
         if target is None:
             raise ConfigError("The script has no file yet: choose where to save it.")
+        if target.suffix.lower() not in SCRIPT_SUFFIXES:
+            raise ConfigError(f"A script is saved as .txt or .md, not as {target.name}.")
         text = script.source
         try:
             _write_atomically(target, text)

@@ -46,7 +46,9 @@ class CuePresenter(QObject):
 
     changed = Signal()
 
-    def __init__(self, slot: AvatarSlot, messages: MessageBus, parent: QObject | None = None):
+    def __init__(
+        self, slot: AvatarSlot, messages: MessageBus, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self._cues = slot.cues
         self._messages = messages

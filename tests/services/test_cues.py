@@ -382,6 +382,8 @@ def test_loading_refuses_what_is_not_a_script(rig: Rig, tmp_path: Path) -> None:
     rig.player.load_text("Hi.\n")
     with pytest.raises(ConfigError, match="choose where"):
         rig.player.save()
+    with pytest.raises(ConfigError, match=r"\.txt or \.md"):
+        rig.player.save(tmp_path / "bashrc")
     with pytest.raises(NoCueError, match="not loaded from a file"):
         rig.player.reload()
 
