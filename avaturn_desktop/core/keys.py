@@ -40,6 +40,16 @@ ACTIONS: Final[tuple[Action, ...]] = (
     Action("full_screen", "Full screen (the console)", "F11", "Window"),
 )
 BY_NAME: Final = {action.name: action for action in ACTIONS}
+#: Keys the app keeps for itself (not rebindable): an action bound to one is a conflict too.
+RESERVED: Final = {"Ctrl+Q": "Quit"}
+RESERVED_PREFIX: Final = "reserved:"
+
+
+def label(name: str) -> str:
+    """An action's label, or a reserved key's (``reserved:Quit`` → ``Quit``)."""
+    if name.startswith(RESERVED_PREFIX):
+        return name[len(RESERVED_PREFIX) :]
+    return BY_NAME[name].label if name in BY_NAME else name
 
 
 def bindings(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -66,8 +76,11 @@ def _norm(key: str) -> str:
 
 
 def conflicts(keys: Mapping[str, str]) -> dict[str, list[str]]:
-    """For each action whose key another action has too: those other actions, by name."""
+    """For each action whose key another action (or a reserved key, named
+    ``reserved:LABEL``) has too: those others, by name. Reserved keys get no entry."""
     holders: dict[str, list[str]] = {}
+    for key, what in RESERVED.items():
+        holders.setdefault(_norm(key), []).append(RESERVED_PREFIX + what)
     for name, key in keys.items():
         if _norm(key):
             holders.setdefault(_norm(key), []).append(name)
@@ -75,8 +88,9 @@ def conflicts(keys: Mapping[str, str]) -> dict[str, list[str]]:
     for names in holders.values():
         if len(names) > 1:
             for name in names:
-                clashes[name] = [other for other in names if other != name]
+                if not name.startswith(RESERVED_PREFIX):
+                    clashes[name] = [other for other in names if other != name]
     return clashes
 
 
-__all__ = ["ACTIONS", "BY_NAME", "Action", "bindings", "conflicts", "overrides_of"]
+__all__ = ["ACTIONS", "BY_NAME", "RESERVED", "Action", "bindings", "conflicts", "label"]

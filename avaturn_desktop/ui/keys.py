@@ -200,8 +200,7 @@ class KeysEditor(QWidget):
                 continue
             item.setForeground(Qt.GlobalColor.red if clash else Qt.GlobalColor.black)
             item.setToolTip(
-                "Same key as: "
-                + ", ".join(keys_mod.BY_NAME[o].label for o in self.conflicts[action.name])
+                "Same key as: " + ", ".join(keys_mod.label(o) for o in self.conflicts[action.name])
                 if clash
                 else ""
             )
@@ -209,7 +208,7 @@ class KeysEditor(QWidget):
             pairs = sorted({tuple(sorted([n, *o])) for n, o in self.conflicts.items()})
             self.message.setText(
                 "Two actions on one key: "
-                + "; ".join(" and ".join(keys_mod.BY_NAME[n].label for n in pair) for pair in pairs)
+                + "; ".join(" and ".join(keys_mod.label(n) for n in pair) for pair in pairs)
                 + ". Give one of them another key."
             )
         else:

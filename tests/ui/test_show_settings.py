@@ -47,6 +47,9 @@ def test_bad_values_and_key_conflicts_are_not_saved(qtbot: Any) -> None:
     dialog.accept()
     assert not saved and dialog.tabs.currentWidget() is dialog.keys_page
     assert "Give one of them another key" in dialog.error.text()
+    dialog.keys_page.edits["skip"].setKeySequence(QKeySequence("Ctrl+Q"))  # Quit's
+    dialog.accept()
+    assert not saved and "Quit" in dialog.error.text()
     dialog.keys_page.edits["skip"].setKeySequence(QKeySequence("Ctrl+K"))
     dialog.accept()
     assert saved and saved[0].keys == {"skip": "Ctrl+K"}
