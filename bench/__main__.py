@@ -95,7 +95,8 @@ def control_say(quick: bool) -> list[Figure]:
 
 def cues(quick: bool) -> list[Figure]:
     count = 200  # the script: 200 cues, quick or not
-    with simulator_process("--chars-per-second", "5000") as url:
+    # a pace whose speech events stay under the page's ration of messages (100 a second)
+    with simulator_process("--chars-per-second", "600") as url:
         data = run_child(
             "bench.cues",
             ["--api-base", url, "--cues", str(count), "--settle-s", "60" if quick else "120"],

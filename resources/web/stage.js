@@ -369,8 +369,9 @@ const handlers = {
       liveAvatar().changeVoice({ engine: "elevenlabs", voice_id: command.voice_id }),
     ),
   dispose,
-  look: (command) => run(command, () => lookHandlers.look(command)),
-  caption: (command) => run(command, () => lookHandlers.caption(command)),
+  // fire and forget: nobody waits for an answer (the page's messages to the app are rationed)
+  look: lookHandlers.look,
+  caption: lookHandlers.caption,
 };
 
 function onCommand(event) {

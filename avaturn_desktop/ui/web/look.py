@@ -1,8 +1,9 @@
 """The stage's look on the page: the slot's outputs (background, caption style, the caption)
 sent to the stage page as ``look`` / ``caption`` commands (``resources/web/look.js``).
 
-Fire and forget: the page answers each command, and nobody waits for the answer. A page that
-loads again (a reload, a crash) gets the look and the current caption again once it is ready.
+Fire and forget: the page does not answer them (its messages to the app are rationed, and the
+speech events need them), and captions are sent only while they are on. A page that loads
+again (a reload, a crash) gets the look and the current caption again once it is ready.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class StageLook(QObject):
         self._audience = False
         self._image: tuple[str, float, str] | None = None  # path, mtime, data URL
         self._image_error: str | None = None
+        self._sent_caption: str | None = None
         self._unsubscribe = outputs.subscribe(self._changed)
         bridge.ready_changed.connect(self._ready_changed)
         if bridge.ready:
@@ -88,12 +90,14 @@ class StageLook(QObject):
 
     def _ready_changed(self, ready: bool) -> None:
         if ready:
+            self._sent_caption = None  # a new page shows none
             self.send_all()
 
     def _changed(self, what: str) -> None:
         if what == "look":
             self.send_look()
-        elif what == "caption":
+            self.send_caption()
+        elif what == "caption" and self._outputs.captions.on:
             self.send_caption()
 
     def send_all(self) -> None:
@@ -124,7 +128,11 @@ class StageLook(QObject):
         )
 
     def send_caption(self) -> None:
-        self._bridge.send(CaptionCommand(ref=next(_REFS), text=self._outputs.caption))
+        text = self._outputs.caption if self._outputs.captions.on else None
+        if text == self._sent_caption:
+            return
+        self._sent_caption = text
+        self._bridge.send(CaptionCommand(ref=next(_REFS), text=text))
 
     def _image_url(self, background: StageBackground) -> str | None:
         if background.kind != "image" or not background.image:
