@@ -255,13 +255,15 @@ class CuePanel(QWidget):
 
     open_requested = Signal()
 
-    REFRESH_MS: Final = 40
+    #: Changes are gathered and drawn at most this often (states need no more than 10 a second).
+    REFRESH_MS: Final = 100
 
     def __init__(self, presenter: CuePresenter, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("cue_panel")
         self._presenter = presenter
         self._shown_standby: int | None = None
+        self._clocked_standby: int | None = -1
         self.model = CueModel(presenter, self)
         self.table = CueTable()
         self.table.setObjectName("cues.table")
@@ -354,7 +356,7 @@ class CuePanel(QWidget):
     def refresh(self) -> None:
         """Redraw now (changes otherwise arrive gathered, within REFRESH_MS)."""
         self._refresh_timer.stop()
-        self.model.refresh()
+        reset = self.model.refresh()
         standby = self._presenter.standby
         cue = self.model.cue_at(standby) if standby is not None else None
         has_script = self.model.rowCount() > 0
@@ -379,7 +381,9 @@ class CuePanel(QWidget):
         self.file_label.setToolTip(str(path) if path is not None else "")
         self.save_button.setEnabled(self._editable and has_script)
         self.reload_button.setEnabled(self._editable and path is not None)
-        self._update_clock()
+        if reset or standby != self._clocked_standby:
+            self._clocked_standby = standby
+            self._update_clock()  # else the clock's own timer, once a second
 
     def _update_clock(self) -> None:
         now = time.time()
