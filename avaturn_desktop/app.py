@@ -18,6 +18,7 @@ from avaturn_desktop import logs, qtenv
 from avaturn_desktop.core import paths
 from avaturn_desktop.core import settings as settings_mod
 from avaturn_desktop.core.backend import Backend
+from avaturn_desktop.core.errors import AppError
 
 if TYPE_CHECKING:
     from avaturn_desktop.control.server import ControlServer
@@ -137,13 +138,14 @@ def main(args: argparse.Namespace) -> int:
             kiosk=args.kiosk,
             script=Path(args.script) if args.script else None,
             child_simulator=child,
+            say=tuple(args.say),
         )
         try:
             return runner.run(
                 run(
                     app,
                     options,
-                    auto_start=args.auto_start or args.exit_after == "live",
+                    auto_start=args.auto_start or args.exit_after in ("live", "first-word"),
                     exit_after=args.exit_after,
                     started=started,
                     headless=args.headless,
@@ -181,6 +183,8 @@ class LaunchOptions:
     #: The built-in simulator already started as a child process, and its key (``main``
     #: starts it before Qt); None with no backend: an in-process one, for tests and tools.
     child_simulator: tuple[ChildSimulator, str] | None = None
+    #: Texts to queue at start (``--say``), spoken once a session is live.
+    say: tuple[str, ...] = ()
 
 
 @dataclass
@@ -359,6 +363,14 @@ async def run(
                 slot.supervise()
         elif auto_start:
             shell.start_session()
+        first_word = _say_at_start(parts, options.say)
+        if exit_after == "first-word":
+            if first_word is None:
+                _report("nothing to say (give --say TEXT)", None)
+            else:
+                await first_word
+                _report("first word", started)
+            shell.window.close()
         if exit_after == "live":
             ok = await shell.wait_live_or_failed()
             _report("session live" if ok else "session failed", started)
@@ -366,6 +378,36 @@ async def run(
         await shell.wait_closed()
     log.info("Bye")
     return 0
+
+
+def _say_at_start(parts: Assembled, texts: tuple[str, ...]) -> asyncio.Future[None] | None:
+    """Queue ``--say`` texts on the first slot (held until a session is live); the future is
+    done when the first of them starts speaking."""
+    if not texts:
+        return None
+    from avaturn_desktop.core.queue import ItemState
+
+    slot = parts.runtime.slot(0)
+    speaking: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    first: set[int] = set()
+
+    def on_change(change: Any) -> None:
+        item = change.item
+        started = item is not None and item.state is ItemState.SPEAKING
+        if started and item.item_id in first and not speaking.done():
+            speaking.set_result(None)
+
+    unsubscribe = slot.queue.subscribe(on_change)
+    speaking.add_done_callback(lambda _f: unsubscribe())
+    for text in texts:
+        try:
+            batch = slot.speaker.say(text)
+        except AppError as exc:
+            parts.runtime.notices.warning(f"--say was not queued: {exc.user_message}")
+            continue
+        if not first:
+            first.update(item.item_id for item in batch.items[:1])
+    return speaking
 
 
 def _close_on_signals(window: Any) -> None:

@@ -151,3 +151,48 @@ def test_after_a_kill_the_next_start_ends_the_orphan(tmp_path: Path) -> None:
     with sqlite3.connect(db_path) as db:
         still_open = db.execute("SELECT session_id FROM sessions WHERE ended_at IS NULL").fetchall()
     assert still_open == []
+
+
+@pytest.mark.web
+def test_the_built_in_simulator_is_locked_to_the_app(tmp_path: Path) -> None:
+    """Any web page the user visits could reach a loopback server: the app's own simulator
+    takes only the key the app made for this run, from the stage's origin, at its own address."""
+    import httpx
+
+    env = {**os.environ, "AVATURN_DESKTOP_HOME": str(tmp_path)}
+    env.pop("AVATURN_API_KEY", None)
+    with subprocess.Popen(
+        [sys.executable, "-m", "avaturn_desktop", "--headless", "--auto-start"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        url = None
+        try:
+            for line in proc.stdout:
+                if m := re.search(r"the local simulator runs at (http://\S+)", line):
+                    url = m.group(1)
+                if "avaturn.session" in line and ": live" in line:
+                    break
+            assert url is not None
+            state = httpx.get(f"{url}/_sim/state")
+            assert state.status_code == 401
+            guessed = {"Authorization": "Bearer local-simulator"}
+            assert httpx.get(f"{url}/_sim/state", headers=guessed).status_code == 401
+            create = httpx.post(f"{url}/api/v1/sessions", json={}, headers=guessed)
+            assert create.status_code == 401
+            page = {"Origin": "https://evil.example", "Authorization": "Bearer x"}
+            assert httpx.get(f"{url}/_sim/state", headers=page).status_code in (401, 403)
+            rebound = {"Host": "evil.example", "Authorization": "Bearer x"}
+            assert httpx.get(f"{url}/_sim/state", headers=rebound).status_code == 403
+            preflight = httpx.options(
+                f"{url}/api/v1/sessions",
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            )
+            assert preflight.headers.get("access-control-allow-origin") in (None, "")
+        finally:
+            proc.terminate()
+            proc.wait(30)
