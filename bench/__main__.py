@@ -33,7 +33,7 @@ KEYS = (
 
 def ui_stall(quick: bool) -> list[Figure]:
     tasks = 200 if quick else 1000
-    with simulator_process("--chars-per-second", "5000") as url:
+    with simulator_process("--chars-per-second", "1500") as url:
         data = run_child(
             "bench.ui_stall",
             ["--api-base", url, "--tasks", str(tasks), "--settle-s", "20" if quick else "120"],
