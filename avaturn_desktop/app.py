@@ -136,6 +136,7 @@ def main(args: argparse.Namespace) -> int:
             control_port=args.control_port,
             control_host=args.control_host or "127.0.0.1",
             kiosk=args.kiosk,
+            script=Path(args.script) if args.script else None,
             child_simulator=child,
             say=tuple(args.say),
         )
@@ -177,6 +178,8 @@ class LaunchOptions:
     http_transport: Any = None
     #: How often the client retries a call that is safe to retry.
     max_retries: int = 3
+    #: A script to open in the cue list at start (``--script FILE``).
+    script: Path | None = None
     #: The built-in simulator already started as a child process, and its key (``main``
     #: starts it before Qt); None with no backend: an in-process one, for tests and tools.
     child_simulator: tuple[ChildSimulator, str] | None = None
@@ -243,7 +246,15 @@ def build(options: LaunchOptions) -> Assembled:
 
 
 async def open_doors(app: Assembled, options: LaunchOptions) -> None:
-    """Open the control API when asked for (flag, or the settings' switch)."""
+    """Open the script asked for, then the control API when asked for (flag, or the
+    settings' switch)."""
+    if options.script is not None:
+        from avaturn_desktop.core.errors import AppError
+
+        try:
+            app.runtime.slot(0).cues.load_path(options.script)
+        except AppError as exc:
+            app.runtime.notices.error(f"The script was not opened: {exc.user_message}")
     port = options.control_port
     if port is None and (options.settings.control_enabled or options.kiosk):
         port = options.settings.control_port

@@ -116,6 +116,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "from the network; the app says so)",
     )
     parser.add_argument(
+        "--script",
+        metavar="FILE",
+        help="open this script (.txt or .md: one cue a paragraph, '# ' section titles, '// ' "
+        "presenter notes) in the cue list",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],

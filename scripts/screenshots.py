@@ -1,7 +1,10 @@
 """Take the README's screenshots: the window in each main state, against the simulator.
 
 Run: ``python scripts/screenshots.py [OUT_DIR]`` (headless is fine: it uses Qt's offscreen
-platform unless a display is set). Writes ``docs/screenshots/<state>.png``.
+platform unless a display is set; under ``xvfb-run -s "-screen 0 1920x1080x24"`` the audience
+output is a real full-screen window). Writes ``docs/screenshots/<state>.png``, and
+``audience.png`` (the audience output: chroma green, captions) and ``show.png`` (the console
+with the cue list and the mirror of the audience output).
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ import qasync  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from avaturn_desktop.app import Backend, LaunchOptions, assemble  # noqa: E402
+from avaturn_desktop.core import catalog  # noqa: E402
+from avaturn_desktop.core.look import CHROMA_GREEN  # noqa: E402
 from avaturn_desktop.core.session_state import SessionState  # noqa: E402
+from avaturn_desktop.core.settings import Settings  # noqa: E402
 from avaturn_desktop.simulator.faults import FaultConfig  # noqa: E402
 from avaturn_desktop.simulator.server import SimulatorConfig, SimulatorServer  # noqa: E402
 from avaturn_desktop.ui.web.scheme import register_schemes  # noqa: E402
@@ -43,11 +49,32 @@ async def until(shell: object, state: SessionState) -> None:
         await asyncio.sleep(0.05)
 
 
+SHOW_SCRIPT = """\
+# Opening
+// smile, and wait for the room to settle
+Good evening, everyone, and welcome to the launch of our new assistant.
+
+// slower here
+Tonight we will show you three things: how fast it is, how small it is, and how it helps.
+
+# The product
+It answers in under a second.
+// click for the chart
+
+Thank you all for coming tonight.
+"""
+
+
 async def main(out: Path) -> None:
     sim = SimulatorServer(SimulatorConfig(chars_per_second=12))
     sim.start()
     backend = Backend("simulator", sim.base_url, sim.sdk_url, "local-simulator")
-    options = LaunchOptions(backend=backend, data_dir=Path(os.environ["AVATURN_DESKTOP_HOME"]))
+    options = LaunchOptions(
+        # no question before Terminate: nobody is there to answer it
+        settings=Settings(confirm_terminate=False),
+        backend=backend,
+        data_dir=Path(os.environ["AVATURN_DESKTOP_HOME"]),
+    )
     async with assemble(options) as app:
         shell = app.shell
         shell.window.resize(1440, 900)
@@ -83,6 +110,31 @@ async def main(out: Path) -> None:
         await until(shell, SessionState.FAILED)
         await settle(0.8)
         shot("failed")
+
+        # the show: a script, a chroma-green stage with captions on the audience output
+        slot = app.runtime.slot(0)
+        slot.outputs.set_background(kind="colour", colour=CHROMA_GREEN)
+        slot.outputs.set_captions(on=True, size_pct=5.0)
+        slot.cues.load_text(SHOW_SCRIPT, markdown=True)
+        shell.session_panel.voice.set_value(catalog.DEFAULT_VOICE_ID)
+        shell.session_panel.create_button.click()
+        await until(shell, SessionState.LIVE)
+        slot.outputs.set_audience(open=True, screen=0, fullscreen=True)
+        await settle(1.5)
+        shell.show_ui.go_action.trigger()
+        while slot.outputs.caption is None:  # noqa: ASYNC110 (a script)
+            await asyncio.sleep(0.05)
+        await settle(0.8)
+        audience = shell.show_ui.audience.window
+        assert audience is not None
+        path = out / "audience.png"
+        audience.grab().save(str(path))
+        size = f"{audience.width()}x{audience.height()}, full screen: {audience.isFullScreen()}"
+        print(f"wrote {path} ({size})")  # noqa: T201
+        shell.show_ui.audience.update_mirror()
+        await settle(0.2)
+        shot("show")
+        slot.outputs.set_audience(open=False)
     sim.stop()
 
 

@@ -19,7 +19,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, WebSocket
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,8 +29,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from avaturn_desktop import __version__
+from avaturn_desktop.control import show
 from avaturn_desktop.core.errors import AppError, ConfigError, NotFoundError
 from avaturn_desktop.core.queue import QueueItem
+from avaturn_desktop.services.cues import NoCueError
+from avaturn_desktop.services.outputs import NoWindowError
 from avaturn_desktop.services.runtime import AvatarSlot, NoSuchSlotError, Runtime
 from avaturn_desktop.services.session import SessionBusyError
 from avaturn_desktop.services.speech_queue import NotLiveError, QueueRefusedError
@@ -51,7 +54,9 @@ class ApiProblem(Exception):
 
 def problem_for(exc: AppError) -> ApiProblem:
     """The status an :class:`AppError` deserves at this door."""
-    if isinstance(exc, SessionBusyError | QueueRefusedError | NotLiveError):
+    if isinstance(
+        exc, SessionBusyError | QueueRefusedError | NotLiveError | NoCueError | NoWindowError
+    ):
         return ApiProblem(409, exc.user_message)
     if isinstance(exc, NotFoundError | NoSuchSlotError):
         return ApiProblem(404, exc.user_message)
@@ -340,6 +345,70 @@ def create_app(
         rows = runtime.store.get_many(newest)
         return {"rows": [record_json(r) for r in rows]}
 
+    # -- the show: cues and outputs (control/show.py) --------------------------------------
+
+    @api.get("/cues")
+    async def cues(slot: Slot) -> dict[str, Any]:
+        return await show.list_cues(slot, None)
+
+    @api.post("/cues/load")
+    async def cues_load(body: show.LoadBody, slot: Slot) -> dict[str, Any]:
+        return await doing(show.load(slot, body))
+
+    @api.post("/cues/go")
+    async def cues_go(
+        slot: Slot, body: Annotated[show.GoBody | None, Body()] = None
+    ) -> dict[str, Any]:
+        return await doing(show.go(slot, body))
+
+    @api.post("/cues/back")
+    async def cues_back(slot: Slot) -> dict[str, Any]:
+        return await doing(show.back(slot, None))
+
+    @api.post("/cues/skip")
+    async def cues_skip(slot: Slot) -> dict[str, Any]:
+        return await doing(show.skip(slot, None))
+
+    @api.post("/cues/standby")
+    async def cues_standby(body: show.StandbyBody, slot: Slot) -> dict[str, Any]:
+        return await doing(show.standby(slot, body))
+
+    @api.put("/cues/{index}")
+    async def cues_edit(
+        index: Annotated[int, Path(ge=0, le=1_000_000)], body: show.EditBody, slot: Slot
+    ) -> dict[str, Any]:
+        return await doing(show.edit(slot, index, body))
+
+    @api.post("/cues/save")
+    async def cues_save(
+        slot: Slot, body: Annotated[show.SaveBody | None, Body()] = None
+    ) -> dict[str, Any]:
+        return await doing(show.save(slot, body))
+
+    @api.post("/cues/reload")
+    async def cues_reload(slot: Slot) -> dict[str, Any]:
+        return await doing(show.reload(slot, None))
+
+    @api.get("/output")
+    async def output(slot: Slot) -> dict[str, Any]:
+        return await show.output(slot, None)
+
+    @api.post("/output/audience")
+    async def output_audience(
+        slot: Slot, body: Annotated[show.AudienceBody | None, Body()] = None
+    ) -> dict[str, Any]:
+        return await doing(show.audience(slot, body))
+
+    @api.post("/output/captions")
+    async def output_captions(
+        slot: Slot, body: Annotated[show.CaptionsBody | None, Body()] = None
+    ) -> dict[str, Any]:
+        return await doing(show.captions(slot, body))
+
+    @api.post("/output/background")
+    async def output_background(body: show.BackgroundBody, slot: Slot) -> dict[str, Any]:
+        return await doing(show.background(slot, body))
+
     app.include_router(api)
 
     @app.get("/metrics", include_in_schema=False)
@@ -392,6 +461,7 @@ OPS = (
     "queue.remove",
     "state",
     "queue",
+    *show.OP_NAMES,
 )
 
 
@@ -438,6 +508,8 @@ async def run_op(runtime: Runtime, op: str, args: dict[str, Any]) -> Any:
             return runtime.state(slot.index)
         if op == "queue":
             return {"items": [item_json(i) for i in slot.queue.items]}
+        if op in show.OP_NAMES:
+            return await show.run_op(slot, op, args)
     except AppError as exc:
         raise problem_for(exc) from None
     except ValueError as exc:  # pydantic's ValidationError is one
@@ -466,6 +538,8 @@ class EventHub:
         for slot in self._runtime.slots:
             self._unsubscribe.append(slot.controller.subscribe(lambda _s: self.state_changed()))
             self._unsubscribe.append(slot.queue.subscribe(self._queue_changed))
+            self._unsubscribe.append(slot.cues.subscribe(self.state_changed))
+            self._unsubscribe.append(slot.outputs.subscribe(lambda _what: self.state_changed()))
             if slot.supervisor is not None:
                 self._unsubscribe.append(slot.supervisor.subscribe(lambda _s: self.state_changed()))
 

@@ -338,6 +338,32 @@ class AttractCommand(_Message):
     image: str | None = Field(default=None, repr=False)
 
 
+class LookCommand(_Message):
+    """How the stage looks (``core/look.py``): what it paints behind the avatar, the caption
+    style, and whether it is the audience output (then it shows no placeholder or messages).
+    ``background_image`` is a ``data:`` URL (the page reads no files)."""
+
+    type: Literal["look"] = "look"
+    ref: int
+    background: Literal["default", "transparent", "colour", "image"] = "default"
+    background_colour: str | None = None
+    background_image: str | None = Field(default=None, repr=False)
+    captions: bool = False
+    caption_size_pct: float = 4.5
+    caption_position: Literal["bottom", "top"] = "bottom"
+    caption_colour: str = "#ffffff"
+    caption_background: str = "#000000b3"
+    audience: bool = False
+
+
+class CaptionCommand(_Message):
+    """The phrase being spoken, shown as the caption when captions are on (None: none)."""
+
+    type: Literal["caption"] = "caption"
+    ref: int
+    text: str | None = None
+
+
 PageCommand = Annotated[
     InitCommand
     | TaskCommand
@@ -345,7 +371,9 @@ PageCommand = Annotated[
     | ChangeVoiceCommand
     | DisposeCommand
     | WatchdogCommand
-    | AttractCommand,
+    | AttractCommand
+    | LookCommand
+    | CaptionCommand,
     Field(discriminator="type"),
 ]
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from avaturn_desktop.core import catalog, models
 from avaturn_desktop.core.errors import ConfigError
 from avaturn_desktop.core.kiosk import KioskSettings
+from avaturn_desktop.core.look import CaptionStyle, StageBackground
 
 log = logging.getLogger("avaturn.settings")
 
@@ -120,6 +121,13 @@ class Settings(BaseModel):
     #: The local control API (``control-api.md``): on, and on which loopback port.
     control_enabled: bool = False
     control_port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_CONTROL_PORT
+    #: The show (``core/look.py``, ``core/keys.py``): what the stage paints behind the avatar,
+    #: the app's captions, the audience output's screen, and keys that differ from the defaults.
+    stage_background: StageBackground = StageBackground()
+    captions: CaptionStyle = CaptionStyle()
+    audience_screen: Annotated[int, Field(ge=0, le=63)] = 0
+    audience_fullscreen: bool = True
+    keys: dict[str, str] = Field(default_factory=dict)
     #: Ask mode's language model.
     llm: LlmSettings = LlmSettings()
     #: Kiosk mode: the stage watchdog, the attract screen, the opening hours.

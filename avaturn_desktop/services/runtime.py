@@ -42,6 +42,8 @@ from avaturn_desktop.services.answers import (
     resolve_endpoint,
 )
 from avaturn_desktop.services.client import AvaturnClient
+from avaturn_desktop.services.cues import CuePlayer
+from avaturn_desktop.services.outputs import Outputs
 from avaturn_desktop.services.session import SessionBusyError, SessionController, StagePort
 from avaturn_desktop.services.settings_store import SettingsStore
 from avaturn_desktop.services.speech import Speaker
@@ -147,7 +149,8 @@ class CurrentClient:
 
 
 class AvatarSlot:
-    """One avatar: its stage, session, queue and speaker."""
+    """One avatar: its stage, session, queue and speaker; its cue player (the script) and
+    its outputs (the audience output, the stage's look, captions)."""
 
     def __init__(self, index: int, runtime: Runtime, stage: SlotStage) -> None:
         settings = runtime.settings.value
@@ -171,6 +174,14 @@ class AvatarSlot:
             policy=settings.offline_policy,
         )
         self.speaker = Speaker(self.queue, runtime.settings)
+        self.cues = CuePlayer(
+            self.speaker,
+            rate=lambda: runtime.store.speaking_rate(
+                self.queue.voice_id or runtime.settings.value.session.voice_id
+            ),
+            notify=lambda level, text: runtime.notices.post(Level(level), text),
+        )
+        self.outputs = Outputs(self.queue, runtime.settings)
         #: Ask mode: a language model's answers, queued sentence by sentence as they stream;
         #: Stop from any door ends the answer being written too.
         self.answers = AnswerService(
@@ -200,7 +211,7 @@ class AvatarSlot:
         stage = self.stage
         return Supervisor(
             self.controller,
-            lambda: self._runtime.settings.value.session.to_request(),
+            lambda: self.start_request().to_request(),
             policy=BackoffPolicy(
                 heartbeat_timeout_s=kiosk.heartbeat_timeout_s if kiosk.watchdog else None
             ),
@@ -250,8 +261,16 @@ class AvatarSlot:
                 f"A session is already {self.controller.state.value}; end it before "
                 "starting another."
             )
-        request = (defaults or self._runtime.settings.value.session).to_request()
-        return self._spawn(self._start(request))
+        return self._spawn(self._start(self.start_request(defaults).to_request()))
+
+    def start_request(self, defaults: SessionDefaults | None = None) -> SessionDefaults:
+        """What a session is started with: ``defaults`` (else the saved form), on a
+        transparent background when the stage paints one of its own (``core/look.py``)."""
+        defaults = defaults or self._runtime.settings.value.session
+        if self.outputs.background.needs_alpha:
+            # the stage paints the background: the avatar must come without its own
+            defaults = defaults.model_copy(update={"background": "transparent"})
+        return defaults
 
     async def _start(self, request: Any) -> bool:
         try:
@@ -313,7 +332,11 @@ class AvatarSlot:
                 ),
                 "paused": self.queue.paused,
             },
-            "cues": {"count": 0, "standby": None, "standby_text": None},
+            "cues": self.cues.state(),
+            "output": {
+                "audience": self.outputs.audience.open,
+                "captions": self.outputs.captions.on,
+            },
             "stage": self.watch.state(),
             **(
                 {"supervisor": self.supervisor.state.as_dict()}
@@ -331,6 +354,8 @@ class AvatarSlot:
         self._unfollow_stops()
         await self.controller.shutdown()
         await self.queue.shutdown()
+        await self.cues.close()
+        self.outputs.close()
         self.speaker.close()
         for task in list(self._tasks):
             task.cancel()

@@ -522,6 +522,26 @@ class TaskLogStore:
             raise KeyError(f"no task {missing[0]} in the log ({len(missing)} missing)")
         return [found[i] for i in row_ids]
 
+    def speaking_rate(
+        self, voice_id: str | None, *, recent: int = 200, min_lines: int = 3, min_s: float = 5.0
+    ) -> float | None:
+        """The voice's measured pace in characters per second, from its ``recent`` lines
+        spoken to the end (start to end of speaking); None until at least ``min_lines`` lines
+        and ``min_s`` seconds of speech were measured (the script's estimates then use a
+        default)."""
+        row = self._db.execute(
+            "SELECT count(*), sum(length(text)), sum(ended_at - started_at) FROM ("
+            "  SELECT text, started_at, ended_at FROM tasks"
+            "  WHERE state = 'spoken' AND voice_id IS ? AND started_at IS NOT NULL"
+            "    AND ended_at > started_at"
+            "  ORDER BY row_id DESC LIMIT ?)",
+            (voice_id, recent),
+        ).fetchone()
+        lines, chars, seconds = row
+        if lines < min_lines or not seconds or seconds < min_s:
+            return None
+        return float(chars) / float(seconds)
+
     def session_ids(self) -> list[str]:
         """Every session that has tasks in the log, oldest first (for browsing past sessions)."""
         rows = self._db.execute(

@@ -1,6 +1,7 @@
 """File → Settings: backend, API key (into the OS keyring), page and speaking options, the
 control API (on/off, its port, its token: shown, copied, renewed), and Ask's language model
-(base URL, model, system prompt, timeout, the simulator's pace, its key into the keyring)."""
+(base URL, model, system prompt, timeout, the simulator's pace, its key into the keyring); the
+show (stage background, captions, audience screen) and the keys on pages of their own."""
 
 from __future__ import annotations
 
@@ -23,12 +24,15 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from avaturn_desktop.core.settings import Settings
 from avaturn_desktop.services import control_token, secrets
+from avaturn_desktop.ui.keys import KeysEditor, overrides_from
+from avaturn_desktop.ui.show_settings import ShowSettings
 
 
 class SettingsDialog(QDialog):
@@ -199,12 +203,24 @@ class SettingsDialog(QDialog):
         )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
+        general = QWidget()
+        general.setLayout(form)
+        self.show_page = ShowSettings(settings)
+        self.keys_page = KeysEditor(settings.keys)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(general, "&General")
+        self.tabs.addTab(self.show_page, "S&how")
+        self.tabs.addTab(self.keys_page, "&Keys")
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.tabs)
         layout.addWidget(self.error)
         layout.addWidget(buttons)
 
     def accept(self) -> None:
+        if self.keys_page.conflicts:
+            self.tabs.setCurrentWidget(self.keys_page)
+            self.error.setText(self.keys_page.message.text())
+            return
         try:
             new = Settings.model_validate(
                 {
@@ -221,6 +237,8 @@ class SettingsDialog(QDialog):
                     "confirm_terminate": self.confirm_terminate.isChecked(),
                     "control_enabled": self.control_enabled.isChecked(),
                     "control_port": self.control_port.value(),
+                    **self.show_page.values(),
+                    "keys": overrides_from(self.keys_page),
                     "llm": {
                         **self._settings.llm.model_dump(),
                         "base_url": self.llm_base_url.text(),

@@ -25,6 +25,7 @@ from avaturn_desktop.ui.docks.session_panel import SessionPanel
 from avaturn_desktop.ui.main_window import MainWindow
 from avaturn_desktop.ui.messages import MessageBus
 from avaturn_desktop.ui.presenters import SessionPresenter
+from avaturn_desktop.ui.show import ShowUi
 from avaturn_desktop.ui.speaking import SpeakingUi
 from avaturn_desktop.ui.web.stage import Stage
 from avaturn_desktop.ui.web.view import AvatarView
@@ -100,14 +101,27 @@ class Shell:
             messages=self.messages,
             session_presenter=self.session,
         )
+        self.show_ui = ShowUi(
+            slot=self.slot,
+            view=self.view,
+            messages=self.messages,
+            settings=lambda: self.runtime.settings.value,
+        )
         self.window = MainWindow(
-            stage=self.view,
+            stage=self.show_ui.host,
             session_panel=self.session_panel,
             session=self.session,
             messages=self.messages,
             backend_label=runtime.backend.label,
-            extra_docks=self.speaking.docks,
+            extra_docks=self.speaking.docks + self.show_ui.docks,
             confirm_terminate=lambda: self.runtime.settings.value.confirm_terminate,
+            tab_with={"cues": "log"},
+        )
+        self.show_ui.install(
+            self.window,
+            composer=self.speaking.composer,
+            queue_panel=self.speaking.queue_panel,
+            session_panel=self.session_panel,
         )
         self.session_panel.create_requested.connect(self._create)
         self.window.settings_requested.connect(self.open_settings)
@@ -244,6 +258,7 @@ class Shell:
             self.stage.set_watchdog(new.kiosk.watchdog_command())
         self.session_panel.set_warn_before_end(new.warn_before_end_s)
         self.speaking.settings_changed()
+        self.show_ui.settings_changed()
 
     async def offer_orphans(self, *, ask: bool = True) -> None:
         """Sessions a crashed run left open: offer to end them (they burn quota otherwise).
@@ -261,6 +276,7 @@ class Shell:
     def close(self) -> None:
         """The Qt side's teardown (the runtime's shutdown ended the sessions before)."""
         self._unsubscribe_settings()
+        self.show_ui.close()
         self.speaking.close()
         self.session.close()
         self.messages.close()

@@ -4,8 +4,8 @@
  * It has the public API of `AvaturnHead` from `@avaturn-live/web-sdk` (0.3.x) and talks to the
  * simulator's copy of the SDK's private API (`${apiHost}/_sdk/v0`, header `X-Session-Token`).
  * Instead of joining a WebRTC room it opens the simulator's event WebSocket and draws a
- * stand-in avatar on a canvas: a face whose mouth moves while it speaks, with the current
- * phrase as a caption.
+ * stand-in avatar on a canvas: a face whose mouth moves while it speaks. (Captions are the
+ * app's: the stage page draws them for both SDKs, so this one draws none.)
  *
  * Like the official SDK it plays the avatar as a real media stream: `mediaStream` holds a video
  * track (the canvas, through `captureStream`) and an audio track (a voiced tone made with Web
@@ -145,7 +145,7 @@ class StandInFace {
   }
 
   #drawCaption(ctx, w, h) {
-    const text = this.notice || this.caption;
+    const text = this.notice; // notices only: the app draws the captions
     if (!text) {
       return;
     }

@@ -391,6 +391,9 @@ async function run(command, call) {
   }
 }
 
+// The stage's look and the app's captions live in look.js.
+import { lookHandlers } from "./look.js";
+
 const handlers = {
   init,
   task: (command) => run(command, () => liveAvatar().task(command.text)),
@@ -402,6 +405,9 @@ const handlers = {
   dispose,
   watchdog: (command) => run(command, () => watchdog.configure(command)),
   attract: (command) => run(command, () => attract.show(command)),
+  // fire and forget: nobody waits for an answer (the page's messages to the app are rationed)
+  look: lookHandlers.look,
+  caption: lookHandlers.caption,
 };
 
 function onCommand(event) {
