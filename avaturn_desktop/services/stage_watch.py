@@ -101,8 +101,12 @@ class StageWatch:
     def state(self) -> dict[str, Any]:
         """This watch's part of ``/state`` (under ``stage``)."""
         age = self.heartbeat_age()
+        beat = self._last_beat
         return {
             "heartbeat_age_s": None if age is None else round(age, 3),
+            #: the page's last word: a live avatar is checked; the page is shown
+            "watching": beat is not None and beat.watching,
+            "visible": beat is not None and beat.visible,
             "problems": sorted(self.current),
             "problems_seen": dict(sorted(self.problems.items())),
             "crashes": self.crashes,

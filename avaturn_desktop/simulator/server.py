@@ -167,6 +167,7 @@ def create_app(config: SimulatorConfig) -> FastAPI:
         max_ended=config.max_ended_sessions,
     )
     faults = FaultState(config.faults)
+    engine.set_media(config.faults.video_fault, config.faults.audio_fault)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

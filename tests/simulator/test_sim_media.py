@@ -53,8 +53,13 @@ def test_a_media_fault_reaches_the_viewers_of_live_sessions_and_clears(sim, view
     assert sim.snapshot()["sessions"][0]["session_id"] == session_id
 
 
-def test_a_viewer_that_joins_during_a_fault_hears_of_it_first(sim, viewer):
-    sim.set_faults(FaultConfig(video_fault="freeze"))
+@pytest.mark.parametrize("how", ["config", "run time"])
+def test_a_viewer_that_joins_during_a_fault_hears_of_it_first(make_sim, viewer, how):
+    if how == "config":  # the command line's --video-fault
+        sim = make_sim(faults=FaultConfig(video_fault="freeze"))
+    else:
+        sim = make_sim()
+        sim.set_faults(FaultConfig(video_fault="freeze"))
     assert sim.snapshot()["media"] == {"video": "freeze", "audio": "none"}
     session_id, token = create(sim)
 
