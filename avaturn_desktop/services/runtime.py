@@ -41,6 +41,7 @@ from avaturn_desktop.services.answers import (
     SpeechQueueSink,
     resolve_endpoint,
 )
+from avaturn_desktop.services.attract import AttractMode
 from avaturn_desktop.services.client import AvaturnClient
 from avaturn_desktop.services.cues import CuePlayer
 from avaturn_desktop.services.outputs import Outputs
@@ -118,6 +119,13 @@ class NoSuchSlotError(AppError):
 
 class SlotStage(StagePort, SpeechStage, Protocol):
     """An avatar page as a slot drives it (``ui.web.stage.Stage`` implements it)."""
+
+
+@runtime_checkable
+class AttractStage(Protocol):
+    """A stage that shows the kiosk's attract screen (``services/attract.py``)."""
+
+    async def attract(self, show: bool, text: str = "", image: str | None = None) -> None: ...
 
 
 @runtime_checkable
@@ -204,6 +212,8 @@ class AvatarSlot:
             lambda: self.supervisor,
             heartbeat_timeout_s=lambda: runtime.settings.value.kiosk.heartbeat_timeout_s,
         )
+        #: Kiosk mode: the attract screen and the opening hours (made by :meth:`supervise`).
+        self.attract: AttractMode | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _make_supervisor(self) -> Supervisor:
@@ -231,11 +241,35 @@ class AvatarSlot:
         self.watch.page_crashed(detail)
 
     def supervise(self) -> Supervisor:
-        """Keep a session live from now on: start one, and another after every ending."""
+        """Keep a session live from now on: start one, and another after every ending; with
+        the attract screen after idle minutes and none outside the opening hours."""
         if self.supervisor is None:
             self.supervisor = self._make_supervisor()
+        stage = self.stage
+        if self.attract is None and isinstance(stage, AttractStage):
+
+            async def display(screen: tuple[str, str | None] | None) -> None:
+                if screen is None:
+                    await stage.attract(False)
+                else:
+                    await stage.attract(True, screen[0], screen[1])
+
+            self.attract = AttractMode(
+                session=self.controller,
+                supervisor=self.supervisor,
+                queue=self.queue,
+                display=display,
+                settings=lambda: self._runtime.settings.value.kiosk,
+                notices=self._runtime.notices,
+            )
+            self.attract.start()  # first: closed now, no session is started
         self.supervisor.start()
         return self.supervisor
+
+    def wake(self, source: str) -> None:
+        """A person touched the stage or pressed a key: the attract screen makes way."""
+        if self.attract is not None:
+            self.attract.trigger(source)
 
     def apply_settings(self, settings: Settings) -> None:
         self.controller.keep_alive = settings.keep_alive
@@ -338,6 +372,7 @@ class AvatarSlot:
                 "captions": self.outputs.captions.on,
             },
             "stage": self.watch.state(),
+            **({"attract": self.attract.as_dict()} if self.attract is not None else {}),
             **(
                 {"supervisor": self.supervisor.state.as_dict()}
                 if self.supervisor is not None
@@ -347,6 +382,8 @@ class AvatarSlot:
 
     async def shutdown(self) -> None:
         """End the session (or a start under way), then stop the queue."""
+        if self.attract is not None:
+            await self.attract.stop()
         if self.supervisor is not None:
             await self.supervisor.stop()
         await self.watch.stop()

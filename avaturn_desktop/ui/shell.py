@@ -90,6 +90,8 @@ class Shell:
         # the cause first: the supervisor hears of the crash before the page's bridge resets
         self.view.avatar_page.crashed.connect(self.slot.page_crashed)
         self.stage.set_watchdog(runtime.settings.value.kiosk.watchdog_command())
+        # a touch or a key on the stage wakes a kiosk from its attract screen
+        self.view.gestures.touched.connect(lambda: self.slot.wake("touch"))
         settings = runtime.settings.value
         self.session = SessionPresenter(self.slot, self.messages)
         self.session_panel = SessionPanel(

@@ -110,6 +110,8 @@ def test_heartbeats_feed_the_supervisor_the_age_and_the_page_s_list_of_problems(
     assert watch.current == {}
     assert watch.state() == {
         "heartbeat_age_s": 0.0,
+        "watching": True,
+        "visible": True,
         "problems": [],
         "problems_seen": {"silent": 1},
         "crashes": 0,

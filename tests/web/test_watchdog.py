@@ -218,3 +218,26 @@ def test_a_problem_shows_on_the_stage_and_a_reload_keeps_the_watchdog(
     # a new document: its heartbeats count from zero, it watches nothing, it was told again
     assert after.seq <= 1 and after.watching is False and after.problems == []
     assert run_js(view, badge) == "hidden"
+
+
+def test_the_attract_screen_covers_the_stage_and_comes_back_after_a_reload(
+    view: AvatarView, stage: Stage, qtbot: Any, qloop: qasync.QEventLoop, run_js: RunJs
+) -> None:
+    screen = (
+        "(s => s.hidden ? 'hidden' : [s.querySelector('.attract-text').textContent,"
+        " s.querySelector('.attract-image').hidden ? '' : s.querySelector('.attract-image').src]"
+        ".join('|'))(document.querySelector('.attract'))"
+    )
+    image = "data:image/png;base64,iVBORw0KGgo="
+    assert run_js(view, screen) == "hidden"
+    qloop.run_until_complete(stage.attract(True, "Touch me <b>now</b>", image))
+    assert run_js(view, screen) == f"Touch me <b>now</b>|{image}"  # text, never markup
+    qloop.run_until_complete(stage.reload())
+    qtbot.waitUntil(lambda: run_js(view, screen) != "hidden", timeout=5_000)
+    assert run_js(view, screen) == f"Touch me <b>now</b>|{image}"
+    qloop.run_until_complete(stage.attract(True, "Closed", "https://example.com/x.png"))
+    assert run_js(view, screen) == "Closed|"  # only data: images: the page loads nothing
+    qloop.run_until_complete(stage.attract(False))
+    assert run_js(view, screen) == "hidden"
+    qloop.run_until_complete(stage.reload())
+    assert run_js(view, screen) == "hidden"
