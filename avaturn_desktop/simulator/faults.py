@@ -2,7 +2,8 @@
 
 Faults touch only the HTTP calls of the service contract (paths under ``/api/v1`` and
 ``/_sdk/v0``), never CORS preflights, the ``/_sim`` control routes, the SDK file or the
-event WebSocket (which has its own knob, ``drop_event_channels``).
+event WebSocket (which has its own knobs, ``drop_event_channels`` and
+``refuse_event_channels``).
 
 The avatar's media has its own knobs, ``video_fault`` and ``audio_fault``: they are not HTTP
 faults but what the audience would see and hear (a frozen or black picture, a mute voice).
@@ -64,6 +65,9 @@ class FaultConfig(BaseModel):
     video_fault: VideoFault = "none"
     #: the avatar's voice, in every session until set back: silent even while it speaks
     audio_fault: AudioFault = "none"
+    #: while set, a viewer's event channel is refused at the handshake (503): a page cut off
+    #: from the service, whose session ends as ``user_absent_timeout`` once that runs out
+    refuse_event_channels: bool = False
 
 
 class FaultState:

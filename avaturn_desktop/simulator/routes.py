@@ -239,6 +239,17 @@ def sdk_router() -> APIRouter:
 
     @router.websocket(EVENTS_PATH)
     async def sdk_events(websocket: WebSocket, engine: EngineDep, token: str | None = None) -> None:
+        faults: FaultState = websocket.app.state.faults
+        if faults.current().refuse_event_channels:
+            log.info("fault: an event channel refused")
+            await websocket.send_denial_response(
+                Response(
+                    b'{"detail":"The event channel is unreachable (simulated)"}',
+                    status_code=503,
+                    media_type="application/json",
+                )
+            )
+            return
         session = engine.live_session_by_token(token)
         if session is None:
             await websocket.send_denial_response(

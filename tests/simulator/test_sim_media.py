@@ -126,3 +126,46 @@ def test_the_media_flags_build_the_config():
     assert (default.faults.video_fault, default.faults.audio_fault) == ("none", "none")
     with pytest.raises(SystemExit):
         parser.parse_args(["--video-fault", "grey"])
+
+
+def test_refused_event_channels_leave_the_session_without_a_viewer_until_it_ends(
+    make_sim, viewer, until
+):
+    """A page cut off from the service: its channel drops and cannot come back; with nobody
+    watching, the session ends as user_absent_timeout (10 s at a time scale of 50: 0.2 s)."""
+    from websockets.exceptions import InvalidStatus
+
+    sim = make_sim(time_scale=50)
+    body = {"user_absent_timeout": 10, "max_duration": 3600}
+    answer = httpx.post(sim.base_url + "/api/v1/sessions", headers=AUTH, json=body).json()
+    session_id, token = answer["session_id"], answer["token"]
+
+    async def cut_off() -> tuple[Any, ...]:
+        async with viewer(sim.base_url, token) as v:
+            faults = FaultConfig(refuse_event_channels=True, drop_event_channels=True)
+            await asyncio.to_thread(sim.set_faults, faults)
+            closed = await v.closed()
+        with pytest.raises(InvalidStatus) as refused:
+            async with viewer(sim.base_url, token):
+                pass
+        return closed, refused.value.response.status_code
+
+    (code, _reason, _messages), status = asyncio.run(cut_off())
+    assert (code, status) == (4100, 503)
+    assert sim.faults().refuse_event_channels is True  # it stays until set back
+
+    def ended() -> str | None:
+        (session,) = sim.snapshot()["sessions"]
+        return session["end_reason"]
+
+    until(lambda: ended() == "user_absent_timeout")
+    sim.set_faults(FaultConfig())
+    second = httpx.post(sim.base_url + "/api/v1/sessions", headers=AUTH, json=body).json()
+
+    async def join() -> dict[str, Any]:
+        async with viewer(sim.base_url, second["token"]) as v:
+            await asyncio.to_thread(say, sim, second["session_id"], "Back.")
+            return await v.next()
+
+    assert asyncio.run(join()) == {"type": "avatar_started_speaking"}
+    assert session_id != second["session_id"]
