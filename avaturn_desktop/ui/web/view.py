@@ -311,6 +311,8 @@ class AvatarView(QWebEngineView):
         settings.setAttribute(WA.PdfViewerEnabled, False)
         settings.setAttribute(WA.ScreenCaptureEnabled, False)
         self._stage_requested = False
+        #: The page's process died and its reload is due (see _on_render_process_gone).
+        self._reload_pending = False
         self.gestures = GestureWatch(self)
         self._avatar_page.user_gesture = self.gestures.recent
         self.bridge = Bridge(self)
@@ -338,6 +340,7 @@ class AvatarView(QWebEngineView):
             )
         self.bridge.reset()
         if self._avatar_page is not None:
+            self._reload_pending = True
             QTimer.singleShot(500, self._reload_after_crash)
 
     def _reload_for_policy(self, _policy: str) -> None:
@@ -357,12 +360,15 @@ class AvatarView(QWebEngineView):
         self.load_stage()
 
     def _reload_after_crash(self) -> None:
-        if self._avatar_page is not None:
+        # not when someone (the supervisor) loaded it again meanwhile: a second load would cut
+        # the first one's new avatar short
+        if self._avatar_page is not None and self._reload_pending:
             self.load_stage()
 
     def load_stage(self) -> None:
         """(Re)load the stage page; the bridge becomes ready when the page says so."""
         self._stage_requested = True
+        self._reload_pending = False
         self.avatar_page.load(stage_url(STAGE_PAGE))
 
     def shutdown(self) -> None:
