@@ -398,6 +398,13 @@ export class AvaturnHead {
     if (this.#video) {
       this.#video.srcObject = null;
     }
+    if (this.#canvas) {
+      // a canvas' pixels are freed when it is collected, which may be much later: free them now
+      this.#canvas.width = 0;
+      this.#canvas.height = 0;
+      this.#canvas = null;
+      this.#face = null;
+    }
     this.#leave();
     this.#ready?.reject(new Error("Disposed"));
     this.#ready = null;

@@ -39,9 +39,11 @@ export function createWatchdog(post, { onProblems = () => {} } = {}) {
   const since = { black: null, frozen: null, silent: null };
   let reasons = { black: "", frozen: "", silent: "" };
 
-  // the picture: a muted, detached <video> on the avatar's video track, drawn small
+  // the picture: a muted, detached <video> on the avatar's video track, drawn small (made
+  // once for the page's life: new media elements and canvases for every session add up)
   let sampler = null; // { video, canvas, context, trackId, last }
-  // the sound: an analyser on the avatar's audio track (one AudioContext for the page's life)
+  // the sound: an analyser on the avatar's audio track, in an AudioContext of the avatar's
+  // own (closed when it goes, which frees its nodes and its audio thread at once)
   let listener = null; // { context, analyser, source, trackId, buffer }
 
   const visible = () => document.visibilityState !== "hidden";
@@ -233,6 +235,10 @@ export function createWatchdog(post, { onProblems = () => {} } = {}) {
   }
 
   function checkSound(now) {
+    if (!(config.silent_ms > 0)) {
+      clear("silent");
+      return; // not checked: no analyser either
+    }
     if (!speaking) {
       since.silent = null; // nothing to hear; a silence found before stands until it is heard
       return;
@@ -289,12 +295,14 @@ export function createWatchdog(post, { onProblems = () => {} } = {}) {
     }
     if (sampler !== null) {
       sampler.video.srcObject = null;
-      sampler = null;
+      sampler.video.load(); // drops the player of the old stream now, not at collection
+      sampler.trackId = null;
+      sampler.last = null;
     }
     if (listener !== null) {
       listener.source?.disconnect();
-      listener.source = null;
-      listener.trackId = null;
+      listener.context.close().catch(() => {});
+      listener = null;
     }
   }
 

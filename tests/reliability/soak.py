@@ -70,6 +70,9 @@ class Plan:
     chars_per_second: float = 60.0
     seed: int = 12
     memory_every_s: float = 60.0
+    #: The causes taken in turn (all of them by default; ``("kill",)`` keeps the page's
+    #: renderer alive all along, to see its memory per session).
+    causes: tuple[str, ...] = CAUSES
 
 
 @dataclasses.dataclass
@@ -175,7 +178,8 @@ async def until(predicate: Callable[[], bool], within: float, what: str) -> None
 
 
 def memory(app: Assembled) -> dict[str, float]:
-    """The app's resident memory and its page processes', MB, from its own ``/metrics``."""
+    """The app's resident memory and its page processes', MB, from its own ``/metrics``; and
+    the page processes' by Chromium process type (``--type=``), from ``/proc``."""
     text = app.runtime.metrics().render()[0].decode()
     found = {"app": 0.0, "page_processes": 0.0, "page_process_count": 0.0}
     for line in text.splitlines():
@@ -188,7 +192,40 @@ def memory(app: Assembled) -> dict[str, float]:
             found["page_processes"] += float(match.group(2)) / 1e6
         elif match := re.match(r'avaturn_child_processes\{name="(QtWebEngine[^"]*)"\} (\S+)', line):
             found["page_process_count"] += float(match.group(2))
+    for kind, rss in _page_processes_by_type().items():
+        found[f"page:{kind}"] = rss / 1e6
     return {k: round(v, 1) for k, v in found.items()}
+
+
+def _page_processes_by_type() -> Counter[str]:
+    """Resident bytes of this process's QtWebEngine descendants, by their ``--type=``."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    me = os.getpid()
+    procs: dict[int, tuple[int, list[bytes], int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            rss = int((entry / "statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+        procs[int(entry.name)] = (parent, cmdline, rss)
+    by_type: Counter[str] = Counter()
+    for pid, (parent, cmdline, rss) in procs.items():
+        seen = {pid}
+        while parent in procs and parent != me and parent not in seen:
+            seen.add(parent)
+            parent = procs[parent][0]
+        if parent != me or not cmdline or b"QtWebEngine" not in cmdline[0]:
+            continue
+        args = {a.split(b"=", 1)[0]: a.split(b"=", 1)[1].decode() for a in cmdline if b"=" in a}
+        kind = args.get(b"--type", "main")
+        if kind == "utility" and b"--utility-sub-type" in args:
+            kind = f"utility:{args[b'--utility-sub-type'].rsplit('.', 1)[-1]}"
+        by_type[kind] += rss
+    return by_type
 
 
 class Soak:
@@ -285,7 +322,7 @@ class Soak:
                     hours = (sampled - started) * self.plan.time_scale / 3600
                     self.figures.memory_timeline.append((round(hours, 2), *self._mb(app)))
                 if not causes:
-                    causes = list(CAUSES)
+                    causes = list(self.plan.causes)
                     self.rng.shuffle(causes)
                 cause = causes.pop()
                 await self._one(app, slot, cause)

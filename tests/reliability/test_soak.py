@@ -67,6 +67,25 @@ def test_a_kiosk_recovers_from_every_ending_for_hours_and_never_doubles_a_line(
     assert end["page_processes"] < start["page_processes"] + 600, figures.memory_mb
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_the_memory_per_session_with_one_renderer_all_along(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Sessions ended on the service only (no renderer killed, none reloaded): how the app's
+    and its page processes' memory grow per session (figures for the docs; bounded loosely)."""
+    soak = Soak(Plan(sim_hours=5, causes=("kill",), memory_every_s=15), tmp_path / "kiosk")
+    figures = loop.run_until_complete(soak.run())
+    soak.write(REPO / ".cache" / "reliability" / "soak-memory.json")
+    print(json.dumps(figures.as_json()["memory_timeline"]))
+    (_, app0, page0), (_, app1, page1) = figures.memory_timeline[0], figures.memory_timeline[-1]
+    sessions = figures.sessions_live
+    app_mb, page_mb = (app1 - app0) / sessions, (page1 - page0) / sessions
+    print(f"per session: app {app_mb:.1f} MB, page processes {page_mb:.1f} MB")
+    assert figures.stuck == [] and figures.lines_doubled == 0
+    assert app_mb < 10 and page_mb < 30
+
+
 @pytest.mark.parametrize(("variant", "hours"), VARIANTS)
 @pytest.mark.xfail(
     strict=True,
