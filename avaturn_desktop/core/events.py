@@ -124,6 +124,22 @@ class Disposed(_Timed):
     reason: str | None = None
 
 
+class FirstFrame(_Timed):
+    """The live avatar's first frame was shown (a video frame, or the first paint of the
+    SDK's canvas): the last phase of connecting."""
+
+    type: Literal["first_frame"] = "first_frame"
+    source: Literal["video", "paint"] = "paint"
+
+
+class AudioLevel(_Timed):
+    """The avatar's sound level (0 silent … 1 full scale), a few times a second while its
+    media has sound; ``None`` when the page cannot measure it."""
+
+    type: Literal["audio_level"] = "audio_level"
+    level: float | None = None
+
+
 class CommandResult(_Event):
     """The answer to one command, matched by ``ref``."""
 
@@ -147,6 +163,8 @@ PageEvent = Annotated[
     | Idle
     | SdkError
     | Disposed
+    | FirstFrame
+    | AudioLevel
     | CommandResult,
     Field(discriminator="type"),
 ]
@@ -167,6 +185,8 @@ _EVENT_TYPES = frozenset(
         Idle,
         SdkError,
         Disposed,
+        FirstFrame,
+        AudioLevel,
         CommandResult,
     )
 )
@@ -260,8 +280,25 @@ class DisposeCommand(_Message):
     ref: int
 
 
+class AudioOutputCommand(_Message):
+    """Where the page's sound goes: ``sink_id`` through ``HTMLMediaElement.setSinkId`` ("" is
+    the default device), ``volume`` 0…1, ``muted``. The answer's data lists the output devices
+    the page sees (``[{"id", "label"}]``) and whether the device could be chosen."""
+
+    type: Literal["audio_output"] = "audio_output"
+    ref: int
+    sink_id: Annotated[str, Field(max_length=500)] = ""
+    volume: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    muted: bool = False
+
+
 PageCommand = Annotated[
-    InitCommand | TaskCommand | CancelAllCommand | ChangeVoiceCommand | DisposeCommand,
+    InitCommand
+    | TaskCommand
+    | CancelAllCommand
+    | ChangeVoiceCommand
+    | DisposeCommand
+    | AudioOutputCommand,
     Field(discriminator="type"),
 ]
 
