@@ -1,5 +1,6 @@
-"""File → Settings: backend, API key (into the OS keyring), page and speaking options, and the
-control API (on/off, its port, its token: shown, copied, renewed)."""
+"""File → Settings: backend, API key (into the OS keyring), page and speaking options, the
+control API (on/off, its port, its token: shown, copied, renewed), and the voice bench (how
+many avatars side by side, when a connect is slow, the optional ElevenLabs key)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from avaturn_desktop.core.settings import Settings
+from avaturn_desktop.core.settings import MAX_SLOT_QUOTA, Settings
 from avaturn_desktop.services import control_token, secrets
 
 
@@ -131,6 +132,31 @@ class SettingsDialog(QDialog):
         else:
             for widget in (self.control_token, self.show_token, self.copy_token, self.renew_token):
                 widget.setEnabled(False)
+        self.slot_quota = QSpinBox()
+        self.slot_quota.setObjectName("slot_quota")
+        self.slot_quota.setRange(1, MAX_SLOT_QUOTA)
+        self.slot_quota.setValue(settings.slot_quota)
+        self.slot_quota.setToolTip(
+            "Each avatar is a session on the service: keep this within your plan's limit of "
+            "sessions at once."
+        )
+        self.slow_connect = QDoubleSpinBox()
+        self.slow_connect.setRange(0.5, 600)
+        self.slow_connect.setSuffix(" s")
+        self.slow_connect.setValue(settings.slow_connect_s)
+        self.elevenlabs_key = QLineEdit()
+        self.elevenlabs_key.setObjectName("elevenlabs_key")
+        self.elevenlabs_key.setEchoMode(QLineEdit.EchoMode.Password)
+        _, el_source = secrets.load_elevenlabs_key()
+        self.elevenlabs_key.setPlaceholderText(
+            {
+                "environment": f"set by {secrets.ELEVENLABS_ENV_VAR} (the environment wins)",
+                "keyring": "stored in the OS keyring (type to replace)",
+                "none": "optional: imports your ElevenLabs voices with their names",
+            }[el_source]
+        )
+        self.forget_elevenlabs_key = QCheckBox("Remove the stored ElevenLabs key")
+        self.forget_elevenlabs_key.setVisible(el_source == "keyring")
         self.error = QLabel()
         self.error.setObjectName("error")
         self.error.setStyleSheet("color: #b91c1c;")
@@ -153,6 +179,10 @@ class SettingsDialog(QDialog):
         form.addRow("Control API &port", self.control_port)
         form.addRow("", self.control_status)
         form.addRow("Control API &token", token_row)
+        form.addRow("&Avatars side by side", self.slot_quota)
+        form.addRow("S&low connect after", self.slow_connect)
+        form.addRow("&ElevenLabs key", self.elevenlabs_key)
+        form.addRow("", self.forget_elevenlabs_key)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
         )
@@ -180,6 +210,8 @@ class SettingsDialog(QDialog):
                     "confirm_terminate": self.confirm_terminate.isChecked(),
                     "control_enabled": self.control_enabled.isChecked(),
                     "control_port": self.control_port.value(),
+                    "slot_quota": self.slot_quota.value(),
+                    "slow_connect_s": self.slow_connect.value(),
                 }
             )
         except ValidationError as exc:
@@ -197,6 +229,17 @@ class SettingsDialog(QDialog):
             return
         finally:
             self.api_key.clear()
+        el_key = self.elevenlabs_key.text().strip()
+        try:
+            if el_key:
+                secrets.store_elevenlabs_key(el_key)
+            elif self.forget_elevenlabs_key.isChecked():
+                secrets.store_elevenlabs_key(None)
+        except secrets.KeyringUnavailableError as exc:
+            self.error.setText(str(exc))
+            return
+        finally:
+            self.elevenlabs_key.clear()
         self.saved.emit(new)
         if key:
             self.key_stored.emit()

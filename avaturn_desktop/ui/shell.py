@@ -21,6 +21,7 @@ from avaturn_desktop.core.settings import SessionDefaults, Settings
 from avaturn_desktop.core.tasks import SessionRecord
 from avaturn_desktop.services.runtime import AvatarSlot, Runtime
 from avaturn_desktop.services.session import SessionController
+from avaturn_desktop.ui.bench import BenchUi
 from avaturn_desktop.ui.docks.session_panel import SessionPanel
 from avaturn_desktop.ui.main_window import MainWindow
 from avaturn_desktop.ui.messages import MessageBus
@@ -89,11 +90,14 @@ class Shell:
         self.session_panel = SessionPanel(
             settings.session, warn_before_end_s=settings.warn_before_end_s
         )
+        #: The voice bench: more avatars, the voice library, A/B, metrics, sound.
+        self.bench = BenchUi(runtime, self.messages)
         self.speaking = SpeakingUi(
             slot=self.slot,
             store=runtime.store,
             messages=self.messages,
             session_presenter=self.session,
+            composer_presenter=self.bench.composer_target,
         )
         self.window = MainWindow(
             stage=self.view,
@@ -101,9 +105,10 @@ class Shell:
             session=self.session,
             messages=self.messages,
             backend_label=runtime.backend.label,
-            extra_docks=self.speaking.docks,
+            extra_docks=self.speaking.docks + self.bench.docks,
             confirm_terminate=lambda: self.runtime.settings.value.confirm_terminate,
         )
+        self.bench.attach(self)
         self.session_panel.create_requested.connect(self._create)
         self.window.settings_requested.connect(self.open_settings)
         #: The control API's URL when it listens (set by the composition root).
@@ -241,6 +246,7 @@ class Shell:
     def close(self) -> None:
         """The Qt side's teardown (the runtime's shutdown ended the sessions before)."""
         self._unsubscribe_settings()
+        self.bench.close()
         self.speaking.close()
         self.session.close()
         self.messages.close()

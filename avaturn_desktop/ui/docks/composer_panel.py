@@ -153,6 +153,7 @@ class ComposerPanel(QWidget):
         info.addWidget(self.status_label, 1)
         info.addWidget(self.count_label)
         voice = QHBoxLayout()
+        self._voice_row = voice
         voice.addWidget(QLabel("Voice:"))
         voice.addWidget(self.voice_combo, 1)
         voice.addWidget(self.voice_button)
@@ -172,6 +173,10 @@ class ComposerPanel(QWidget):
         self.stop_shortcut.activated.connect(presenter.request_stop)
         self.voice_button.clicked.connect(self._on_change_voice_clicked)
         self._update_count()
+
+    def add_target_selector(self, selector: QWidget) -> None:
+        """Put the "speak to" selector (avatars side by side) first in the voice row."""
+        self._voice_row.insertWidget(0, selector)
 
     # -- state shown -------------------------------------------------------------------------
 
