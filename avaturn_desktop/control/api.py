@@ -184,9 +184,10 @@ def create_app(
         except NoSuchSlotError as exc:
             raise ApiProblem(404, exc.user_message) from None
 
-    def new_or_slot(slot: Annotated[int, Query(ge=0, le=63)] = 0) -> AvatarSlot:
+    async def new_or_slot(slot: Annotated[int, Query(ge=0, le=63)] = 0) -> AvatarSlot:
         """``session/start`` may name a slot that does not exist yet: it is made (within the
-        quota; past it, 409)."""
+        quota; past it, 409). ``async``: FastAPI runs a plain ``def`` dependency in a worker
+        thread, and a slot's page (Qt widgets) must be made on the GUI thread."""
         try:
             return runtime.ensure_slot(slot)
         except NoSuchSlotError as exc:
