@@ -172,7 +172,7 @@ class VoiceLibrary:
             return cls(None, catalog_voices())
         path = data_dir / LIBRARY_FILE
         try:
-            raw = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except FileNotFoundError:
             return cls(path, catalog_voices())
         except OSError as exc:

@@ -88,9 +88,7 @@ def test_two_slots_two_voices_and_their_latencies(simulator: str, tmp_path: Path
                 assert isinstance(entry[key], float) and entry[key] >= 0, entry
             assert entry["p50_ms"] == entry["p95_ms"] == entry["mean_ms"]  # one line each
             assert entry["slots"] == [slot]
-        wait_for(
-            lambda: all(figures()[v]["speaking_rate_cps"] for v in (A, B)), "speaking rates"
-        )
+        wait_for(lambda: all(figures()[v]["speaking_rate_cps"] for v in (A, B)), "speaking rates")
         only_b = api.http.get("/api/v1/metrics/latency", params={"slot": 1}).json()["voices"]
         assert set(only_b) == {B}
         connect = api.http.get("/api/v1/metrics/connect").json()

@@ -49,7 +49,9 @@ def test_two_avatars_side_by_side(
 
             second = bench.add_avatar()
             assert second is not None and second.index == 1
-            assert "slot1" in {d.objectName().removeprefix("dock.") for d in bench.stages.docks.values()}
+            assert "slot1" in {
+                d.objectName().removeprefix("dock.") for d in bench.stages.docks.values()
+            }
             # the quota is 2: a third is refused with a sentence, and no slot is made
             assert bench.add_avatar() is None
             assert len(runtime.slots) == 2
@@ -244,8 +246,9 @@ def test_a_slot_a_session_started_on_goes_live_with_the_items_spoken(
             await reach(slot.controller, SessionState.LIVE)
             (item,) = slot.speaker.say("Said by the slot made on demand.").items
             await until(
-                lambda: (i := slot.queue.item(item.item_id)) is not None
-                and i.state is ItemState.SPOKEN,
+                lambda: (
+                    (i := slot.queue.item(item.item_id)) is not None and i.state is ItemState.SPOKEN
+                ),
                 30,
             )
 
