@@ -26,6 +26,7 @@ KEYS = (
     "startup_live_vs_bare_page",
     "send_to_speaking_overhead_ms_p99",
     "control_say_overhead_ms_p99",
+    "ui_two_avatars_max_stall_ms",
 )
 
 
@@ -46,6 +47,29 @@ def ui_stall(quick: bool) -> list[Figure]:
             f"{tasks} tasks ({data['spoken']} spoken) in {data['run_s']:.1f} s: queueing call "
             f"{data['queue_call_ms']:.0f} ms, worst stall while streaming "
             f"{data['max_stall_stream_ms']:.0f} ms, p99 {data['p99_stall_ms']:.1f} ms"
+            + ("" if data["all_finished"] else f"; never finished: {data['unfinished_by_state']}"),
+            data,
+        )
+    ]
+
+
+def ui_stall_avatars(quick: bool) -> list[Figure]:
+    lines = 100 if quick else 500
+    with simulator_process("--chars-per-second", "5000") as url:
+        data = run_child(
+            "bench.ui_stall_avatars",
+            ["--api-base", url, "--lines", str(lines), "--settle-s", "30" if quick else "180"],
+            timeout=900,
+        )
+    return [
+        Figure(
+            "ui_two_avatars_max_stall_ms",
+            rounded(data["max_stall_ms"]),
+            "< 16",
+            "ms",
+            f"2 live avatars x {lines} lines ({data['spoken']} spoken) in {data['run_s']:.1f} s, "
+            f"plots drawn: queueing calls {data['queue_calls_ms']:.0f} ms, worst stall while "
+            f"streaming {data['max_stall_stream_ms']:.0f} ms, p99 {data['p99_stall_ms']:.1f} ms"
             + ("" if data["all_finished"] else f"; never finished: {data['unfinished_by_state']}"),
             data,
         )
@@ -98,6 +122,7 @@ BENCHMARKS: dict[str, tuple[Callable[[bool], list[Figure]], tuple[str, ...]]] = 
     "startup": (startup.run, KEYS[5:7]),
     "send_to_speaking": (send_to_speaking, KEYS[7:8]),
     "control_say": (control_say, KEYS[8:9]),
+    "ui_stall_avatars": (ui_stall_avatars, KEYS[9:10]),
 }
 
 

@@ -5,6 +5,10 @@ Two ways to run one:
 * **one session** (``sequential``): one avatar says every line with voice A, then its voice
   is changed (the SDK's ``changeVoice``; the queue is empty by then, so nothing is dropped)
   and it says them again with B, and so on;
+
+Each take is said alone: the runner waits until the avatar has nothing else to say (lines
+queued from the composer meanwhile go first), so a take's start latency is the voice's, not
+the queue's.
 * **side by side** (``side_by_side``): each voice gets its own avatar slot (a session each,
   within the quota), and the slots take turns line by line (A says line 1, then B says line 1,
   ...), so the same line is heard back to back from each voice.
@@ -376,6 +380,7 @@ class AbRunner:
 
     async def _say(self, slot: AvatarSlot, take: AbTake) -> None:
         run = self.run
+        await wait_idle(slot, LINE_TIMEOUT_S)  # lines sent from elsewhere meanwhile
         run.current = take.take
         run.changed()
         batch = slot.speaker.say(take.text)
@@ -419,10 +424,36 @@ async def wait_items(slot: AvatarSlot, item_ids: Sequence[int], timeout_s: float
     return seen
 
 
+async def wait_idle(slot: AvatarSlot, timeout_s: float) -> None:
+    """Until ``slot``'s queue has nothing waiting or on its way: a take must not wait behind
+    other lines (its start latency would measure the queue), and a voice change would drop
+    them."""
+    queue = slot.queue
+    if all(item.state.finished for item in queue.items):
+        return
+    idle = asyncio.Event()
+
+    def on_change(_change: QueueChange) -> None:
+        if all(item.state.finished for item in queue.items):
+            idle.set()
+
+    unsubscribe = queue.subscribe(on_change)
+    try:
+        await asyncio.wait_for(idle.wait(), timeout_s)
+    except TimeoutError:
+        raise AbError(
+            f"{slot.label} still had lines to say after {timeout_s:g} s; stop it or wait, "
+            "then run the comparison again."
+        ) from None
+    finally:
+        unsubscribe()
+
+
 async def with_voice(slot: AvatarSlot, voice_id: str) -> None:
     """``slot`` live and speaking with ``voice_id``: its session started with it, or the live
-    session's voice changed (nothing waits then: the change would drop it)."""
+    session's voice changed once what it was saying is finished (a change drops what waits)."""
     if slot.controller.state is SessionState.LIVE:
+        await wait_idle(slot, LINE_TIMEOUT_S)
         if slot.queue.voice_id != voice_id:
             await slot.queue.change_voice(voice_id)
         return

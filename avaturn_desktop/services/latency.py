@@ -2,9 +2,14 @@
 
 Operators compare voices by two numbers the log already holds for every line that was sent:
 
-* **start latency**: from the request leaving (``sent_at``) to the avatar starting to speak
-  it (``started_at``), the figure the log panel shows per row; summarised per voice as the
-  count, the median (p50), the 95th percentile (p95) and the mean, in milliseconds;
+* **start latency**: how long the avatar took to start a line once it could: from the request
+  leaving (``sent_at``), or, when the avatar was still saying the line before (lines queued
+  back to back), from the end of that line, to the avatar starting to speak it
+  (``started_at``); summarised per voice as the count, the median (p50), the 95th percentile
+  (p95) and the mean, in milliseconds. For a line sent to an idle avatar this is exactly the
+  send → speaking latency the log panel shows per row; for a line that waited behind others,
+  the raw send → speaking figure measures the queue, not the voice, and is given apart
+  (``send_to_speaking``);
 * **speaking rate**: characters per second of speech, over the lines the avatar finished
   (``spoken``): the characters of those lines over the seconds spent saying them.
 
@@ -42,12 +47,38 @@ def percentile(values: list[float], pct: float) -> float | None:
     return cuts[int(pct) - 1] if float(pct).is_integer() else cuts[round(pct) - 1]
 
 
+def start_latencies_ms(timings: Iterable[Timing]) -> dict[int, float]:
+    """Each started line's start latency (see the module docs), by row id: per session, in
+    the order the lines started, from the later of its send and the previous line's end."""
+    by_session: dict[str, list[Timing]] = {}
+    for timing in timings:
+        if timing.started_at is not None:
+            by_session.setdefault(timing.session_id, []).append(timing)
+    out: dict[int, float] = {}
+    for rows in by_session.values():
+        rows.sort(key=lambda t: (t.started_at, t.row_id))
+        previous_end: float | None = None
+        for timing in rows:
+            started = timing.started_at
+            assert started is not None
+            free = timing.sent_at
+            if previous_end is not None:
+                free = max(free, min(previous_end, started))
+            out[timing.row_id] = max(0.0, (started - free) * 1000.0)
+            if timing.ended_at is not None:
+                previous_end = timing.ended_at
+    return out
+
+
 @dataclass
 class VoiceFigures:
     """One voice's figures (see the module docs); built up by :meth:`add`."""
 
     voice_id: str
+    #: Start latencies (from when the avatar could start the line).
     latencies_ms: list[float] = field(default_factory=list)
+    #: Raw send → speaking latencies (queue waits included).
+    send_latencies_ms: list[float] = field(default_factory=list)
     #: Lines sent with this voice (started or not).
     sent: int = 0
     spoken_chars: int = 0
@@ -55,11 +86,14 @@ class VoiceFigures:
     slots: set[int] = field(default_factory=set)
     last_sent_at: float | None = None
 
-    def add(self, timing: Timing) -> None:
+    def add(self, timing: Timing, start_latency_ms: float | None = None) -> None:
         self.sent += 1
         latency = timing.latency_ms
         if latency is not None:
-            self.latencies_ms.append(max(0.0, latency))
+            self.send_latencies_ms.append(max(0.0, latency))
+            self.latencies_ms.append(
+                max(0.0, latency) if start_latency_ms is None else start_latency_ms
+            )
         speaking = timing.speaking_s
         if speaking is not None and speaking > 0:
             self.spoken_chars += timing.chars
@@ -105,21 +139,27 @@ class VoiceFigures:
             "mean_ms": ms(self.mean_ms),
             "speaking_rate_cps": None if rate is None else round(rate, 2),
             "slots": sorted(self.slots),
+            "send_to_speaking": {
+                "p50_ms": ms(percentile(self.send_latencies_ms, 50)),
+                "p95_ms": ms(percentile(self.send_latencies_ms, 95)),
+            },
         }
 
 
 def figures(timings: Iterable[Timing], *, slot: int | None = None) -> dict[str, VoiceFigures]:
     """Per voice id (lines logged without a voice count as ``""``), in first-seen order;
     only ``slot``'s lines when given."""
+    rows = list(timings)
+    starts = start_latencies_ms(rows)
     out: dict[str, VoiceFigures] = {}
-    for timing in timings:
+    for timing in rows:
         if slot is not None and timing.slot != slot:
             continue
         voice = timing.voice_id or ""
         entry = out.get(voice)
         if entry is None:
             entry = out[voice] = VoiceFigures(voice)
-        entry.add(timing)
+        entry.add(timing, starts.get(timing.row_id))
     return out
 
 

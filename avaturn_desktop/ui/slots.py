@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QDockWidget,
     QMainWindow,
@@ -152,8 +152,19 @@ class SlotStages:
             # the new avatar goes right beside the first one (the queue moves to its right)
             self._window.splitDockWidget(dock, neighbour, Qt.Orientation.Horizontal)
         self.docks[slot.index] = dock
+        QTimer.singleShot(0, self._share_width)  # once the layout placed the new dock
         for listener in list(self._listeners):
             listener(slot)
+
+    def _share_width(self) -> None:
+        """The avatars share the width the central stage had (the first keeps one share)."""
+        central = self._window.centralWidget()
+        if central is None:
+            return
+        width = central.width() + sum(d.width() for d in self.docks.values() if d.isVisible())
+        share = max(240, width // (len(self.docks) + 1))
+        docks = list(self.docks.values())
+        self._window.resizeDocks(docks, [share] * len(docks), Qt.Orientation.Horizontal)
 
     def close(self) -> None:
         self._unsubscribe()

@@ -65,12 +65,12 @@ def test_figures_per_voice_from_the_log(store: TaskLogStore) -> None:
     session(store, "s0", 0)
     session(store, "s1", 1)
     for n, ms in enumerate((100, 200, 300, 400, 1000)):
-        line(store, "s0", "A", "x" * 20, sent=10.0 + n, latency_ms=ms, speaking_s=2.0)
-    line(store, "s1", "B", "y" * 30, sent=20.0, latency_ms=250, speaking_s=1.5)
-    line(store, "s1", "B", "never started", sent=21.0)  # sent, not started: counted as sent
-    line(store, "s1", "B", "cut off", sent=22.0, latency_ms=150, cancel=True)  # no rate
+        line(store, "s0", "A", "x" * 20, sent=10.0 + 5 * n, latency_ms=ms, speaking_s=2.0)
+    line(store, "s1", "B", "y" * 30, sent=40.0, latency_ms=250, speaking_s=1.5)
+    line(store, "s1", "B", "never started", sent=41.0)  # sent, not started: counted as sent
+    line(store, "s1", "B", "cut off", sent=42.0, latency_ms=150, cancel=True)  # no rate
     store.add(session_id="s1", text="queued only", voice_id="B", route=TaskRoute.REST)
-    line(store, "s9", None, "z" * 10, sent=30.0, latency_ms=50, speaking_s=1.0)  # no registry
+    line(store, "s9", None, "z" * 10, sent=50.0, latency_ms=50, speaking_s=1.0)  # no registry
 
     result = latency_json(store)["voices"]
     assert list(result) == ["A", "B", ""]
@@ -82,9 +82,34 @@ def test_figures_per_voice_from_the_log(store: TaskLogStore) -> None:
     assert (b["count"], b["sent"], b["p50_ms"], b["p95_ms"]) == (2, 3, 200.0, 245.0)
     assert b["speaking_rate_cps"] == 20.0 and b["slots"] == [1]
     assert result[""]["slots"] == []
+    assert a["send_to_speaking"] == {"p50_ms": 300.0, "p95_ms": pytest.approx(880.0)}
     assert set(latency_json(store, slot=1)["voices"]) == {"B"}
-    assert set(latency_json(store, since=20.5)["voices"]) == {"B", ""}
+    assert set(latency_json(store, since=30.5)["voices"]) == {"B", ""}
     assert latency_json(store, since=1e12) == {"voices": {}}
+
+
+def test_lines_queued_back_to_back_count_from_the_end_of_the_line_before(
+    store: TaskLogStore,
+) -> None:
+    """Three lines sent at once: the second and third wait while the first is said. Their
+    start latency counts from the end of the line before; the raw figure keeps the wait."""
+    rows = [
+        store.add(session_id="s", text=t, voice_id="A", route=TaskRoute.REST).row_id
+        for t in ("one", "two", "three")
+    ]
+    for row in rows:
+        store.mark_sent(row, at=10.0)
+    for row, (start, end) in zip(rows, ((10.2, 12.0), (12.3, 14.0), (14.1, 15.0)), strict=True):
+        store.mark_speaking(row, at=start)
+        store.mark_spoken(row, at=end)
+    other = store.add(session_id="t", text="elsewhere", voice_id="A", route=TaskRoute.REST)
+    store.mark_sent(other.row_id, at=11.0)  # another session: not behind these lines
+    store.mark_speaking(other.row_id, at=11.4)
+    figures_a = latency_json(store)["voices"]["A"]
+    assert figures_a["count"] == 4
+    assert figures_a["p50_ms"] == pytest.approx(250.0)  # of 200, 300, 100, 400
+    assert figures_a["mean_ms"] == pytest.approx(250.0)
+    assert figures_a["send_to_speaking"]["p50_ms"] == pytest.approx(1350.0)  # 200 400 2300 4100
 
 
 def test_one_line_gives_its_own_figure_and_none_gives_none() -> None:

@@ -162,7 +162,8 @@ def test_a_blind_comparison_in_one_session_is_rated_and_exported(
             # one session, the voice changed between the two voices
             assert len({runtime.store.get(t.row_id).session_id for t in run.takes}) == 1
             for take in run.takes:
-                assert runtime.store.get(take.row_id).voice_id == take.voice_id
+                record = runtime.store.get(take.row_id)  # type: ignore[arg-type]
+                assert record.voice_id == take.voice_id and record.state.value == "spoken"
             # blind: hidden until every take is rated
             ab.refresh_table()
             assert ab.table.item(0, 2).text() == "hidden until rated"
@@ -253,3 +254,36 @@ def test_a_slot_a_session_started_on_goes_live_with_the_items_spoken(
             )
 
     qloop.run_until_complete(scenario())
+
+
+def test_a_side_by_side_comparison_takes_turns_on_two_avatars(
+    qloop: qasync.QEventLoop, simulator: Any, tmp_path: Path, qtbot: Any
+) -> None:
+    async def scenario() -> None:
+        async with open_app(simulator, tmp_path) as app:
+            shell, runtime = app.shell, app.runtime
+            ab = shell.bench.ab
+            shell.show()
+            await bridge_ready(app)
+            # a line still on its way on the first avatar goes first: the takes wait for it
+            runtime.slot(0).start_session()
+            await reach(runtime.slot(0).controller, SessionState.LIVE)
+            runtime.slot(0).speaker.say("Said before the comparison.")
+            ab.lines.setPlainText("Line one.\nLine two.")
+            ab.tick(A, B)
+            ab.side_by_side.setChecked(True)
+            runner = ab.start()
+            assert runner is not None
+            run = runner.run
+            await until(lambda: run.state in ("done", "failed"), 60)
+            assert run.state == "done", run.error
+            assert len(runtime.slots) == 2  # the second avatar was made for it
+            records = [runtime.store.get(t.row_id) for t in run.takes]  # type: ignore[arg-type]
+            assert [r.text for r in records] == ["Line one.", "Line one.", "Line two.", "Line two."]
+            assert {r.state.value for r in records} == {"spoken"}
+            sessions = {t.label: runtime.store.get(t.row_id).session_id for t in run.takes}  # type: ignore[arg-type]
+            assert sessions["A"] != sessions["B"]
+            assert [r.voice_id for r in records] == [A, B, A, B]
+            first = runtime.store.query(session_id=sessions["A"])
+            assert first[0].text == "Said before the comparison."  # it went first, whole
+            assert first[0].state.value == "spoken"

@@ -3,7 +3,9 @@ how fast each line started, per voice, and how deep the queues are.
 
 * **Connect phases**: the last sessions of every avatar as stacked bars (create, SDK loaded,
   joined, first frame; seconds), with the slow-connect warning above them;
-* **Send → speaking**: every line's start latency over this run, a series per voice;
+* **Start latency**: every line's send → speaking latency over this run, a series per voice,
+  counted from when the avatar was free to say it (a line queued behind another counts from
+  that one's end: see ``services/latency.py``);
 * **Per voice**: p50 and p95 of those latencies (this run);
 * **Queue depth**: the lines waiting or on the service, per avatar, sampled every second.
 
@@ -76,7 +78,10 @@ class MetricsPanel(QWidget):
         #: voice id -> latencies (ms) of this run, and the points not drawn yet.
         self.latencies: dict[str, list[float]] = {}
         self._pending: dict[str, list[QPointF]] = {}
-        self._seen_rows: set[int] = set()
+        self._started_rows: set[int] = set()
+        self._ended_rows: set[int] = set()
+        #: session id -> when its last line ended (a line queued behind it counts from then)
+        self._last_end: dict[str, float] = {}
         self._depth: dict[int, deque[tuple[float, int]]] = {}
         self._dirty = True
         self._unsubscribe: list[Callable[[], None]] = []
@@ -104,7 +109,7 @@ class MetricsPanel(QWidget):
         self.connect_series.attachAxis(self.connect_axis_y)
         self.connect_series.attachAxis(self.connect_axis_x)
 
-        self.latency_chart, latency_view = _chart("Send → speaking (ms), this run")
+        self.latency_chart, latency_view = _chart("Start latency (ms), this run")
         self.latency_axis_x = QValueAxis()
         self.latency_axis_x.setTitleText("s since start")
         self.latency_axis_x.setLabelFormat("%d")
@@ -164,21 +169,31 @@ class MetricsPanel(QWidget):
         store = self._runtime.store
 
         def on_row(row_id: int, new: bool) -> None:
-            if new or row_id in self._seen_rows:
+            if new or row_id in self._ended_rows:
                 return
             try:
                 record = store.get(row_id)
             except KeyError:
                 return
-            if record.state is not TaskState.SPEAKING or record.started_at is None:
+            if record.is_terminal:
+                self._ended_rows.add(row_id)
+                if record.started_at is not None and record.ended_at is not None:
+                    self._last_end[record.session_id] = record.ended_at
                 return
-            latency = record.latency_ms
-            if latency is None:
+            started, sent = record.started_at, record.sent_at
+            if row_id in self._started_rows:
                 return
-            self._seen_rows.add(row_id)
+            if record.state is not TaskState.SPEAKING or started is None or sent is None:
+                return
+            self._started_rows.add(row_id)
+            free = sent
+            before = self._last_end.get(record.session_id)
+            if before is not None:
+                free = max(sent, min(before, started))
+            latency = max(0.0, (started - free) * 1000.0)
             voice = record.voice_id or ""
-            self.latencies.setdefault(voice, []).append(max(0.0, latency))
-            point = QPointF(record.started_at - self._started, max(0.0, latency))
+            self.latencies.setdefault(voice, []).append(latency)
+            point = QPointF(started - self._started, latency)
             self._pending.setdefault(voice, []).append(point)
             self._dirty = True
 
