@@ -110,7 +110,7 @@ def test_two_avatars_side_by_side(
             await until(lambda: set(metrics.latencies) == {A, B})
             metrics.redraw()
             assert set(metrics.latency_series) == {A, B}
-            assert metrics.voice_axis_x.categories() == [VOICES[0].name, VOICES[3].name]
+            assert set(metrics.voice_axis_x.categories()) == {VOICES[0].name, VOICES[3].name}
 
             # each session's phases of connecting were recorded, there and in the log
             await until(
