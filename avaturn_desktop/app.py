@@ -67,6 +67,7 @@ def main(args: argparse.Namespace) -> int:
         )
         return 3
     notes = qtenv.prepare_environment()
+    notes += qtenv.scrub_secrets()  # before Qt (or anything else) starts a child process
     log_file = logs.setup(args.log_level, paths.data_dir() / "logs")
     for note in notes:
         log.info("%s", note)
@@ -180,9 +181,11 @@ def build(options: LaunchOptions) -> Assembled:
     simulator: SimulatorServer | None = None
     backend = options.backend
     if backend is None:
+        from avaturn_desktop.simulator.llm import LlmConfig
         from avaturn_desktop.simulator.server import SimulatorConfig, SimulatorServer
 
-        simulator = SimulatorServer(SimulatorConfig(port=0))
+        llm = LlmConfig(tokens_per_second=options.settings.llm.sim_tokens_per_second)
+        simulator = SimulatorServer(SimulatorConfig(port=0, llm=llm))
         simulator.start()
         backend = Backend("simulator", simulator.base_url, simulator.sdk_url, SIMULATOR_KEY)
         log.info("No API key: running the local simulator at %s", simulator.base_url)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import dispatch, startup, tasklog
+from bench import dispatch, llm, startup, tasklog
 from bench.common import ROOT, Figure, machine, rounded, run_child, simulator_process
 
 KEYS = (
@@ -26,6 +26,7 @@ KEYS = (
     "startup_live_vs_bare_page",
     "send_to_speaking_overhead_ms_p99",
     "control_say_overhead_ms_p99",
+    "llm_sentence_to_task_ms_p99",
     "ui_two_avatars_max_stall_ms",
 )
 
@@ -122,7 +123,8 @@ BENCHMARKS: dict[str, tuple[Callable[[bool], list[Figure]], tuple[str, ...]]] = 
     "startup": (startup.run, KEYS[5:7]),
     "send_to_speaking": (send_to_speaking, KEYS[7:8]),
     "control_say": (control_say, KEYS[8:9]),
-    "ui_stall_avatars": (ui_stall_avatars, KEYS[9:10]),
+    "llm": (llm.run, KEYS[9:10]),
+    "ui_stall_avatars": (ui_stall_avatars, KEYS[10:11]),
 }
 
 

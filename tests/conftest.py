@@ -17,6 +17,7 @@ if hasattr(os, "geteuid") and os.geteuid() == 0:
 # The API key must never come from the developer's shell into a test.
 os.environ.pop("AVATURN_API_KEY", None)
 os.environ.pop("ELEVENLABS_API_KEY", None)
+os.environ.pop("AVATURN_DESKTOP_LLM_API_KEY", None)
 
 
 @pytest.fixture(autouse=True)

@@ -80,6 +80,10 @@ class SayBody(_Body):
     now: bool = False
 
 
+class AskBody(_Body):
+    text: str
+
+
 class VoiceBody(_Body):
     voice_id: Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -100,7 +104,25 @@ class SessionStartBody(_Body):
 
 
 def item_json(item: QueueItem) -> dict[str, Any]:
-    return {"id": item.item_id, "text": item.text, "state": item.state.value, "reason": item.reason}
+    out: dict[str, Any] = {
+        "id": item.item_id,
+        "text": item.text,
+        "state": item.state.value,
+        "reason": item.reason,
+    }
+    if item.question_id is not None:
+        out["question_id"] = item.question_id
+    return out
+
+
+def answer_json(answer: Any) -> dict[str, Any]:
+    return {
+        "question_id": answer.question_id,
+        "question": answer.question,
+        "state": answer.state.value,
+        "sentences": list(answer.sentences),
+        "reason": answer.reason,
+    }
 
 
 # -- guards ----------------------------------------------------------------------------------
@@ -281,6 +303,18 @@ def create_app(
             batch = await doing(lambda: slot.speaker.say(body.text))
         return {"items": [{"id": i.item_id, "text": i.text} for i in batch.items]}
 
+    @api.post("/ask")
+    async def ask(body: AskBody, slot: Slot) -> dict[str, Any]:
+        answer = await doing(slot.ask(body.text))
+        return answer_json(answer)
+
+    @api.get("/ask/{question_id}")
+    async def answer(question_id: str, slot: Slot) -> dict[str, Any]:
+        found = slot.answers.answer(question_id)
+        if found is None:
+            raise ApiProblem(404, f"There is no question {question_id!r} in this app's memory.")
+        return answer_json(found)
+
     @api.post("/stop")
     async def stop(slot: Slot) -> dict[str, Any]:
         await doing(slot.queue.stop())
@@ -407,6 +441,8 @@ async def run_op(runtime: Runtime, op: str, args: dict[str, Any]) -> Any:
                 await slot.speaker.speak_now(body.text) if body.now else slot.speaker.say(body.text)
             )
             return {"items": [{"id": i.item_id, "text": i.text} for i in batch.items]}
+        if op == "ask":
+            return answer_json(await slot.ask(AskBody.model_validate(args).text))
         if op == "stop":
             await slot.queue.stop()
             return {"stopped": True}

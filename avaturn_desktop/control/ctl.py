@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from avaturn_desktop.control.server import TOKEN_ENV, load_token, read_discovery
+from avaturn_desktop.services.control_token import TOKEN_ENV, load_token, read_discovery
 
 #: ``ctl NAME`` → (method, path, how the arguments become the body)
 SIMPLE = {

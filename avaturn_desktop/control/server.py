@@ -22,31 +22,24 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 
 from avaturn_desktop.control.api import EventHub, create_app
-from avaturn_desktop.services.control_token import TOKEN_ENV, load_token, renew_token
+from avaturn_desktop.services.control_token import (
+    DISCOVERY_FILE,
+    TOKEN_ENV,
+    load_token,
+    read_discovery,
+    renew_token,
+)
 from avaturn_desktop.services.runtime import Runtime
 
 __all__ = ["TOKEN_ENV", "ControlServer", "load_token", "read_discovery"]
 
 log = logging.getLogger("avaturn.control")
 
-DISCOVERY_FILE = "control.json"
 LOOPBACK = "127.0.0.1"
-
-
-def read_discovery(data_dir: Path) -> dict[str, Any] | None:
-    """``control.json`` of the app running on ``data_dir``, if any (None when absent/broken)."""
-    try:
-        raw = json.loads((data_dir / DISCOVERY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("url"), str):
-        return None
-    return raw
 
 
 class _Server(uvicorn.Server):

@@ -66,6 +66,8 @@ class QueueItem:
     task_id: str | None = None
     #: Set while the item waits after a 429, for the panel: when it is sent again (clock time).
     retry_at: float | None = None
+    #: The question this line answers (Ask mode), else ``None``.
+    question_id: str | None = None
 
     @property
     def acknowledged(self) -> bool:

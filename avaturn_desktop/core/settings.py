@@ -1,7 +1,8 @@
 """What the user chose: a versioned pydantic schema saved as JSON in the config dir.
 
 Window geometry and dock layout are state, not settings: they live in QSettings (ui layer).
-The API key is never here: it lives in the environment or the OS keyring.
+The API keys (Avaturn's and the language model's) are never here: they live in the environment
+or the OS keyring.
 """
 
 from __future__ import annotations
@@ -61,6 +62,43 @@ class SessionDefaults(BaseModel):
         )
 
 
+#: OpenAI's API; with no language model key the app answers from the simulator instead.
+DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_LLM_MODEL = "gpt-4o-mini"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly presenter speaking through a talking avatar. Answer in a few short, "
+    "complete spoken sentences: no lists, no markdown, no emoji, no code."
+)
+
+
+class LlmSettings(BaseModel):
+    """Ask mode: an OpenAI-compatible chat-completions endpoint answers, and the avatar speaks.
+
+    The key is not here: it lives in the environment or the OS keyring (``services/secrets``).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    #: The API root, up to and including ``/v1`` (OpenAI's, or a compatible server's).
+    base_url: str = DEFAULT_LLM_BASE_URL
+    model: Annotated[str, Field(min_length=1, max_length=200)] = DEFAULT_LLM_MODEL
+    system_prompt: Annotated[str, Field(max_length=20_000)] = DEFAULT_SYSTEM_PROMPT
+    #: Longest wait for the answer to start, and between two pieces of it.
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    #: Earlier questions and answers sent along with a question (per avatar session).
+    history_turns: Annotated[int, Field(ge=0, le=200)] = 20
+    #: How fast the built-in simulator streams its answers (tokens per second).
+    sim_tokens_per_second: Annotated[float, Field(gt=0, le=10_000)] = 20.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
 class AudioOutput(BaseModel):
     """Where an avatar's sound goes: the output device, the level and mute.
 
@@ -111,6 +149,8 @@ class Settings(BaseModel):
     #: The local control API (``control-api.md``): on, and on which loopback port.
     control_enabled: bool = False
     control_port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_CONTROL_PORT
+    #: Ask mode's language model.
+    llm: LlmSettings = LlmSettings()
     #: How many avatars may run side by side (each one a session on the service).
     slot_quota: Annotated[int, Field(ge=1, le=MAX_SLOT_QUOTA)] = DEFAULT_SLOT_QUOTA
     #: Per slot (by index): its session form and where its sound goes.

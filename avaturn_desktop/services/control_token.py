@@ -7,15 +7,19 @@ control API checks it; the window shows and renews it).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("avaturn.control")
 
 TOKEN_ENV = "AVATURN_DESKTOP_CONTROL_TOKEN"
 TOKEN_FILE = "control-token"
+#: Where a running app with the control API on says where it listens.
+DISCOVERY_FILE = "control.json"
 
 
 def token_path(data_dir: Path) -> Path:
@@ -52,3 +56,14 @@ def renew_token(data_dir: Path) -> str:
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     return token
+
+
+def read_discovery(data_dir: Path) -> dict[str, Any] | None:
+    """``control.json`` of the app running on ``data_dir``, if any (None when absent/broken)."""
+    try:
+        raw = json.loads((data_dir / DISCOVERY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("url"), str):
+        return None
+    return raw

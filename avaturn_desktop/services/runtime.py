@@ -39,6 +39,14 @@ from avaturn_desktop.core.queue import ItemState, QueueItem
 from avaturn_desktop.core.session_state import SessionState
 from avaturn_desktop.core.settings import SessionDefaults, Settings
 from avaturn_desktop.core.tasks import SessionRecord
+from avaturn_desktop.services import secrets
+from avaturn_desktop.services.answers import (
+    AnswerService,
+    AnswerView,
+    LlmEndpoint,
+    SpeechQueueSink,
+    resolve_endpoint,
+)
 from avaturn_desktop.services.client import AvaturnClient
 from avaturn_desktop.services.connect_phases import ConnectWatch
 from avaturn_desktop.services.session import SessionBusyError, SessionController, StagePort
@@ -156,6 +164,9 @@ class CurrentClient:
     async def add_task(self, session_id: str, text: str) -> Any:
         return await self.target.add_task(session_id, text)
 
+    async def get_sdk_session(self, token: str) -> Any:
+        return await self.target.get_sdk_session(token)
+
 
 class AvatarSlot:
     """One avatar: its stage, session, queue and speaker."""
@@ -182,6 +193,17 @@ class AvatarSlot:
             policy=settings.offline_policy,
         )
         self.speaker = Speaker(self.queue, runtime.settings)
+        #: Ask mode: a language model's answers, queued sentence by sentence as they stream;
+        #: Stop from any door ends the answer being written too.
+        self.answers = AnswerService(
+            SpeechQueueSink(self.queue),
+            endpoint=runtime.llm_endpoint,
+            settings=lambda: runtime.settings.value.llm,
+            question_log=runtime.store,
+            max_chars=lambda: runtime.settings.value.max_chunk_chars,
+            session=lambda: self.queue.session_id,
+        )
+        self._unfollow_stops = self.answers.follow_queue_stops(self.queue)
         #: Kiosk mode: restarts a session after every ending (see ``services/supervisor.py``);
         #: made with the slot, started by :meth:`supervise` once leftovers are ended.
         self.supervisor: Supervisor | None = (
@@ -268,6 +290,13 @@ class AvatarSlot:
             self._runtime.notices.warning(exc.user_message)
             return False
 
+    async def ask(self, text: str) -> AnswerView:
+        """Ask the language model ``text`` in this slot's conversation (its live session's);
+        returns once the question is taken, the answer's sentences queue as they stream.
+        A newer question ends the answer before it. :class:`ConfigError` for an empty
+        question, or no key where one is needed."""
+        return await self.answers.ask(text)
+
     def end_session(self) -> asyncio.Task[None]:
         """End the live session, or cancel one being made."""
         if not self.controller.state.busy:
@@ -329,6 +358,8 @@ class AvatarSlot:
         """End the session (or a start under way), then stop the queue."""
         if self.supervisor is not None:
             await self.supervisor.stop()
+        await self.answers.shutdown()
+        self._unfollow_stops()
         await self.controller.shutdown()
         await self.queue.shutdown()
         self.speaker.close()
@@ -435,6 +466,13 @@ class Runtime:
         log.info("Backend switched to %r", backend)
         for listener in list(self._backend_listeners):
             listener(backend)
+
+    def llm_endpoint(self) -> LlmEndpoint:
+        """Where Ask goes now: the settings and the key (environment or keyring); with no
+        key, the simulator the sessions run on (see :func:`resolve_endpoint`)."""
+        key, _ = secrets.load_llm_api_key()
+        simulator = None if self.backend.kind == "cloud" else self.backend.api_base
+        return resolve_endpoint(self.settings.value.llm, key, simulator)
 
     def subscribe_backend(self, listener: Callable[[Backend], None]) -> Callable[[], None]:
         self._backend_listeners.append(listener)

@@ -1,6 +1,8 @@
 """File → Settings: backend, API key (into the OS keyring), page and speaking options, the
-control API (on/off, its port, its token: shown, copied, renewed), and the voice bench (how
-many avatars side by side, when a connect is slow, the optional ElevenLabs key)."""
+control API (on/off, its port, its token: shown, copied, renewed), Ask's language model
+(base URL, model, system prompt, timeout, the simulator's pace, its key into the keyring), and
+the voice bench (how many avatars side by side, when a connect is slow, the optional
+ElevenLabs key)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -132,6 +135,37 @@ class SettingsDialog(QDialog):
         else:
             for widget in (self.control_token, self.show_token, self.copy_token, self.renew_token):
                 widget.setEnabled(False)
+        llm = settings.llm
+        self.llm_base_url = QLineEdit(llm.base_url)
+        self.llm_base_url.setObjectName("llm_base_url")
+        self.llm_model = QLineEdit(llm.model)
+        self.llm_model.setObjectName("llm_model")
+        self.llm_prompt = QPlainTextEdit(llm.system_prompt)
+        self.llm_prompt.setObjectName("llm_prompt")
+        self.llm_prompt.setTabChangesFocus(True)
+        self.llm_prompt.setFixedHeight(70)
+        self.llm_timeout = QDoubleSpinBox()
+        self.llm_timeout.setRange(1, 600)
+        self.llm_timeout.setSuffix(" s")
+        self.llm_timeout.setValue(llm.timeout_s)
+        self.llm_sim_rate = QDoubleSpinBox()
+        self.llm_sim_rate.setRange(1, 10_000)
+        self.llm_sim_rate.setSuffix(" tokens/s")
+        self.llm_sim_rate.setToolTip("How fast the built-in simulator writes (from the next start)")
+        self.llm_sim_rate.setValue(llm.sim_tokens_per_second)
+        self.llm_key = QLineEdit()
+        self.llm_key.setObjectName("llm_key")
+        self.llm_key.setEchoMode(QLineEdit.EchoMode.Password)
+        _, llm_source = secrets.load_llm_api_key()
+        self.llm_key.setPlaceholderText(
+            {
+                "environment": f"set by {secrets.LLM_ENV_VAR} (the environment wins)",
+                "keyring": "stored in the OS keyring (type to replace)",
+                "none": "not set: with OpenAI's URL, the simulator answers",
+            }[llm_source]
+        )
+        self.forget_llm_key = QCheckBox("Remove the stored language model key from the keyring")
+        self.forget_llm_key.setVisible(llm_source == "keyring")
         self.slot_quota = QSpinBox()
         self.slot_quota.setObjectName("slot_quota")
         self.slot_quota.setRange(1, MAX_SLOT_QUOTA)
@@ -179,6 +213,14 @@ class SettingsDialog(QDialog):
         form.addRow("Control API &port", self.control_port)
         form.addRow("", self.control_status)
         form.addRow("Control API &token", token_row)
+        form.addRow(QLabel("<b>Ask: a language model answers, the avatar speaks</b>"))
+        form.addRow("Model base &URL", self.llm_base_url)
+        form.addRow("&Model", self.llm_model)
+        form.addRow("System &prompt", self.llm_prompt)
+        form.addRow("Model API key", self.llm_key)
+        form.addRow("", self.forget_llm_key)
+        form.addRow("Answer timeout", self.llm_timeout)
+        form.addRow("Simulator's pace", self.llm_sim_rate)
         form.addRow("&Avatars side by side", self.slot_quota)
         form.addRow("S&low connect after", self.slow_connect)
         form.addRow("&ElevenLabs key", self.elevenlabs_key)
@@ -210,6 +252,14 @@ class SettingsDialog(QDialog):
                     "confirm_terminate": self.confirm_terminate.isChecked(),
                     "control_enabled": self.control_enabled.isChecked(),
                     "control_port": self.control_port.value(),
+                    "llm": {
+                        **self._settings.llm.model_dump(),
+                        "base_url": self.llm_base_url.text(),
+                        "model": self.llm_model.text().strip(),
+                        "system_prompt": self.llm_prompt.toPlainText(),
+                        "timeout_s": self.llm_timeout.value(),
+                        "sim_tokens_per_second": self.llm_sim_rate.value(),
+                    },
                     "slot_quota": self.slot_quota.value(),
                     "slow_connect_s": self.slow_connect.value(),
                 }
@@ -219,16 +269,22 @@ class SettingsDialog(QDialog):
             self.error.setText(f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
             return
         key = self.api_key.text().strip()
+        llm_key = self.llm_key.text().strip()
         try:
             if key:
                 secrets.store_api_key(key)
             elif self.forget_key.isChecked():
                 secrets.store_api_key(None)
+            if llm_key:
+                secrets.store_llm_api_key(llm_key)
+            elif self.forget_llm_key.isChecked():
+                secrets.store_llm_api_key(None)
         except secrets.KeyringUnavailableError as exc:
             self.error.setText(str(exc))
             return
         finally:
             self.api_key.clear()
+            self.llm_key.clear()
         el_key = self.elevenlabs_key.text().strip()
         try:
             if el_key:

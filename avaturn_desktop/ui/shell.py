@@ -123,7 +123,20 @@ class Shell:
                 "No API key set: sessions run on the built-in simulator. "
                 "Add a key in File → Settings to use the Avaturn cloud."
             )
+        self.view.avatar_page.outside_link.connect(self._outside_link)
+        # the page's policy is the backend's from the first load (no reload at the first start)
+        self.view.avatar_page.allow_media_origins(
+            [runtime.backend.api_base, runtime.backend.sdk_url]
+        )
         self.view.load_stage()
+
+    def _outside_link(self, url: str, opened: bool) -> None:
+        if opened:
+            self.messages.info(f"Opened {url} in your browser.")
+        else:
+            self.messages.warning(
+                f"The avatar page tried to open {url}; refused, as nobody clicked in it."
+            )
 
     @property
     def settings(self) -> Settings:

@@ -17,6 +17,7 @@ from qasync import asyncSlot
 
 from avaturn_desktop.core.errors import AppError
 from avaturn_desktop.core.queue import QueueChange, QueueItem
+from avaturn_desktop.services.answers import AnswerService, AnswerView
 from avaturn_desktop.services.export import ExportFormat, export_log
 from avaturn_desktop.services.runtime import AvatarSlot
 from avaturn_desktop.services.speech import Batch, Speaker
@@ -38,18 +39,28 @@ class QueuePresenter(QObject):
     changed = Signal(object)
     #: ``(row_id, new)``: a task-log row was written.
     row_written = Signal(int, bool)
+    #: An :class:`AnswerView`: Ask mode's answer changed (a sentence queued, or it ended).
+    answer_changed = Signal(object)
 
     def __init__(
-        self, speaker: Speaker, messages: MessageBus, parent: QObject | None = None
+        self,
+        speaker: Speaker,
+        messages: MessageBus,
+        parent: QObject | None = None,
+        *,
+        answers: AnswerService | None = None,
     ) -> None:
         super().__init__(parent)
         self.speaker = speaker
         self.queue = queue = speaker.queue
+        self.answers = answers
         self._messages = messages
+        #: Why the last say or speak-now was refused (the services' own words), if it was.
+        self.refusal: str | None = None
         self._unsubscribe = (
             queue.subscribe(self._on_change),
             queue.subscribe_rows(self.row_written.emit),
-        )
+        ) + (() if answers is None else (answers.subscribe(self.answer_changed.emit),))
 
     def _on_change(self, change: QueueChange) -> None:
         self.changed.emit(change)
@@ -80,9 +91,11 @@ class QueuePresenter(QObject):
 
     def say(self, text: str) -> Batch | None:
         """Queue ``text`` as a batch; None (and a message) when it was refused."""
+        self.refusal = None
         try:
             return self.speaker.say(text)
         except AppError as exc:
+            self.refusal = exc.user_message
             self._messages.warning(exc.user_message)
             return None
 
@@ -115,11 +128,29 @@ class QueuePresenter(QObject):
         return True
 
     async def speak_now(self, text: str) -> Batch | None:
+        self.refusal = None
         try:
             return await self.speaker.speak_now(text)
         except AppError as exc:
+            self.refusal = exc.user_message
             self._messages.error(exc.user_message)
             return None
+
+    async def ask(self, text: str) -> AnswerView | None:
+        """Ask mode: put ``text`` to the language model; None (and a message) when refused."""
+        if self.answers is None:
+            self._messages.warning("Ask is not available here.")
+            return None
+        try:
+            return await self.answers.ask(text)
+        except AppError as exc:
+            self._messages.warning(exc.user_message)
+            return None
+
+    def prepare_ask(self) -> None:
+        """Ask was chosen: load the language model's client now, not at the first question."""
+        if self.answers is not None:
+            self.answers.prepare()
 
     async def change_voice(self, voice_id: str) -> bool:
         try:
@@ -155,7 +186,7 @@ class SpeakingUi:
         self._messages = messages
         self.slot = slot
         self.queue = slot.queue
-        self.presenter = QueuePresenter(slot.speaker, messages)
+        self.presenter = QueuePresenter(slot.speaker, messages, answers=slot.answers)
         #: What the composer speaks through (the slot's presenter, or one that routes).
         self.composer_presenter = composer_presenter or self.presenter
         self.composer = ComposerPanel(self.composer_presenter)

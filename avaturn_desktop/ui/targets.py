@@ -2,14 +2,16 @@
 
 :class:`ComposerTarget` is what the composer talks to in place of the first slot's queue
 presenter: it sends each action to the chosen slot's speaker and queue, or, for "All avatars",
-to every slot's (the text as a :class:`~avaturn_desktop.services.fanout.FanOutBatch`). The
-rules of what a text becomes stay in the speaker; this only routes.
+to every slot's (the text as a :class:`~avaturn_desktop.services.fanout.FanOutBatch`). Ask
+(a language model's answer) goes to one avatar: the chosen one, the first for "All avatars".
+The rules of what a text becomes stay in the speaker; this only routes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Final
 
 from PySide6.QtCore import Signal
@@ -35,16 +37,33 @@ class ComposerTarget(QueuePresenter):
     target_changed = Signal(int)
 
     def __init__(self, runtime: Runtime, messages: MessageBus) -> None:
-        super().__init__(runtime.slot(0).speaker, messages)
+        first = runtime.slot(0)
+        super().__init__(first.speaker, messages, answers=first.answers)
         self._runtime = runtime
         self.target = 0
+        self._answers_of = 0
+        self._unfollow_answers: Callable[[], None] = lambda: None
 
     def set_target(self, target: int) -> None:
         if target != ALL and not 0 <= target < len(self._runtime.slots):
             target = 0
         if target != self.target:
             self.target = target
+            self._follow_answers(0 if target == ALL else target)
             self.target_changed.emit(target)
+
+    def _follow_answers(self, index: int) -> None:
+        """Ask goes to one avatar (the chosen one; the first for "All avatars"): its answers
+        are the ones the composer shows."""
+        if index == self._answers_of:
+            return
+        self._unfollow_answers()
+        self._unfollow_answers = lambda: None
+        self._answers_of = index
+        answers = self._runtime.slot(index).answers
+        self.answers = answers
+        if index != 0:  # the first slot's answers are followed by the base class
+            self._unfollow_answers = answers.subscribe(self.answer_changed.emit)
 
     def slots(self) -> list[AvatarSlot]:
         """The slots the composer speaks to now."""
@@ -55,11 +74,13 @@ class ComposerTarget(QueuePresenter):
     # -- the composer's actions, routed ----------------------------------------------------
 
     def say(self, text: str) -> Batch | None:
+        self.refusal = None
         slots = self.slots()
         if len(slots) == 1:
             try:
                 return slots[0].speaker.say(text)
             except AppError as exc:
+                self.refusal = exc.user_message
                 self._messages.warning(f"{slots[0].label}: {exc.user_message}")
                 return None
         parts: list[tuple[int, str, Batch]] = []
@@ -67,6 +88,7 @@ class ComposerTarget(QueuePresenter):
             try:
                 parts.append((slot.index, slot.label, slot.speaker.say(text)))
             except AppError as exc:
+                self.refusal = f"{slot.label}: {exc.user_message}"
                 self._messages.warning(f"{slot.label}: {exc.user_message}")
         return self._watch(FanOutBatch(text, parts)) if parts else None
 
@@ -82,6 +104,7 @@ class ComposerTarget(QueuePresenter):
         return batch
 
     async def speak_now(self, text: str) -> Batch | None:
+        self.refusal = None
         slots = self.slots()
         answers = await asyncio.gather(
             *(slot.speaker.speak_now(text) for slot in slots), return_exceptions=True
@@ -89,6 +112,7 @@ class ComposerTarget(QueuePresenter):
         parts: list[tuple[int, str, Batch]] = []
         for slot, answer in zip(slots, answers, strict=True):
             if isinstance(answer, AppError):
+                self.refusal = f"{slot.label}: {answer.user_message}"
                 self._messages.error(f"{slot.label}: {answer.user_message}")
             elif isinstance(answer, BaseException):
                 raise answer
@@ -119,6 +143,10 @@ class ComposerTarget(QueuePresenter):
             else:
                 self._messages.info(f"{slot.label}: voice changed to {voice_id}.")
         return ok
+
+    def close(self) -> None:
+        self._unfollow_answers()
+        super().close()
 
 
 class TargetSelector(QComboBox):

@@ -1,4 +1,4 @@
-"""Per-voice start latency and speaking rate, from the task log itself; and the log's schema 3
+"""Per-voice start latency and speaking rate, from the task log itself; and the log's schema 4
 (a session's slot and phases, A/B takes), migrated from older files without losing a row."""
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def test_a_clock_step_backwards_is_not_a_negative_latency(store: TaskLogStore) -
     assert latency_json(store)["voices"]["A"]["p50_ms"] == 0.0
 
 
-# -- schema 3 ----------------------------------------------------------------------------------
+# -- schema 4 ----------------------------------------------------------------------------------
 
 
 def test_phases_are_recorded_once_each_and_kept_when_recorded_again(store: TaskLogStore) -> None:
@@ -175,7 +175,7 @@ def test_ab_takes_are_kept_with_their_rows_and_ratings(store: TaskLogStore) -> N
     assert store.ab_runs() == ["r1"]
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_older_log_is_migrated_and_keeps_its_rows(tmp_path: Path, version: int) -> None:
     path = tmp_path / "old.sqlite3"
     raw = sqlite3.connect(path)
@@ -202,6 +202,6 @@ def test_an_older_log_is_migrated_and_keeps_its_rows(tmp_path: Path, version: in
         assert store.ab_runs() == []
     raw = sqlite3.connect(path)
     try:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     finally:
         raw.close()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from avaturn_desktop.core.errors import ConfigError, NetworkError, RateLimitedError
+from avaturn_desktop.core.errors import ConfigError, NetworkError, NotFoundError, RateLimitedError
 from avaturn_desktop.core.events import Disposed, SdkError
 from avaturn_desktop.core.models import SessionCreate, SessionCreated
 from avaturn_desktop.core.session_state import EndReason, SessionState
@@ -117,6 +117,11 @@ class FakeClient:
         self.deleted.append(session_id)
         if self.delete_error is not None:
             raise self.delete_error
+
+    async def get_sdk_session(self, token: str) -> Any:
+        # The controller checks a page's ending with the service: the endings these tests
+        # feed are the service's own, so its lookup no longer has the session.
+        raise NotFoundError("gone", status=404)
 
 
 @dataclass
@@ -269,7 +274,10 @@ def test_launch_and_every_ending_the_service_causes_bring_a_new_session(
             second = rig.controller.session_id
             assert second != first
 
-            # 2. the service's own ending, as the page reports it
+            # 2. the service's own ending, as the page reports it (the controller believes the
+            # page only once the service confirms, so the service must really have ended it)
+            r = await http.post(f"{simulator.base_url}/_sim/sessions/{second}/kill")
+            assert r.status_code == 200
             rig.controller.handle_page_event(SdkError(code="user_absent_timeout", message="bye"))
             await reach(rig.controller, S.ENDED)
             await rig.next_try()

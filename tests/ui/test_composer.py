@@ -71,11 +71,11 @@ def test_enter_adds_a_line_and_ctrl_enter_queues(
 
 def test_empty_or_blank_text_is_refused(composer: ComposerPanel, qtbot: Any) -> None:
     qtbot.keyClick(composer.editor, Qt.Key.Key_Return, CTRL)
-    assert "Nothing to send" in composer.status_label.text()
+    assert "Nothing to say" in composer.status_label.text()
     type_text(qtbot, composer, "   ")
     qtbot.keyClick(composer.editor, Qt.Key.Key_Return)
     qtbot.keyClick(composer.editor, Qt.Key.Key_Return, CTRL)
-    assert "Nothing to send" in composer.status_label.text()
+    assert "Nothing to say" in composer.status_label.text()
     assert composer.editor.toPlainText() == "   \n"
     assert not composer.pending
 
