@@ -56,10 +56,11 @@ def ui_stall(quick: bool) -> list[Figure]:
 
 def ui_stall_avatars(quick: bool) -> list[Figure]:
     lines = 100 if quick else 500
-    with simulator_process("--chars-per-second", "5000") as url:
+    # 1,200 chars/s keeps each page under the bridge's 100 messages a second (ui_stall_avatars)
+    with simulator_process("--chars-per-second", "1200") as url:
         data = run_child(
             "bench.ui_stall_avatars",
-            ["--api-base", url, "--lines", str(lines), "--settle-s", "30" if quick else "180"],
+            ["--api-base", url, "--lines", str(lines), "--settle-s", "60" if quick else "240"],
             timeout=900,
         )
     return [

@@ -2,6 +2,11 @@
 say 500 lines each, measured as ``bench/ui_stall.py`` measures it (a 5 ms precise timer in the
 GUI loop; a stall is the gap between two ticks minus the interval).
 
+The simulator speaks 1,200 characters a second (a line of ~60 characters in 50 ms, about 80
+times faster than a person), which keeps each page's events under the bridge's limit of 100
+messages a second (``ui/web/bridge.py``): faster, and the bridge drops speech events by design,
+so lines are never seen spoken.
+
 Child process: the app as it builds itself (``app.assemble``) over a simulator in its own
 process, the second avatar made as the window's "Add avatar" makes it (its own page, session
 and dock), both sessions live with different voices. Each avatar's queue gets one text of N
@@ -118,12 +123,23 @@ def main() -> int:
             queueing = meter.stalls_ms(t_queue, first_after)
             stream = meter.stalls_ms(first_after + 1e-9, t_done)
             metrics = shell.bench.metrics
+            pages = [shell.bench.stages.view_of(slot.index) for slot in slots]
             return {
+                "bridge_dropped": sum(getattr(v.bridge, "dropped", 0) for v in pages),
+                "sessions": [
+                    {
+                        "slot": slot.index,
+                        "state": slot.controller.state.value,
+                        "reason": slot.controller.snapshot.reason,
+                        "detail": slot.controller.snapshot.detail,
+                    }
+                    for slot in slots
+                ],
                 "avatars": len(slots),
                 "lines_per_avatar": args.lines,
                 "spoken": states.count(ItemState.SPOKEN),
                 "not_spoken": len(states) - states.count(ItemState.SPOKEN),
-                "not_spoken_reasons": reasons,
+                "not_spoken_reasons": dict(reasons),
                 "all_finished": finished_all,
                 "unfinished_by_state": stuck,
                 "log_rows": parts.store.count(),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from PySide6.QtCore import QMargins, QPointF, Qt, QTimer
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
+from avaturn_desktop.core.queue import ChangeKind, QueueChange
 from avaturn_desktop.core.tasks import TaskState
 from avaturn_desktop.services.connect_phases import PHASE_LABELS, PHASES, ConnectPhases
 from avaturn_desktop.services.latency import percentile
@@ -48,6 +50,8 @@ from avaturn_desktop.services.runtime import AvatarSlot, Runtime
 log = logging.getLogger("avaturn.ui")
 
 REDRAW_MS: Final = 1000
+#: Latency points drawn per voice (the latest; the figures use them all).
+MAX_POINTS: Final = 600
 #: Connect sessions shown (the latest, across avatars).
 CONNECT_BARS: Final = 8
 #: Queue depth samples kept per avatar (one a second: ten minutes).
@@ -55,16 +59,24 @@ DEPTH_SAMPLES: Final = 600
 _PHASE_COLOURS: Final = ("#2563eb", "#7c3aed", "#0891b2", "#16a34a")
 
 
-def _chart(title: str) -> tuple[QChart, QChartView]:
+def _chart(title: str, *, smooth: bool = True) -> tuple[QChart, QChartView]:
     chart = QChart()
     chart.setTitle(title)
     chart.setMargins(QMargins(4, 4, 4, 4))
     chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
     chart.setAnimationOptions(QChart.AnimationOption.NoAnimation)
     view = QChartView(chart)
-    view.setRenderHint(QPainter.RenderHint.Antialiasing)
+    # Antialiasing only where there are few shapes: hundreds of points drawn smooth every
+    # second cost the GUI thread more than a frame.
+    view.setRenderHint(QPainter.RenderHint.Antialiasing, smooth)
     view.setMinimumSize(260, 200)
     return chart, view
+
+
+def _ceil_to(value: float, step: float) -> float:
+    """``value`` rounded up to a multiple of ``step``: an axis that grows in steps does not
+    make the chart lay itself out again every second."""
+    return step * max(1, math.ceil(value / step))
 
 
 class MetricsPanel(QWidget):
@@ -78,11 +90,14 @@ class MetricsPanel(QWidget):
         #: voice id -> latencies (ms) of this run, and the points not drawn yet.
         self.latencies: dict[str, list[float]] = {}
         self._pending: dict[str, list[QPointF]] = {}
+        self._points: dict[str, list[QPointF]] = {}
         self._started_rows: set[int] = set()
         self._ended_rows: set[int] = set()
         #: session id -> when its last line ended (a line queued behind it counts from then)
         self._last_end: dict[str, float] = {}
         self._depth: dict[int, deque[tuple[float, int]]] = {}
+        #: slot index -> the ids of its items not finished (waiting or on the service)
+        self._open: dict[int, set[int]] = {}
         self._dirty = True
         self._unsubscribe: list[Callable[[], None]] = []
 
@@ -109,7 +124,7 @@ class MetricsPanel(QWidget):
         self.connect_series.attachAxis(self.connect_axis_y)
         self.connect_series.attachAxis(self.connect_axis_x)
 
-        self.latency_chart, latency_view = _chart("Start latency (ms), this run")
+        self.latency_chart, latency_view = _chart("Start latency (ms), this run", smooth=False)
         self.latency_axis_x = QValueAxis()
         self.latency_axis_x.setTitleText("s since start")
         self.latency_axis_x.setLabelFormat("%d")
@@ -136,7 +151,7 @@ class MetricsPanel(QWidget):
         self.voice_series.attachAxis(self.voice_axis_x)
         self.voice_series.attachAxis(self.voice_axis_y)
 
-        self.depth_chart, depth_view = _chart("Queue depth (lines)")
+        self.depth_chart, depth_view = _chart("Queue depth (lines)", smooth=False)
         self.depth_axis_x = QValueAxis()
         self.depth_axis_x.setTitleText("s since start")
         self.depth_axis_x.setLabelFormat("%d")
@@ -198,6 +213,22 @@ class MetricsPanel(QWidget):
             self._dirty = True
 
         self._unsubscribe.append(slot.queue.subscribe_rows(on_row))
+        # the queue's depth, counted change by change (reading the queue each second would
+        # make a snapshot of every item: a thousand of them, every second)
+        open_items = self._open.setdefault(
+            slot.index, {i.item_id for i in slot.queue.items if not i.state.finished}
+        )
+
+        def on_change(change: QueueChange) -> None:
+            item = change.item
+            if item is None:
+                return
+            if change.kind is ChangeKind.REMOVED or item.state.finished:
+                open_items.discard(item.item_id)
+            else:
+                open_items.add(item.item_id)
+
+        self._unsubscribe.append(slot.queue.subscribe(on_change))
         self._unsubscribe.append(slot.connect.subscribe(self._on_connect))
         self._depth[slot.index] = deque(maxlen=DEPTH_SAMPLES)
         series = QLineSeries()
@@ -226,11 +257,8 @@ class MetricsPanel(QWidget):
 
     def _tick(self) -> None:
         now = time.time() - self._started
-        for slot in self._runtime.slots:
-            waiting = sum(1 for i in slot.queue.items if not i.state.finished)
-            samples = self._depth.get(slot.index)
-            if samples is not None:
-                samples.append((now, waiting))
+        for index, samples in self._depth.items():
+            samples.append((now, len(self._open.get(index, ()))))
         self._dirty = True
         if self.isVisible():
             self.redraw()
@@ -253,16 +281,21 @@ class MetricsPanel(QWidget):
             if series is None:
                 series = QScatterSeries()
                 series.setMarkerSize(6)
+                series.setMarkerShape(QScatterSeries.MarkerShape.MarkerShapeRectangle)
                 series.setName(self._runtime.voices.name_of(voice) or "(no voice)")
                 self.latency_chart.addSeries(series)
                 series.attachAxis(self.latency_axis_x)
                 series.attachAxis(self.latency_axis_y)
                 self.latency_series[voice] = series
-            series.append(points)
+            shown = self._points.setdefault(voice, [])
+            shown.extend(points)
+            del shown[:-MAX_POINTS]
+            # one replace, not an append per point: QtCharts relays the series out per call
+            series.replace(shown)
         self._pending = {}
-        all_ms = [v for values in self.latencies.values() for v in values]
-        self.latency_axis_y.setRange(0, max(100.0, max(all_ms, default=0.0) * 1.1))
-        self.latency_axis_x.setRange(0, max(10.0, time.time() - self._started))
+        top = max((max(values) for values in self.latencies.values() if values), default=0.0)
+        _set_range(self.latency_axis_y, _ceil_to(top * 1.1, 100.0))
+        _set_range(self.latency_axis_x, _ceil_to(time.time() - self._started, 60.0))
 
     def _draw_voices(self) -> None:
         voices = [v for v, values in self.latencies.items() if values]
@@ -274,7 +307,7 @@ class MetricsPanel(QWidget):
             self.voice_axis_x.append(names)
         _replace(self.p50_set, p50)
         _replace(self.p95_set, p95)
-        self.voice_axis_y.setRange(0, max(100.0, max(p95, default=0.0) * 1.15))
+        _set_range(self.voice_axis_y, _ceil_to(max(p95, default=0.0) * 1.15, 100.0))
 
     def _draw_connect(self) -> None:
         sessions = sorted(
@@ -295,7 +328,7 @@ class MetricsPanel(QWidget):
             _replace(bar, values)
         for phases in sessions:
             longest = max(longest, sum(v or 0.0 for v in phases.durations_s().values()))
-        self.connect_axis_x.setRange(0, longest * 1.1)
+        _set_range(self.connect_axis_x, _ceil_to(longest * 1.1, 0.5))
 
     def _draw_depth(self) -> None:
         top = 1
@@ -305,8 +338,8 @@ class MetricsPanel(QWidget):
                 continue
             series.replace([QPointF(t, n) for t, n in samples])
             top = max(top, max((n for _, n in samples), default=0))
-        self.depth_axis_y.setRange(0, top + 1)
-        self.depth_axis_x.setRange(0, max(10.0, time.time() - self._started))
+        _set_range(self.depth_axis_y, _ceil_to(top + 1, 10.0))
+        _set_range(self.depth_axis_x, _ceil_to(time.time() - self._started, 60.0))
 
     def close_panel(self) -> None:
         self._timer.stop()
@@ -314,6 +347,11 @@ class MetricsPanel(QWidget):
             with contextlib.suppress(ValueError):
                 unsubscribe()
         self._unsubscribe.clear()
+
+
+def _set_range(axis: QValueAxis, top: float) -> None:
+    if axis.min() != 0 or axis.max() != top:
+        axis.setRange(0, top)
 
 
 def _replace(bar: QBarSet, values: list[float]) -> None:
