@@ -159,7 +159,7 @@ async def bench_shots(shell: Any, sim: SimulatorServer, shot: Callable[[str], No
     while runner.run.state in ("ready", "running"):  # noqa: ASYNC110 (a script)
         await asyncio.sleep(0.1)
     for row, rating in enumerate((4, 3, 5, 2)):
-        ab.table.cellWidget(row, 5).setValue(rating)
+        ab.table.cellWidget(row, 3).setValue(rating)
     ab.table.resizeColumnsToContents()
     await settle(0.5)
     shot("ab")

@@ -168,7 +168,7 @@ def test_a_blind_comparison_in_one_session_is_rated_and_exported(
             ab.refresh_table()
             assert ab.table.item(0, 2).text() == "hidden until rated"
             for row in range(4):
-                ab.table.cellWidget(row, 5).setValue(row + 2)
+                ab.table.cellWidget(row, 3).setValue(row + 2)
             assert run.revealed
             assert ab.table.item(0, 2).text() != "hidden until rated"
             stored = runtime.store.ab_takes(run.run_id)
@@ -287,3 +287,27 @@ def test_a_side_by_side_comparison_takes_turns_on_two_avatars(
             first = runtime.store.query(session_id=sessions["A"])
             assert first[0].text == "Said before the comparison."  # it went first, whole
             assert first[0].state.value == "spoken"
+
+
+def test_ask_goes_to_the_avatar_the_composer_speaks_to(
+    qloop: qasync.QEventLoop, simulator: Any, tmp_path: Path, qtbot: Any
+) -> None:
+    async def scenario() -> None:
+        async with open_app(simulator, tmp_path) as app:
+            shell, runtime = app.shell, app.runtime
+            bench = shell.bench
+            target = bench.composer_target
+            second = bench.add_avatar()
+            assert second is not None
+            assert target.answers is runtime.slot(0).answers
+            bench.selector.setCurrentIndex(bench.selector.findData(1))  # type: ignore[union-attr]
+            assert target.target == 1 and target.answers is second.answers
+            bench.selector.setCurrentIndex(bench.selector.findData(ALL))  # type: ignore[union-attr]
+            assert target.answers is runtime.slot(0).answers  # all: the first answers
+            # a text refused by one avatar says which
+            target.set_target(1)
+            runtime.settings.update(offline_policy="refuse")
+            assert target.say("Nobody is live.") is None
+            assert target.refusal  # the queue's own sentence, for the composer to show
+
+    qloop.run_until_complete(scenario())

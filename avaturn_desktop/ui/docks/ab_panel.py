@@ -55,13 +55,15 @@ TABLE_HEADERS: Final = (
     "Take",
     "Label",
     "Voice",
+    "Rating",
     "Line",
     "Text",
-    "Rating",
     "State",
     "Start latency (ms)",
     "Speaking (s)",
 )
+#: The column of the rating (a spin box per take).
+RATING: Final = 3
 DEFAULT_LINES: Final = (
     "Good evening, and welcome to the launch.\n"
     "Tonight we will show you three things.\n"
@@ -119,7 +121,9 @@ class AbPanel(QWidget):
         self.table.setHorizontalHeaderLabels(TABLE_HEADERS)
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(
+            RATING + 2, QHeaderView.ResizeMode.Stretch
+        )
         self.summary = QLabel()
         self.summary.setObjectName("ab.summary")
         self.summary.setTextFormat(Qt.TextFormat.RichText)
@@ -263,9 +267,9 @@ class AbPanel(QWidget):
                 str(take.take + 1),
                 take.label,
                 result.voice_shown,
+                None,
                 str(take.line + 1),
                 take.text,
-                None,
                 result.state,
                 "" if result.start_latency_ms is None else f"{result.start_latency_ms:.0f}",
                 "" if result.speaking_s is None else f"{result.speaking_s:.2f}",
@@ -279,7 +283,7 @@ class AbPanel(QWidget):
                     self.table.setItem(row, column, item)
                 if item.text() != text:
                     item.setText(text)
-            spin = self.table.cellWidget(row, 5)
+            spin = self.table.cellWidget(row, RATING)
             if not isinstance(spin, QSpinBox):
                 spin = QSpinBox()
                 spin.setObjectName(f"ab.rating.{row}")
@@ -287,7 +291,7 @@ class AbPanel(QWidget):
                 spin.setSpecialValueText("–")
                 spin.setToolTip("Your rating, 1 (poor) to 5 (great); – not rated")
                 spin.valueChanged.connect(lambda value, t=take.take: self.rate(t, value))
-                self.table.setCellWidget(row, 5, spin)
+                self.table.setCellWidget(row, RATING, spin)
             value = take.rating or 0
             if spin.value() != value:
                 spin.blockSignals(True)
