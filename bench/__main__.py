@@ -121,7 +121,7 @@ BENCHMARKS: dict[str, tuple[Callable[[bool], list[Figure]], tuple[str, ...]]] = 
     "dispatch": (dispatch.run, KEYS[0:2]),
     "ui_stall": (ui_stall, KEYS[2:3]),
     "tasklog": (tasklog.run, KEYS[3:5]),
-    "startup": (startup.run, KEYS[5:7]),
+    "startup": (startup.run, (*KEYS[5:7], "time_to_first_word_s", "first_word_vs_bare_page")),
     "send_to_speaking": (send_to_speaking, KEYS[7:8]),
     "control_say": (control_say, KEYS[8:9]),
     "llm": (llm.run, KEYS[9:10]),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 import logging
 import os
 import time
@@ -381,7 +382,7 @@ class Runtime:
         kiosk: bool = False,
         max_retries: int = 3,
         data_dir: Path | None = None,
-        on_close: Sequence[Callable[[], Awaitable[None] | None]] = (),
+        on_close: Sequence[Callable[[], object]] = (),
     ) -> None:
         self.backend = backend
         #: The data directory (the control token, control.json); None in bare tests.
@@ -420,7 +421,7 @@ class Runtime:
         http_transport: httpx.AsyncBaseTransport | None = None,
         max_retries: int = 3,
         data_dir: Path | None = None,
-        on_close: Sequence[Callable[[], Awaitable[None] | None]] = (),
+        on_close: Sequence[Callable[[], object]] = (),
     ) -> Runtime:
         """The runtime with its own pooled HTTP client (closed by :meth:`shutdown`)."""
         http = httpx.AsyncClient(
@@ -646,7 +647,7 @@ class Runtime:
         for close in reversed(self._on_close):
             try:
                 result = close()
-                if result is not None:
+                if inspect.isawaitable(result):
                     await result
             except Exception:
                 log.exception("Closing a part of the runtime failed")

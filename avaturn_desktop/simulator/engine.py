@@ -23,6 +23,8 @@ Event channel, per session (the **[sim]** choices the real service leaves undocu
 * When the session ends every viewer gets ``{"type": "error", "code": ..., "message": ...,
   "reason": ...}`` and its socket is closed with ``CLOSE_CODES[reason]``; the phrase in
   progress is cut without further speech events.
+* An ended session stays in ``snapshot()`` (and answers 404 to its id and token) for
+  ``ended_ttl_s``, at most ``max_ended`` of them, newest kept; then it is freed.
 """
 
 from __future__ import annotations
@@ -240,6 +242,7 @@ class SimSession:
         for runner in self._runners:
             if runner is not me:
                 runner.cancel()
+        self.engine.session_ended(self)
         log.info("session %s ended: %s", self.id, reason)
 
     async def aclose(self) -> None:
@@ -370,14 +373,21 @@ class Engine:
         chars_per_second: float,
         time_scale: float,
         phrase_ids: Literal["task", "own"],
+        ended_ttl_s: float = 300.0,
+        max_ended: int = 1000,
     ) -> None:
         self.voices = voices
         self.avatars = avatars
         self.chars_per_second = chars_per_second
         self.time_scale = time_scale
         self.phrase_ids = phrase_ids
+        self.ended_ttl_s = ended_ttl_s
+        self.max_ended = max_ended
         self.sessions: dict[str, SimSession] = {}
         self._by_token: dict[str, SimSession] = {}
+        #: Ended sessions still shown (for ``ended_ttl_s``, at most ``max_ended`` of them),
+        #: oldest first, each with the timer that forgets it.
+        self._ended: dict[str, asyncio.TimerHandle] = {}
 
     def create_session(self, params: SessionCreate) -> SimSession:
         if params.avatar_id in RETIRED_AVATARS:
@@ -413,7 +423,27 @@ class Engine:
     def drop_event_channels(self) -> int:
         return sum(session.drop_viewers() for session in self.sessions.values())
 
+    def session_ended(self, session: SimSession) -> None:
+        """Keep an ended session on show for a while, then free it (memory stays bounded)."""
+        if session.id in self._ended or session.id not in self.sessions:
+            return
+        loop = asyncio.get_running_loop()
+        self._ended[session.id] = loop.call_later(self.ended_ttl_s, self._forget, session.id)
+        while len(self._ended) > self.max_ended:
+            self._forget(next(iter(self._ended)))
+
+    def _forget(self, session_id: str) -> None:
+        timer = self._ended.pop(session_id, None)
+        if timer is not None:
+            timer.cancel()
+        session = self.sessions.pop(session_id, None)
+        if session is not None:
+            self._by_token.pop(session.token, None)
+            log.debug("session %s forgotten", session_id)
+
     async def aclose(self) -> None:
+        for timer in self._ended.values():
+            timer.cancel()
         await asyncio.gather(*(s.aclose() for s in self.sessions.values()))
 
     def snapshot(self) -> dict[str, Any]:

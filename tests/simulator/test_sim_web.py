@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -75,11 +76,23 @@ report("ready");
 """
 
 
+#: The same harness as a page of the stage: its policy allows no inline script.
+HARNESS_JS = re.search(rb'<script type="module">(.*)</script>', PAGE, re.S).group(1)  # type: ignore[union-attr]
+STAGE_HARNESS = (
+    b'<!doctype html><html><head><meta charset="utf-8"><title>sim sdk</title></head><body>'
+    b'<div id="root" style="width: 320px; height: 320px"></div>'
+    b'<script type="module" src="harness.js"></script></body></html>'
+)
+
+
 class ConsolePage(QWebEnginePage):
     """Collects the page's JSON console reports (and keeps JS chatter out of Qt's log)."""
 
-    def __init__(self, parent: Any) -> None:
-        super().__init__(parent)
+    def __init__(self, parent: Any, profile: Any = None) -> None:
+        if profile is None:
+            super().__init__(parent)
+        else:
+            super().__init__(profile, parent)
         self.reports: list[dict[str, Any]] = []
         self.other: list[str] = []
 
@@ -268,3 +281,143 @@ def test_reconnects_after_a_drop_and_disposes_when_idle(qtbot, simulator, page):
     assert dispose == {"reason": "idle"}
     qtbot.waitUntil(lambda: viewers()[0] == 0, timeout=5_000)  # dispose left the channel
     assert sim.snapshot()["sessions"][0]["end_reason"] is None  # ... but did not end the session
+
+
+# -- the locked simulator (the app's own: a key, the stage's origin only) ---------------------
+
+
+@pytest.fixture
+def make_stage_page(qtbot: Any, tmp_path: Any) -> Iterator[Callable[..., ConsolePage]]:
+    """``make_stage_page(files, page, policy)``: ``files`` served as ``avaturn://stage/<name>``
+    (the stage page's own origin, by the app's scheme handler with the Content-Security-Policy
+    the app sends for the backend, in a profile of its own), and ``page`` of them loaded."""
+    from PySide6.QtWebEngineCore import QWebEngineProfile
+
+    from avaturn_desktop.ui.web.scheme import SCHEME_BYTES, StageSchemeHandler, stage_url
+
+    made: list[tuple[Any, QWebEngineView, ConsolePage]] = []
+
+    def make(files: dict[str, bytes], name: str, policy: str) -> ConsolePage:
+        for file_name, data in files.items():
+            (tmp_path / file_name).write_bytes(data)
+        profile = QWebEngineProfile()
+        handler = StageSchemeHandler(root=tmp_path, parent=profile)
+        handler.policy = policy
+        profile.installUrlSchemeHandler(SCHEME_BYTES, handler)
+        view = QWebEngineView()
+        page = ConsolePage(view, profile)
+        view.setPage(page)
+        made.append((profile, view, page))
+        with qtbot.waitSignal(page.loadFinished, timeout=15_000) as loaded:
+            page.load(stage_url(name))
+        assert loaded.args == [True]
+        return page
+
+    yield make
+    for profile, view, page in made:
+        view.setPage(QWebEnginePage(view))
+        view.close()
+        page.deleteLater()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        profile.deleteLater()
+        view.deleteLater()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+def test_the_stage_origin_drives_a_locked_simulator(qtbot, make_sim, make_stage_page):
+    sim = make_sim(api_key="in-app-key")
+    auth = {"Authorization": "Bearer in-app-key"}
+    created = httpx.post(sim.base_url + "/api/v1/sessions", headers=auth).json()
+    from avaturn_desktop.ui.web.scheme import stage_policy
+
+    page = make_stage_page(
+        {"harness.html": STAGE_HARNESS, "harness.js": HARNESS_JS},
+        "harness.html",
+        stage_policy(sim.base_url, sim.sdk_url),
+    )
+    qtbot.waitUntil(lambda: page.has("ready"), timeout=10_000)
+    page.call("harness.start", sim.sdk_url, sim.base_url, created["token"])
+    qtbot.waitUntil(lambda: page.has("inited") or page.has("failed"), timeout=15_000)
+    assert page.find("failed") is None, page.reports
+    page.call("harness.call", "task", "Hello from the stage.")
+    qtbot.waitUntil(lambda: ("avatar_ended_speaking", None) in page.events(), timeout=10_000)
+    page.call("harness.call", "changeVoice", {"engine": "elevenlabs", "voice_id": VOICES[3].id})
+    qtbot.waitUntil(lambda: page.has("result", name="changeVoice"), timeout=10_000)
+    (session,) = sim.snapshot()["sessions"]
+    assert [t["text"] for t in session["tasks"]] == ["Hello from the stage."]
+    assert session["voice_id"] == VOICES[3].id
+
+
+def test_another_page_cannot_use_a_locked_simulator(qtbot, make_sim, page):
+    sim = make_sim(api_key="in-app-key")
+    auth = {"Authorization": "Bearer in-app-key"}
+    created = httpx.post(sim.base_url + "/api/v1/sessions", headers=auth).json()
+    # Even with a stolen session token, the module, the API and the channel are refused.
+    page.call("harness.start", sim.sdk_url, sim.base_url, created["token"])
+    qtbot.waitUntil(lambda: page.has("failed"), timeout=15_000)
+    probe = """async (base, id) => {
+      const r = {};
+      for (const [name, url, init] of [
+        ["state", `${base}/_sim/state`, {}],
+        ["kill", `${base}/_sim/sessions/${id}/kill`, {method: "POST", mode: "no-cors"}],
+        ["task", `${base}/_sdk/v0/sessions/tasks`, {method: "POST", mode: "no-cors",
+          body: JSON.stringify({text: "Injected."}), headers: {"Content-Type": "text/plain"}}],
+      ]) {
+        try { r[name] = (await fetch(url, init)).status; } catch (e) { r[name] = "blocked"; }
+      }
+      console.log(JSON.stringify({kind: "probe", data: r}));
+    }"""
+    page.call(f"({probe})", sim.base_url, created["session_id"])
+    qtbot.waitUntil(lambda: page.has("probe"), timeout=10_000)
+    assert page.find("probe")["data"]["state"] == "blocked"  # the page cannot read the state
+    (session,) = sim.snapshot()["sessions"]
+    assert session["end_reason"] is None and session["tasks"] == []
+    assert session["viewers_seen"] == 0
+
+
+@pytest.mark.npm
+def test_the_official_sdk_from_the_stage_origin_with_a_locked_simulator(
+    qtbot, make_sim, make_stage_page
+):
+    official = pytest.importorskip("tests.web.test_official_sdk")
+    dist = official._fetch_sdk()
+    sim = make_sim(api_key="in-app-key")
+    auth = {"Authorization": "Bearer in-app-key"}
+    created = httpx.post(sim.base_url + "/api/v1/sessions", headers=auth).json()
+    html = b"""<!doctype html><meta charset="utf-8"><div id="root"></div>
+<script type="module" src="official.js"></script>"""
+    harness = b"""
+  import("./main.js").then(async ({ AvaturnHead }) => {
+    const report = (kind, data) => console.log(JSON.stringify({ kind, data }));
+    const cfg = JSON.parse(decodeURIComponent(location.hash.slice(1)));
+    const avatar = new AvaturnHead(document.getElementById("root"), {
+      sessionToken: cfg.token, apiHost: cfg.apiHost, immediatelyJoin: false, keepAlive: true,
+    });
+    avatar.init({ timeout: 60000 }).catch(() => {});
+    while (!avatar.session_id) await new Promise((r) => setTimeout(r, 20));
+    try {
+      const task = await avatar.task("Hello from the official SDK on the stage.");
+      await avatar.changeVoice({ engine: "elevenlabs", voice_id: "EXAVITQu4vr4xnSDxMaL" });
+      report("done", { task_id: task.task_id, session_id: avatar.session_id });
+    } catch (e) {
+      report("failed", String(e));
+    }
+    avatar.dispose().catch(() => {});
+  });
+"""
+    setup = json.dumps({"token": created["token"], "apiHost": sim.base_url})
+    from urllib.parse import quote
+
+    from avaturn_desktop.ui.web.scheme import stage_policy
+
+    page = make_stage_page(
+        {"official.html": html, "official.js": harness, "main.js": (dist / "main.js").read_bytes()},
+        "official.html#" + quote(setup),
+        stage_policy(sim.base_url, "avaturn://stage/main.js"),
+    )
+    qtbot.waitUntil(lambda: page.has("done") or page.has("failed"), timeout=30_000)
+    assert page.find("failed") is None, page.reports
+    assert page.find("done")["data"]["session_id"] == created["session_id"]
+    (session,) = sim.snapshot()["sessions"]
+    assert [t["text"] for t in session["tasks"]] == ["Hello from the official SDK on the stage."]
+    assert session["voice_id"] == "EXAVITQu4vr4xnSDxMaL"
