@@ -315,6 +315,7 @@ async function init(command) {
     sdkHost = container;
     showAvatar();
     post({ type: "inited", session_id: sessionIdOf(head, answer) });
+    audio.watch(container);
   } finally {
     initRef = null;
   }
@@ -360,7 +361,13 @@ async function run(command, call) {
 // The stage's look and the app's captions live in look.js.
 import { lookHandlers } from "./look.js";
 
+// Where the sound goes, its level, and the first frame (see audio.js).
+import { createAudio } from "./audio.js";
+
+const audio = createAudio(post, result);
+
 const handlers = {
+  audio_output: (command) => audio.output(command),
   init,
   task: (command) => run(command, () => liveAvatar().task(command.text)),
   cancel_all: (command) => run(command, () => liveAvatar().cancelAllTasks()),

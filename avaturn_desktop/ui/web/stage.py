@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, Signal
 
 from avaturn_desktop.core.errors import AppError, InvalidRequestError
 from avaturn_desktop.core.events import (
+    AudioOutputCommand,
     CancelAllCommand,
     ChangeVoiceCommand,
     CommandResult,
@@ -165,6 +166,13 @@ class Stage(QObject):
         await self._call(
             ChangeVoiceCommand(ref=next(self._refs), voice_id=voice_id), "change the voice"
         )
+
+    async def audio_output(self, sink_id: str, volume: float, muted: bool) -> dict[str, Any]:
+        """Where the page's sound goes (see ``resources/web/audio.js``); the answer lists the
+        output devices the page sees and whether the device could be chosen."""
+        cmd = AudioOutputCommand(ref=next(self._refs), sink_id=sink_id, volume=volume, muted=muted)
+        answer = await self._call(cmd, "set the sound output")
+        return answer.data if isinstance(answer.data, dict) else {}
 
     async def dispose(self) -> None:
         """Leave the avatar room and show the placeholder again (the session itself lives on)."""
