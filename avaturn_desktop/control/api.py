@@ -211,7 +211,9 @@ def create_app(
 ) -> FastAPI:
     """The control API over ``runtime``; ``token`` and ``allowed_hosts`` are read per call."""
 
-    def slot_of(slot: Annotated[int, Query(ge=0, le=63)] = 0) -> AvatarSlot:
+    async def slot_of(slot: Annotated[int, Query(ge=0, le=63)] = 0) -> AvatarSlot:
+        # async: FastAPI runs a plain ``def`` dependency in a worker thread, a hop there and
+        # back on every call (and the runtime is the loop's alone)
         try:
             return runtime.slot(slot)
         except NoSuchSlotError as exc:
