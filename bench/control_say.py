@@ -5,8 +5,8 @@ Child process: the app as it builds itself (``app.assemble``) with the control A
 port, over a simulator in its own process, with a live session. One line at a time, on an
 idle queue: a plain ``httpx`` client in a worker thread sends ``POST /api/v1/say`` (``A_i``,
 taken by its request hook, as the request goes to the wire), and the runtime's request hook
-notes when that line's task POST leaves (``L_i``). Both read ``time.perf_counter``. ``L_i - A_i`` counts the
-client's write and the loopback hop too, so it is an upper bound of the app's own time.
+notes when that line's task POST leaves (``L_i``). Both read ``time.perf_counter``.
+``L_i - A_i`` counts the loopback hop too, so it is an upper bound of the app's own time.
 """
 
 from __future__ import annotations
