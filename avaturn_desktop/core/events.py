@@ -172,6 +172,22 @@ class StageProblem(_Timed):
     detail: Annotated[str, Field(max_length=300)] = ""
 
 
+class FirstFrame(_Timed):
+    """The live avatar's first frame was shown (a video frame, or the first paint of the
+    SDK's canvas): the last phase of connecting."""
+
+    type: Literal["first_frame"] = "first_frame"
+    source: Literal["video", "paint"] = "paint"
+
+
+class AudioLevel(_Timed):
+    """The avatar's sound level (0 silent … 1 full scale), a few times a second while its
+    media has sound; ``None`` when the page cannot measure it."""
+
+    type: Literal["audio_level"] = "audio_level"
+    level: float | None = None
+
+
 class CommandResult(_Event):
     """The answer to one command, matched by ``ref``."""
 
@@ -197,6 +213,8 @@ PageEvent = Annotated[
     | Disposed
     | Heartbeat
     | StageProblem
+    | FirstFrame
+    | AudioLevel
     | CommandResult,
     Field(discriminator="type"),
 ]
@@ -219,6 +237,8 @@ _EVENT_TYPES = frozenset(
         Disposed,
         Heartbeat,
         StageProblem,
+        FirstFrame,
+        AudioLevel,
         CommandResult,
     )
 )
@@ -364,6 +384,18 @@ class CaptionCommand(_Message):
     text: str | None = None
 
 
+class AudioOutputCommand(_Message):
+    """Where the page's sound goes: ``sink_id`` through ``HTMLMediaElement.setSinkId`` ("" is
+    the default device), ``volume`` 0…1, ``muted``. The answer's data lists the output devices
+    the page sees (``[{"id", "label"}]``) and whether the device could be chosen."""
+
+    type: Literal["audio_output"] = "audio_output"
+    ref: int
+    sink_id: Annotated[str, Field(max_length=500)] = ""
+    volume: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    muted: bool = False
+
+
 PageCommand = Annotated[
     InitCommand
     | TaskCommand
@@ -373,7 +405,8 @@ PageCommand = Annotated[
     | WatchdogCommand
     | AttractCommand
     | LookCommand
-    | CaptionCommand,
+    | CaptionCommand
+    | AudioOutputCommand,
     Field(discriminator="type"),
 ]
 

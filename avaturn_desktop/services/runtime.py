@@ -9,6 +9,13 @@ controller, speech queue and :class:`~avaturn_desktop.services.speech.Speaker` o
 The doors (the window, the control API) only display the runtime and forward what people and
 programs do; neither keeps state of its own about sessions or lines. Shutdown happens here,
 in one order: sessions end, queues stop, the HTTP pool closes, the log closes.
+
+Avatars side by side: the window gives the runtime a stage factory
+(:meth:`Runtime.set_stage_factory`), so a slot can be made on demand, by the window's "Add
+avatar" or by the control API addressing a slot that does not exist yet, within the quota the
+user set (``Settings.slot_quota``); past it, :class:`SlotQuotaError`. Each slot has its own
+session form (``Settings.slots``), its own registry entries (the task log says which slot ran a
+session) and its own record of the phases of connecting (:class:`ConnectWatch`).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from avaturn_desktop.services.answers import (
 )
 from avaturn_desktop.services.attract import AttractMode
 from avaturn_desktop.services.client import AvaturnClient
+from avaturn_desktop.services.connect_phases import ConnectWatch
 from avaturn_desktop.services.cues import CuePlayer
 from avaturn_desktop.services.outputs import Outputs
 from avaturn_desktop.services.session import SessionBusyError, SessionController, StagePort
@@ -52,6 +60,7 @@ from avaturn_desktop.services.speech_queue import SpeechQueue, SpeechStage
 from avaturn_desktop.services.stage_watch import StageWatch
 from avaturn_desktop.services.supervisor import BackoffPolicy, Supervisor
 from avaturn_desktop.services.tasklog import TaskLogStore
+from avaturn_desktop.services.voices import VoiceLibrary
 
 if TYPE_CHECKING:
     from avaturn_desktop.services.metrics import AppMetrics
@@ -117,6 +126,10 @@ class NoSuchSlotError(AppError):
     """An avatar slot was asked for by a number the app does not have."""
 
 
+class SlotQuotaError(AppError):
+    """A slot past the number of avatars the user allows side by side was asked for."""
+
+
 class SlotStage(StagePort, SpeechStage, Protocol):
     """An avatar page as a slot drives it (``ui.web.stage.Stage`` implements it)."""
 
@@ -134,6 +147,25 @@ class ReloadableStage(Protocol):
     crashed or shows nothing)."""
 
     async def reload(self) -> None: ...
+
+
+#: Makes the stage of a new slot (its index given); the window provides it.
+StageFactory = Callable[[int], SlotStage]
+SlotListener = Callable[["AvatarSlot"], None]
+
+
+class _SlotRegistry:
+    """The session registry as one slot writes to it: every session recorded with the slot."""
+
+    def __init__(self, store: TaskLogStore, index: int) -> None:
+        self._store = store
+        self._index = index
+
+    def record_session(self, record: SessionRecord) -> None:
+        self._store.record_session(record.model_copy(update={"slot": self._index}))
+
+    def end_session(self, session_id: str, reason: str, *, at: float | None = None) -> None:
+        self._store.end_session(session_id, reason, at=at)
 
 
 class CurrentClient:
@@ -170,7 +202,7 @@ class AvatarSlot:
             stage,
             api_host=runtime.backend.api_base,
             sdk_url=runtime.backend.sdk_url,
-            registry=runtime.store,
+            registry=_SlotRegistry(runtime.store, index),
             init_timeout_s=settings.init_timeout_s,
             keep_alive=settings.keep_alive,
         )
@@ -214,6 +246,15 @@ class AvatarSlot:
         )
         #: Kiosk mode: the attract screen and the opening hours (made by :meth:`supervise`).
         self.attract: AttractMode | None = None
+        #: The phases of connecting of this slot's sessions (and the slow-connect warning).
+        self.connect = ConnectWatch(
+            index,
+            recorder=runtime.store,
+            notices=runtime.notices,
+            threshold_s=lambda: runtime.settings.value.slow_connect_s,
+            label=lambda: self.label,
+        )
+        self.controller.subscribe(self.connect.on_snapshot)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _make_supervisor(self) -> Supervisor:
@@ -228,6 +269,15 @@ class AvatarSlot:
             recover_page=stage.reload if isinstance(stage, ReloadableStage) else None,
         )
 
+    @property
+    def label(self) -> str:
+        """How people call this slot: "Avatar 1", "Avatar 2", ..."""
+        return f"Avatar {self.index + 1}"
+
+    def defaults(self) -> SessionDefaults:
+        """This slot's session form as last used (the first slot's when it has none)."""
+        return self._runtime.settings.value.slot_session(self.index)
+
     def handle_page_event(self, event: object) -> None:
         """Every event from this slot's page: the lifecycle ones and the speech ones."""
         if self.supervisor is not None:
@@ -235,6 +285,7 @@ class AvatarSlot:
         self.watch.handle_page_event(event)
         self.controller.handle_page_event(event)
         self.queue.handle_page_event(event)
+        self.connect.handle_page_event(event)
 
     def page_crashed(self, detail: str) -> None:
         """The page's process died (the view says so, before the page's bridge resets)."""
@@ -279,8 +330,8 @@ class AvatarSlot:
     # -- commands, shared by every door ---------------------------------------------------
 
     def session_request(self, overrides: dict[str, Any] | None = None) -> SessionDefaults:
-        """The session form's fields: the saved ones with ``overrides``, checked."""
-        base = self._runtime.settings.value.session
+        """The session form's fields: the slot's saved ones with ``overrides``, checked."""
+        base = self.defaults()
         if not overrides:
             return base
         try:
@@ -300,11 +351,21 @@ class AvatarSlot:
     def start_request(self, defaults: SessionDefaults | None = None) -> SessionDefaults:
         """What a session is started with: ``defaults`` (else the saved form), on a
         transparent background when the stage paints one of its own (``core/look.py``)."""
-        defaults = defaults or self._runtime.settings.value.session
+        defaults = defaults or self.defaults()
         if self.outputs.background.needs_alpha:
             # the stage paints the background: the avatar must come without its own
             defaults = defaults.model_copy(update={"background": "transparent"})
         return defaults
+
+    def remember(self, defaults: SessionDefaults) -> None:
+        """Keep ``defaults`` as this slot's session form (slot 0's is ``Settings.session``).
+
+        Raises ``OSError`` when the settings could not be written (they hold all the same)."""
+        settings = self._runtime.settings
+        if self.index == 0:
+            settings.update(session=defaults)
+        else:
+            settings.update(slots=settings.value.with_slot(self.index, session=defaults))
 
     async def _start(self, request: Any) -> bool:
         try:
@@ -345,7 +406,9 @@ class AvatarSlot:
         left = snap.time_left(now)
         items = self.queue.items
         speaking = self.speaking_item()
+        connect = self.connect.current
         return {
+            "slot": self.index,
             "session": {
                 "state": snap.state.value,
                 "id": snap.session_id,
@@ -356,7 +419,8 @@ class AvatarSlot:
             },
             "speaking": speaking is not None,
             "current_text": None if speaking is None else speaking.text,
-            "voice_id": self.queue.voice_id or self._runtime.settings.value.session.voice_id,
+            "voice_id": self.queue.voice_id or snap.voice_id or self.defaults().voice_id,
+            "connect": None if connect is None else connect.as_json(),
             "queue": {
                 "waiting": sum(1 for i in items if i.state is ItemState.WAITING),
                 "on_service": sum(
@@ -429,6 +493,10 @@ class Runtime:
         )
         self.notices = Notices()
         self.slots: list[AvatarSlot] = []
+        #: The voices an operator knows (see ``services/voices.py``).
+        self.voices = VoiceLibrary.open(data_dir)
+        self._stage_factory: StageFactory | None = None
+        self._slot_listeners: list[SlotListener] = []
         self._backend_listeners: list[Callable[[Backend], None]] = []
         self._metrics: AppMetrics | None = None
         self.started_at = time.time()
@@ -508,7 +576,63 @@ class Runtime:
     def add_slot(self, stage: SlotStage) -> AvatarSlot:
         slot = AvatarSlot(len(self.slots), self, stage)
         self.slots.append(slot)
+        if self._metrics is not None:
+            self._watch(self._metrics, slot)
+        for listener in list(self._slot_listeners):
+            try:
+                listener(slot)
+            except Exception:
+                log.exception("A slot listener failed")
         return slot
+
+    # -- avatars side by side -------------------------------------------------------------
+
+    def set_stage_factory(self, factory: StageFactory | None) -> None:
+        """How a new slot's stage is made (the window's views); None: no more slots."""
+        self._stage_factory = factory
+
+    def subscribe_slots(self, listener: SlotListener) -> Callable[[], None]:
+        """Call ``listener`` with every slot added from now on."""
+        self._slot_listeners.append(listener)
+        return lambda: self._slot_listeners.remove(listener)
+
+    @property
+    def quota(self) -> int:
+        """How many avatars may run side by side (the user's setting)."""
+        return self.settings.value.slot_quota
+
+    @property
+    def can_add_slot(self) -> bool:
+        return self._stage_factory is not None and len(self.slots) < self.quota
+
+    def ensure_slot(self, index: int) -> AvatarSlot:
+        """The slot at ``index``, made now (with the ones before it) when it does not exist.
+
+        :class:`SlotQuotaError` past the quota; :class:`NoSuchSlotError` when this runtime
+        cannot make slots (no window gave it a stage factory).
+        """
+        if 0 <= index < len(self.slots):
+            return self.slots[index]
+        if index < 0:
+            return self.slot(index)
+        if index >= self.quota:
+            raise SlotQuotaError(
+                f"Avatar slot {index} is past the limit of {self.quota} avatar(s) side by side "
+                "(numbered from 0); raise it in Settings (Avatars side by side) or end one."
+            )
+        factory = self._stage_factory
+        if factory is None:
+            raise NoSuchSlotError(
+                f"There is no avatar slot {index}, and this app cannot add one (it has no "
+                "avatar view to give it)."
+            )
+        while len(self.slots) <= index:
+            self.add_slot(factory(len(self.slots)))
+        return self.slots[index]
+
+    def add_next_slot(self) -> AvatarSlot:
+        """One more avatar (the window's "Add avatar"), within the quota."""
+        return self.ensure_slot(len(self.slots))
 
     def slot(self, index: int = 0) -> AvatarSlot:
         """The slot at ``index``; :class:`NoSuchSlotError` when there is none."""
@@ -527,13 +651,19 @@ class Runtime:
 
             metrics = AppMetrics()
             for slot in self.slots:
-                metrics.watch_session(slot.controller)
-                metrics.watch_rows(slot.queue, self.store)
-                if slot.supervisor is not None:
-                    metrics.watch_supervisor(slot.supervisor)
-                metrics.watch_stage(slot.watch)
+                self._watch(metrics, slot)
             self._metrics = metrics
         return self._metrics
+
+    def _watch(self, metrics: AppMetrics, slot: AvatarSlot) -> None:
+        metrics.watch_session(slot.controller)
+        metrics.watch_rows(slot.queue, self.store)
+        # the supervisor's series have no slot label: the first slot's (a second collector of
+        # the same names would be refused by the registry)
+        if slot.supervisor is not None and slot.index == 0:
+            metrics.watch_supervisor(slot.supervisor)
+        if slot.index == 0:  # the same: the stage's series are the first slot's
+            metrics.watch_stage(slot.watch)
 
     def _settings_changed(self, new: Settings, _old: Settings) -> None:
         for slot in self.slots:
@@ -548,6 +678,7 @@ class Runtime:
                 "backend": self.backend.kind,
                 "kiosk": self.kiosk,
                 "slots": len(self.slots),
+                "slot_quota": self.quota,
             },
             **self.slot(slot).state(),
         }
@@ -642,5 +773,7 @@ __all__ = [
     "Level",
     "Notices",
     "Runtime",
+    "SlotQuotaError",
     "SlotStage",
+    "StageFactory",
 ]

@@ -21,6 +21,7 @@ from avaturn_desktop.core.settings import SessionDefaults, Settings
 from avaturn_desktop.core.tasks import SessionRecord
 from avaturn_desktop.services.runtime import AvatarSlot, Runtime
 from avaturn_desktop.services.session import SessionController
+from avaturn_desktop.ui.bench import BenchUi
 from avaturn_desktop.ui.docks.session_panel import SessionPanel
 from avaturn_desktop.ui.main_window import MainWindow
 from avaturn_desktop.ui.messages import MessageBus
@@ -97,11 +98,14 @@ class Shell:
         self.session_panel = SessionPanel(
             settings.session, warn_before_end_s=settings.warn_before_end_s
         )
+        #: The voice bench: more avatars, the voice library, A/B, metrics, sound.
+        self.bench = BenchUi(runtime, self.messages)
         self.speaking = SpeakingUi(
             slot=self.slot,
             store=runtime.store,
             messages=self.messages,
             session_presenter=self.session,
+            composer_presenter=self.bench.composer_target,
         )
         self.show_ui = ShowUi(
             slot=self.slot,
@@ -115,7 +119,7 @@ class Shell:
             session=self.session,
             messages=self.messages,
             backend_label=runtime.backend.label,
-            extra_docks=self.speaking.docks + self.show_ui.docks,
+            extra_docks=self.speaking.docks + self.show_ui.docks + self.bench.docks,
             confirm_terminate=lambda: self.runtime.settings.value.confirm_terminate,
             tab_with={"cues": "log"},
         )
@@ -125,6 +129,7 @@ class Shell:
             queue_panel=self.speaking.queue_panel,
             session_panel=self.session_panel,
         )
+        self.bench.attach(self)
         self.session_panel.create_requested.connect(self._create)
         self.window.settings_requested.connect(self.open_settings)
         #: The control API's URL when it listens (set by the composition root).
@@ -279,6 +284,7 @@ class Shell:
         """The Qt side's teardown (the runtime's shutdown ended the sessions before)."""
         self._unsubscribe_settings()
         self.show_ui.close()
+        self.bench.close()
         self.speaking.close()
         self.session.close()
         self.messages.close()

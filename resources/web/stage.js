@@ -348,6 +348,7 @@ async function init(command) {
     showAvatar();
     post({ type: "inited", session_id: sessionIdOf(head, answer) });
     watchdog.watch(head, container);
+    audio.watch(container);
   } finally {
     initRef = null;
   }
@@ -394,7 +395,13 @@ async function run(command, call) {
 // The stage's look and the app's captions live in look.js.
 import { lookHandlers } from "./look.js";
 
+// Where the sound goes, its level, and the first frame (see audio.js).
+import { createAudio } from "./audio.js";
+
+const audio = createAudio(post, result);
+
 const handlers = {
+  audio_output: (command) => audio.output(command),
   init,
   task: (command) => run(command, () => liveAvatar().task(command.text)),
   cancel_all: (command) => run(command, () => liveAvatar().cancelAllTasks()),

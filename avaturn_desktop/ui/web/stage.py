@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Signal
 from avaturn_desktop.core.errors import AppError, InvalidRequestError
 from avaturn_desktop.core.events import (
     AttractCommand,
+    AudioOutputCommand,
     CancelAllCommand,
     ChangeVoiceCommand,
     CommandResult,
@@ -215,6 +216,13 @@ class Stage(QObject):
             ) from None
         finally:
             self._bridge.ready_changed.disconnect(on_ready)
+
+    async def audio_output(self, sink_id: str, volume: float, muted: bool) -> dict[str, Any]:
+        """Where the page's sound goes (see ``resources/web/audio.js``); the answer lists the
+        output devices the page sees and whether the device could be chosen."""
+        cmd = AudioOutputCommand(ref=next(self._refs), sink_id=sink_id, volume=volume, muted=muted)
+        answer = await self._call(cmd, "set the sound output")
+        return answer.data if isinstance(answer.data, dict) else {}
 
     async def dispose(self) -> None:
         """Leave the avatar room and show the placeholder again (the session itself lives on)."""
