@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--jitter-ms", type=float, default=0.0, help="± random extra delay")
     faults.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 5xx")
     faults.add_argument("--error-status", type=int, default=503, help="status of those answers")
+    faults.add_argument("--error-burst", type=int, default=0, help="the first N calls get 5xx")
     faults.add_argument("--rate-limit-burst", type=int, default=0, help="the first N calls get 429")
     faults.add_argument(
         "--rate-limit-rate", type=float, default=0.0, help="fraction of calls that start a burst"
@@ -119,6 +120,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
             jitter_ms=args.jitter_ms,
             error_rate=args.error_rate,
             error_status=args.error_status,
+            error_burst=args.error_burst,
             rate_limit_burst=args.rate_limit_burst,
             rate_limit_rate=args.rate_limit_rate,
             rate_limit_burst_len=args.rate_limit_burst_len,

@@ -78,6 +78,8 @@ class FaultConfig(BaseModel):
     #: fraction of calls answered with ``error_status`` and ``{"detail": ...}``
     error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     error_status: Annotated[int, Field(ge=500, le=599)] = 503
+    #: the next N calls get ``error_status`` (a counter: it runs down, like the 429 burst)
+    error_burst: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     #: the next N calls get 429 with ``Retry-After: retry_after_s`` (a counter: it runs down)
     rate_limit_burst: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     #: fraction of calls that start a burst of ``rate_limit_burst_len`` 429s on their route
@@ -136,13 +138,16 @@ class FaultState:
     def _start(self, faults: FaultConfig) -> None:
         self._faults = faults
         self._rate_limit_left = faults.rate_limit_burst
+        self._errors_left = faults.error_burst
         self._calls: Counter[str] = Counter()
         self._bursts: Counter[str] = Counter()
         #: What was injected since the faults were set, by kind (for tests and logs).
         self.injected: Counter[str] = Counter()
 
     def current(self) -> FaultConfig:
-        return self._faults.model_copy(update={"rate_limit_burst": self._rate_limit_left})
+        return self._faults.model_copy(
+            update={"rate_limit_burst": self._rate_limit_left, "error_burst": self._errors_left}
+        )
 
     def _rng(self, route: str) -> random.Random:
         seed = self._faults.seed
@@ -175,6 +180,9 @@ class FaultState:
         if self._bursts[route] > 0:
             self._bursts[route] -= 1
             return Plan(delay, rate_limited=True)
+        if self._errors_left > 0:
+            self._errors_left -= 1
+            return Plan(delay, error=True)
         if error:
             return Plan(delay, error=True)
         routes_ok = f.after_accept_routes == "all" or path.endswith("/tasks")

@@ -196,6 +196,12 @@ def test_a_one_shot_drop_leaves_the_schedule_running(make_sim):
     assert got == expected
 
 
+def test_error_burst_then_recovery(make_sim):
+    sim = make_sim(faults=FaultConfig(error_burst=2, error_status=502))
+    assert [create(sim).status_code for _ in range(3)] == [502, 502, 200]
+    assert sim.faults().error_burst == 0
+
+
 def test_rate_limit_rate_starts_bursts_of_the_set_length(make_sim):
     sim = make_sim(faults=FaultConfig(seed=1, rate_limit_rate=0.3, rate_limit_burst_len=3))
     seen = statuses(sim, 60)
@@ -320,6 +326,8 @@ def test_fault_flags_build_the_config():
             [
                 "--fault-seed",
                 "42",
+                "--error-burst",
+                "2",
                 "--rate-limit-rate",
                 "0.2",
                 "--rate-limit-burst-len",
@@ -338,6 +346,7 @@ def test_fault_flags_build_the_config():
         )
     ).faults
     assert (faults.seed, faults.rate_limit_rate, faults.rate_limit_burst_len) == (42, 0.2, 3)
+    assert faults.error_burst == 2
     assert faults.retry_after == "Fri, 31 Dec 2099 23:59:59 GMT"
     assert (faults.after_accept_rate, faults.after_accept, faults.hang_ms) == (
         0.5,
