@@ -4,45 +4,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from avaturn_desktop import logs, qtenv
 from avaturn_desktop.core import paths
 from avaturn_desktop.core import settings as settings_mod
+from avaturn_desktop.core.backend import Backend
 
 if TYPE_CHECKING:
+    from avaturn_desktop.control.server import ControlServer
+    from avaturn_desktop.services.runtime import Runtime
     from avaturn_desktop.simulator.server import SimulatorServer
+    from avaturn_desktop.ui.shell import Shell
 
 log = logging.getLogger("avaturn.app")
 
 #: The key the app hands its own in-process simulator (it accepts any non-empty key).
 SIMULATOR_KEY = "local-simulator"
 
-
-@dataclass(frozen=True)
-class Backend:
-    """Where sessions are made: the cloud with the user's key, or a simulator."""
-
-    kind: str  # "cloud" | "simulator" | "external"
-    api_base: str
-    sdk_url: str
-    api_key: str
-
-    @property
-    def label(self) -> str:
-        if self.kind == "cloud":
-            return "Backend: Avaturn cloud"
-        if self.kind == "simulator":
-            return "Backend: local simulator (no API key; nothing leaves this machine)"
-        return f"Backend: {self.api_base}"
-
-    def __repr__(self) -> str:  # the key never reaches a log line
-        return f"Backend(kind={self.kind!r}, api_base={self.api_base!r})"
+__all__ = ["Backend", "LaunchOptions", "assemble", "choose_backend", "main", "run"]
 
 
 def choose_backend(
@@ -79,10 +67,18 @@ def main(args: argparse.Namespace) -> int:
         )
         return 3
     notes = qtenv.prepare_environment()
+    notes += qtenv.scrub_secrets()  # before Qt (or anything else) starts a child process
     log_file = logs.setup(args.log_level, paths.data_dir() / "logs")
     for note in notes:
         log.info("%s", note)
     log.info("Log file: %s", log_file)
+
+    from avaturn_desktop import instance
+
+    data = paths.data_dir()
+    lock = instance.InstanceLock(data)
+    if not lock.acquire():
+        return _second_start(data, lock)
 
     from avaturn_desktop.services.secrets import load_api_key
 
@@ -113,58 +109,192 @@ def main(args: argparse.Namespace) -> int:
     collector = MainThreadCollector(parent=app)
     collector.start()
     with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
-        return runner.run(
-            run(
-                app,
-                settings,
-                backend,
-                auto_start=args.auto_start or args.exit_after == "live",
-                exit_after=args.exit_after,
-                started=started,
-                headless=args.headless,
-            )
+        options = LaunchOptions(
+            settings=settings,
+            backend=backend,
+            config_dir=paths.config_dir(),
+            data_dir=data,
+            control_port=args.control_port,
+            control_host=args.control_host or "127.0.0.1",
+            kiosk=args.kiosk,
         )
+        try:
+            return runner.run(
+                run(
+                    app,
+                    options,
+                    auto_start=args.auto_start or args.exit_after == "live",
+                    exit_after=args.exit_after,
+                    started=started,
+                    headless=args.headless,
+                    instance_name=instance.server_name(data),
+                )
+            )
+        finally:
+            lock.release()
+
+
+@dataclass
+class LaunchOptions:
+    """What a start of the app is asked for: the same for the command line, tests, the bench
+    and the screenshot script (they all build the app through :func:`assemble`)."""
+
+    settings: settings_mod.Settings = field(default_factory=settings_mod.Settings)
+    #: None: start the built-in simulator (the offline default).
+    backend: Backend | None = None
+    #: Where the settings are saved when changed (None: kept in memory only).
+    config_dir: Path | None = None
+    #: The data directory (task log, control.json, the control token); default: the app's.
+    data_dir: Path | None = None
+    #: The control API's port (0: a free one); None: off unless the settings turn it on.
+    control_port: int | None = None
+    control_host: str = "127.0.0.1"
+    kiosk: bool = False
+    #: httpx event hooks on the runtime's client (the bench times requests with them).
+    http_hooks: dict[str, list[Callable[..., Any]]] | None = None
+    #: The HTTP transport (tests count or break requests with their own).
+    http_transport: Any = None
+    #: How often the client retries a call that is safe to retry.
+    max_retries: int = 3
+
+
+@dataclass
+class Assembled:
+    """The app, built: the runtime and its two doors (and the simulator it started, if any)."""
+
+    runtime: Runtime
+    shell: Shell
+    control: ControlServer | None = None
+    simulator: SimulatorServer | None = None
+    data_dir: Path | None = None
+
+
+def build(options: LaunchOptions) -> Assembled:
+    """The runtime over its backend (starting the simulator when there is none) and the
+    window over the runtime; the control API is opened by :func:`open_doors`."""
+    from avaturn_desktop.services.runtime import Runtime
+    from avaturn_desktop.services.settings_store import SettingsStore
+    from avaturn_desktop.services.tasklog import DEFAULT_FILE_NAME, TaskLogStore
+    from avaturn_desktop.ui.shell import Shell
+
+    data = options.data_dir or paths.data_dir()
+    simulator: SimulatorServer | None = None
+    backend = options.backend
+    if backend is None:
+        from avaturn_desktop.simulator.llm import LlmConfig
+        from avaturn_desktop.simulator.server import SimulatorConfig, SimulatorServer
+
+        llm = LlmConfig(tokens_per_second=options.settings.llm.sim_tokens_per_second)
+        simulator = SimulatorServer(SimulatorConfig(port=0, llm=llm))
+        simulator.start()
+        backend = Backend("simulator", simulator.base_url, simulator.sdk_url, SIMULATOR_KEY)
+        log.info("No API key: running the local simulator at %s", simulator.base_url)
+    log.info("Using %r", backend)
+    closers: list[Callable[[], Any]] = [simulator.stop] if simulator is not None else []
+    runtime = Runtime.open(
+        backend=backend,
+        settings=SettingsStore(options.settings, options.config_dir),
+        store=TaskLogStore(data / DEFAULT_FILE_NAME),
+        kiosk=options.kiosk,
+        http_hooks=options.http_hooks,
+        http_transport=options.http_transport,
+        max_retries=options.max_retries,
+        data_dir=data,
+        on_close=closers,
+    )
+    shell = Shell(runtime)
+    return Assembled(runtime, shell, simulator=simulator, data_dir=data)
+
+
+async def open_doors(app: Assembled, options: LaunchOptions) -> None:
+    """Open the control API when asked for (flag, or the settings' switch)."""
+    port = options.control_port
+    if port is None and (options.settings.control_enabled or options.kiosk):
+        port = options.settings.control_port
+    if port is not None:
+        assert app.data_dir is not None
+        app.control = await _open_control(
+            app.runtime, app.shell, app.data_dir, port, options.control_host
+        )
+
+
+async def teardown(app: Assembled) -> None:
+    """In order: the control API stops taking calls, the runtime ends its sessions and queues
+    (the page is still there for them), the window's Qt side goes, then the HTTP pool, the
+    task log and the simulator close."""
+    if app.control is not None:
+        await app.control.stop()
+    try:
+        await app.runtime.stop()
+    finally:
+        app.shell.close()
+        await app.runtime.close()
+
+
+@contextlib.asynccontextmanager
+async def assemble(options: LaunchOptions) -> AsyncIterator[Assembled]:
+    """:func:`build`, :func:`open_doors`, and :func:`teardown` on the way out."""
+    app = build(options)
+    try:
+        await open_doors(app, options)
+        yield app
+    finally:
+        await teardown(app)
+
+
+async def _open_control(
+    runtime: Runtime, shell: Shell, data: Path, port: int, host: str
+) -> ControlServer | None:
+    from avaturn_desktop.control.server import ControlServer
+
+    control = ControlServer(runtime, data_dir=data, port=port, host=host)
+    try:
+        await control.start()
+    except OSError as exc:
+        if not runtime.kiosk or port == 0:
+            runtime.notices.error(
+                f"The control API could not listen on {host}:{port} ({exc.strerror}); "
+                "it is off for this run."
+            )
+            return None
+        # a kiosk is always reachable: another port, said in the log and control.json
+        runtime.notices.warning(
+            f"The control API could not listen on {host}:{port} ({exc.strerror}); "
+            "it took a free port instead (see control.json)."
+        )
+        control = ControlServer(runtime, data_dir=data, port=0, host=host)
+        await control.start()
+    shell.window.show_control(control.url, exposed=control.exposed)
+    shell.control_url = control.url
+    if control.exposed:
+        runtime.notices.warning(
+            f"The control API listens on {host}: it is reachable from the network."
+        )
+    return control
 
 
 async def run(
     app: object,
-    settings: settings_mod.Settings,
-    backend: Backend | None,
+    options: LaunchOptions,
     *,
     auto_start: bool = False,
     exit_after: str | None = None,
     started: float | None = None,
     headless: bool = False,
+    instance_name: str | None = None,
 ) -> int:
-    """Build the graph, show the window, wait for quit, then shut down in order."""
-    import httpx
-
-    from avaturn_desktop.services.client import AvaturnClient
-    from avaturn_desktop.services.session import SessionController
-    from avaturn_desktop.services.tasklog import TaskLogStore
-    from avaturn_desktop.ui.shell import Shell
-
-    simulator: SimulatorServer | None = None
-    if backend is None:
-        from avaturn_desktop.simulator.server import SimulatorConfig, SimulatorServer
-
-        simulator = SimulatorServer(SimulatorConfig(port=0))
-        simulator.start()
-        backend = Backend("simulator", simulator.base_url, simulator.sdk_url, SIMULATOR_KEY)
-        log.info("No API key: running the local simulator at %s", simulator.base_url)
-    log.info("Using %r", backend)
-
-    store = TaskLogStore.open_default()
-    http = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
-        timeout=httpx.Timeout(10.0),
-    )
-    try:
-        client = AvaturnClient(http, api_key=backend.api_key, base_url=backend.api_base)
-        shell = Shell(settings=settings, backend=backend, client=client, store=store)
-        controller: SessionController = shell.controller
+    """The app's life: assemble, show, offer leftovers, wait for quit, tear down in order."""
+    async with assemble(options) as parts:
+        shell = parts.shell
         _close_on_signals(shell.window)
-        shell.show()
+        if instance_name is not None:
+            from avaturn_desktop.ui.single import FrontDoor
+
+            FrontDoor(instance_name, shell.window)
+        if options.kiosk:
+            shell.enter_kiosk()
+        else:
+            shell.show()
         from avaturn_desktop.ui.gc_guard import MainThreadCollector
 
         MainThreadCollector.freeze_long_lived()
@@ -172,21 +302,17 @@ async def run(
             await shell.wait_exposed()
             _report("window shown", started)
             shell.window.close()
-        await shell.offer_orphans(ask=not headless)
-        if auto_start:
+        await shell.offer_orphans(ask=not headless and not options.kiosk)
+        if options.kiosk:
+            for slot in parts.runtime.slots:
+                slot.supervise()
+        elif auto_start:
             shell.start_session()
         if exit_after == "live":
             ok = await shell.wait_live_or_failed()
             _report("session live" if ok else "session failed", started)
             shell.window.close()
         await shell.wait_closed()
-        await controller.shutdown()
-        await shell.shutdown()
-    finally:
-        await http.aclose()
-        store.close()
-        if simulator is not None:
-            simulator.stop()
     log.info("Bye")
     return 0
 
@@ -208,6 +334,31 @@ def _close_on_signals(window: Any) -> None:
     heartbeat.setInterval(250)
     heartbeat.timeout.connect(lambda: None)
     heartbeat.start()
+
+
+def _second_start(data: Path, lock: Any) -> int:
+    """Another app runs on this data directory: bring it to the front, say so, exit 0."""
+    from avaturn_desktop import instance
+
+    pid = lock.owner_pid()
+    who = f" (pid {pid})" if pid else ""
+    reached = False
+    try:
+        from PySide6.QtCore import QCoreApplication
+
+        from avaturn_desktop.ui.single import knock
+
+        _core = QCoreApplication.instance() or QCoreApplication([sys.argv[0]])
+        reached = knock(instance.server_name(data))
+    except Exception:  # Qt missing pieces: the message below still holds
+        log.debug("Could not reach the running app", exc_info=True)
+    front = "; its window was brought to the front" if reached else ""
+    print(  # noqa: T201 (the one line a second start prints)
+        f"avaturn-desktop: already running for {data}{who}{front}. Use "
+        "'avaturn-desktop ctl ...' to drive it.",
+        flush=True,
+    )
+    return 0
 
 
 def _report(what: str, started: float | None) -> None:

@@ -30,6 +30,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulator_cli.add_arguments(sim)
 
+    ctl = sub.add_parser(
+        "ctl",
+        help="drive the running app through its control API (state, say, stop, go, ...)",
+        description="Drive the running app through its control API. It finds the app "
+        "through control.json and the token in the data directory.",
+    )
+    from avaturn_desktop.control import ctl as ctl_mod
+
+    ctl_mod.add_arguments(ctl)
+
+    from avaturn_desktop import install
+
+    install.add_arguments(
+        sub.add_parser("install-desktop", help="add the app to the desktop's menu (and autostart)")
+    )
+
+    pin = sub.add_parser("pin", help="the kiosk's staff PIN (opens the console in --kiosk)")
+    pin.add_argument("pin_action", choices=["set", "clear", "status"], metavar="set|clear|status")
+
     log = sub.add_parser("log", help="the task log")
     log_sub = log.add_subparsers(dest="log_command", metavar="ACTION", required=True)
     export = log_sub.add_parser("export", help="export the task log as CSV, JSONL or SRT")
@@ -68,11 +87,41 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "terminated); prints the seconds it took. For smoke tests and benchmarks",
     )
     parser.add_argument(
+        "--control-port",
+        metavar="N",
+        type=_port,
+        help="turn on the local control API on this loopback port (0: a free port; the URL "
+        "is written to control.json in the data directory)",
+    )
+    parser.add_argument(
+        "--kiosk",
+        action="store_true",
+        help="unattended: the avatar full screen, the console behind the staff PIN "
+        "(Ctrl+Alt+Shift+S), the control API on, a session kept live (restarted after every "
+        "ending), leftover sessions ended without asking",
+    )
+    parser.add_argument(
+        "--control-host",
+        metavar="ADDR",
+        help="bind the control API to this address instead of loopback (it is then reachable "
+        "from the network; the app says so)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="console log level (the log file always has DEBUG)",
     )
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,11 +143,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         from avaturn_desktop.simulator import cli as simulator_cli
 
         return simulator_cli.run(args)
+    if args.command == "install-desktop":
+        from avaturn_desktop import install
+
+        return install.run(args)
     if args.command == "log":
         return _log_export(args)
+    if args.command == "pin":
+        return _pin(args)
+    if args.command == "ctl":
+        from avaturn_desktop.control import ctl as ctl_mod
+
+        return ctl_mod.run(args)
     from avaturn_desktop import app
 
     return app.main(args)
+
+
+def _pin(args: argparse.Namespace) -> int:
+    """``pin set`` asks twice without echo (never on the command line); ``clear``, ``status``."""
+    import getpass
+
+    from avaturn_desktop.core.errors import AppError
+    from avaturn_desktop.core.pin import StaffPin
+
+    pin = StaffPin.open_default()
+    try:
+        if args.pin_action == "status":
+            print("a staff PIN is set" if pin.is_set else "no staff PIN is set")  # noqa: T201
+        elif args.pin_action == "clear":
+            pin.clear()
+            print("staff PIN removed")  # noqa: T201
+        else:
+            first = getpass.getpass("New staff PIN: ")
+            if getpass.getpass("Again: ") != first:
+                print("avaturn-desktop: the two PINs differ; nothing changed", file=sys.stderr)  # noqa: T201
+                return 1
+            pin.set(first)
+            print("staff PIN set")  # noqa: T201
+    except AppError as exc:
+        print(f"avaturn-desktop: {exc.user_message}", file=sys.stderr)  # noqa: T201
+        return 1
+    except (EOFError, KeyboardInterrupt):
+        print("avaturn-desktop: no PIN entered; nothing changed", file=sys.stderr)  # noqa: T201
+        return 1
+    return 0
 
 
 def _log_export(args: argparse.Namespace) -> int:
@@ -114,8 +203,16 @@ def _log_export(args: argparse.Namespace) -> int:
 
         path = data_dir() / "tasklog.sqlite3"
     if not path.exists():
-        print(f"avaturn-desktop: no task log at {path}", file=sys.stderr)  # noqa: T201
-        return 1
+        # A fresh install has no log yet: its export is empty (CSV: the header alone).
+        print(f"avaturn-desktop: no task log yet at {path}; the export is empty", file=sys.stderr)  # noqa: T201
+        from avaturn_desktop.services.export import export_records
+
+        if args.output:
+            with open(args.output, "w", encoding="utf-8", newline="") as out:
+                export_records([], ExportFormat(args.format), out)
+        else:
+            export_records([], ExportFormat(args.format), sys.stdout)
+        return 0
     store = TaskLogStore(path)
     try:
         fmt = ExportFormat(args.format)

@@ -1,4 +1,5 @@
-"""What must be settled before Qt starts: system libraries, the Chromium sandbox, the GPU.
+"""What must be settled before Qt starts: system libraries, the Chromium sandbox, the GPU, and
+secrets that must not reach Qt's child processes.
 
 Qt aborts with a cryptic platform-plugin error when an xcb library is missing, and Chromium
 refuses to run as root with its sandbox on. Both are checked here, before any Qt import, so
@@ -7,6 +8,7 @@ the user gets one clear line instead.
 
 from __future__ import annotations
 
+import ctypes
 import ctypes.util
 import logging
 import os
@@ -85,3 +87,67 @@ def prepare_environment(*, headless: bool = False) -> list[str]:
         flags.append("--autoplay-policy=no-user-gesture-required")
     os.environ["QTWEBENGINE_CHROMIUM_FLAGS"] = " ".join(flags)
     return notes
+
+
+def scrub_secrets() -> list[str]:
+    """Take the API key out of the environment before Qt starts; returns what was done.
+
+    QtWebEngine starts its processes (the page's renderer among them) with the app's
+    environment, and as root Chromium's sandbox is off, so a renderer could also read the
+    app's own ``/proc/<pid>/environ``. The key is taken out of the environment (the app keeps
+    it, see ``secrets.withdraw_from_environment``), and on Linux its value is also wiped from
+    the process's original environment block, which is what ``/proc/<pid>/environ`` shows.
+    """
+    from avaturn_desktop.services import secrets
+
+    notes: list[str] = []
+    for name in secrets.SECRET_ENV_VARS:
+        wiped = _wipe_initial_environment(name)
+        if not secrets.withdraw_from_environment(name) and not wiped:
+            continue
+        notes.append(
+            f"{name} was taken out of the environment: the avatar page's processes never see it"
+        )
+        if _visible_in_proc_environ(name):
+            notes.append(
+                f"{name} is still listed in /proc/{os.getpid()}/environ: store the key in the "
+                "OS keyring (File → Settings) to keep it out of the environment entirely"
+            )
+    return notes
+
+
+def _wipe_initial_environment(name: str) -> bool:
+    """Overwrite the value of ``name`` in the C environment's strings; True if any was found.
+
+    The kernel's ``/proc/<pid>/environ`` is the environment the process started with, where
+    the C library's ``environ`` entries still point until they are unset: zeroing the value
+    there is the only way to take it out of that view. Linux only; elsewhere a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    prefix = name.encode() + b"="
+    try:
+        libc = ctypes.CDLL(None)
+        entries = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+    except (OSError, ValueError, AttributeError):
+        return False
+    found = False
+    index = 0
+    while (address := entries[index]) is not None:
+        index += 1
+        entry = ctypes.string_at(address)
+        if entry.startswith(prefix):
+            ctypes.memset(address + len(prefix), 0, len(entry) - len(prefix))
+            found = True
+    return found
+
+
+def _visible_in_proc_environ(name: str) -> bool:
+    """Whether ``/proc/self/environ`` still lists ``name`` with a value."""
+    try:
+        with open("/proc/self/environ", "rb") as raw:
+            block = raw.read()
+    except OSError:
+        return False
+    prefix = name.encode() + b"="
+    return any(e.startswith(prefix) and len(e) > len(prefix) for e in block.split(b"\0"))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import dispatch, startup, tasklog
+from bench import dispatch, llm, startup, tasklog
 from bench.common import ROOT, Figure, machine, rounded, run_child, simulator_process
 
 KEYS = (
@@ -25,6 +25,8 @@ KEYS = (
     "startup_window_vs_bare_qt",
     "startup_live_vs_bare_page",
     "send_to_speaking_overhead_ms_p99",
+    "control_say_overhead_ms_p99",
+    "llm_sentence_to_task_ms_p99",
 )
 
 
@@ -72,12 +74,32 @@ def send_to_speaking(quick: bool) -> list[Figure]:
     ]
 
 
+def control_say(quick: bool) -> list[Figure]:
+    sends = 40 if quick else 200
+    with simulator_process("--chars-per-second", "5000") as url:
+        data = run_child("bench.control_say", ["--api-base", url, "--sends", str(sends)],
+                         timeout=600)  # fmt: skip
+    return [
+        Figure(
+            "control_say_overhead_ms_p99",
+            rounded(data["p99_ms"]),
+            "< 10",
+            "ms",
+            f"p50 {data['p50_ms']:.2f} ms, max {data['max_ms']:.2f} ms ({data['sends']} says; "
+            "say request written -> its task POST leaving)",
+            data,
+        )
+    ]
+
+
 BENCHMARKS: dict[str, tuple[Callable[[bool], list[Figure]], tuple[str, ...]]] = {
     "dispatch": (dispatch.run, KEYS[0:2]),
     "ui_stall": (ui_stall, KEYS[2:3]),
     "tasklog": (tasklog.run, KEYS[3:5]),
     "startup": (startup.run, KEYS[5:7]),
     "send_to_speaking": (send_to_speaking, KEYS[7:8]),
+    "control_say": (control_say, KEYS[8:9]),
+    "llm": (llm.run, KEYS[9:10]),
 }
 
 

@@ -56,6 +56,7 @@ class AppParts:
     store: Any
     http: Any
     base_url: str
+    app: Any = None  # app.Assembled
 
 
 @contextlib.asynccontextmanager
@@ -64,82 +65,47 @@ async def app_shell(
     store_path: Path,
     *,
     on_request: Callable[[Any], Awaitable[None]] | None = None,
+    control_port: int | None = None,
 ) -> AsyncIterator[AppParts]:
-    """The Shell with its speaking docks over ``store_path``, shown; torn down as the app does.
+    """The app as ``avaturn_desktop.app`` builds it (``assemble``), with its data in
+    ``store_path``'s folder, shown; torn down as the app does.
 
-    ``base_url`` None runs the in-process simulator, as the app does with no API key.
+    ``base_url`` None runs the built-in simulator, as the app does with no API key.
     ``on_request`` is an httpx request hook (to time when a request leaves).
     """
-    import httpx
-
-    from avaturn_desktop.app import SIMULATOR_KEY, Backend
+    from avaturn_desktop.app import SIMULATOR_KEY, Backend, LaunchOptions, assemble
     from avaturn_desktop.core.settings import Settings
-    from avaturn_desktop.services.client import AvaturnClient
-    from avaturn_desktop.services.tasklog import TaskLogStore
-    from avaturn_desktop.ui.shell import Shell
 
-    simulator = None
-    if base_url is None:
-        from avaturn_desktop.simulator.server import SimulatorConfig, SimulatorServer
-
-        simulator = SimulatorServer(SimulatorConfig(port=0))
-        simulator.start()
-        backend = Backend("simulator", simulator.base_url, simulator.sdk_url, SIMULATOR_KEY)
-    else:
-        backend = Backend("external", base_url, base_url + "/sim/web-sdk.js", SIMULATOR_KEY)
-    store = TaskLogStore(store_path)
-    hooks = {"request": [on_request]} if on_request is not None else {}
-    http = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
-        timeout=httpx.Timeout(10.0),
-        event_hooks=hooks,
+    backend = (
+        None
+        if base_url is None
+        else Backend("external", base_url, base_url + "/sim/web-sdk.js", SIMULATOR_KEY)
     )
-    built = None
-    try:
-        client = AvaturnClient(http, api_key=backend.api_key, base_url=backend.api_base)
-        settings = Settings(backend="simulator")
-        shell = Shell(settings=settings, backend=backend, client=client, store=store)
-        speaking = getattr(shell, "speaking", None)
-        if speaking is None:  # a Shell without the speaking docks yet: add them here
-            speaking = built = _speaking(shell, client, store, settings)
+    options = LaunchOptions(
+        settings=Settings(backend="simulator"),
+        backend=backend,
+        data_dir=store_path.parent,
+        http_hooks={"request": [on_request]} if on_request is not None else None,
+        control_port=control_port,
+    )
+    async with assemble(options) as app:
+        shell = app.shell
         shell.window.resize(1440, 900)
         shell.show()
         await shell.wait_exposed()
         from avaturn_desktop.ui.gc_guard import MainThreadCollector
 
         MainThreadCollector.freeze_long_lived()  # as the app does once its window is up
-        yield AppParts(shell, speaking, client, store, http, backend.api_base)
-        await shell.controller.shutdown()
-        if built is not None:
-            await built.shutdown()
-        await shell.shutdown()
-    finally:
-        await http.aclose()
-        store.close()
-        if simulator is not None:
-            simulator.stop()
-
-
-def _speaking(shell: Any, client: Any, store: Any, settings: Any) -> Any:
-    from PySide6.QtWidgets import QDockWidget
-
-    from avaturn_desktop.ui.speaking import SpeakingUi
-
-    speaking = SpeakingUi(
-        client=client,
-        store=store,
-        controller=shell.controller,
-        stage=shell.stage,
-        settings=settings,
-        messages=shell.messages,
-        session_presenter=shell.session,
-    )
-    for name, title, widget, area in speaking.docks:
-        dock = QDockWidget(title, shell.window)
-        dock.setObjectName(f"dock.{name}")
-        dock.setWidget(widget)
-        shell.window.addDockWidget(area, dock)
-    return speaking
+        runtime = app.runtime
+        yield AppParts(
+            shell,
+            shell.speaking,
+            runtime.client,
+            runtime.store,
+            runtime.http,
+            runtime.backend.api_base,
+            app,
+        )
 
 
 async def go_live(shell: Any) -> str:

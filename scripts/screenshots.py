@@ -20,15 +20,11 @@ from avaturn_desktop import qtenv
 
 qtenv.prepare_environment()
 
-import httpx  # noqa: E402
 import qasync  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from avaturn_desktop.app import Backend  # noqa: E402
+from avaturn_desktop.app import Backend, LaunchOptions, assemble  # noqa: E402
 from avaturn_desktop.core.session_state import SessionState  # noqa: E402
-from avaturn_desktop.core.settings import Settings  # noqa: E402
-from avaturn_desktop.services.client import AvaturnClient  # noqa: E402
-from avaturn_desktop.services.tasklog import TaskLogStore  # noqa: E402
 from avaturn_desktop.simulator.faults import FaultConfig  # noqa: E402
 from avaturn_desktop.simulator.server import SimulatorConfig, SimulatorServer  # noqa: E402
 from avaturn_desktop.ui.web.scheme import register_schemes  # noqa: E402
@@ -48,15 +44,12 @@ async def until(shell: object, state: SessionState) -> None:
 
 
 async def main(out: Path) -> None:
-    from avaturn_desktop.ui.shell import Shell
-
     sim = SimulatorServer(SimulatorConfig(chars_per_second=12))
     sim.start()
-    store = TaskLogStore(Path(os.environ["AVATURN_DESKTOP_HOME"]) / "tasklog.sqlite3")
     backend = Backend("simulator", sim.base_url, sim.sdk_url, "local-simulator")
-    async with httpx.AsyncClient() as http:
-        client = AvaturnClient(http, api_key="local-simulator", base_url=sim.base_url)
-        shell = Shell(settings=Settings(), backend=backend, client=client, store=store)
+    options = LaunchOptions(backend=backend, data_dir=Path(os.environ["AVATURN_DESKTOP_HOME"]))
+    async with assemble(options) as app:
+        shell = app.shell
         shell.window.resize(1440, 900)
         shell.show()
         await settle(1.5)
@@ -74,13 +67,11 @@ async def main(out: Path) -> None:
         shot("connecting")
         sim.set_faults(FaultConfig())
         await until(shell, SessionState.LIVE)
-        speaking = getattr(shell, "speaking", None)
-        if speaking is not None:
-            composer = speaking.composer
-            composer.editor.setPlainText(
-                "Good evening, everyone. Welcome to the launch. Let me show you what is new."
-            )
-            composer.queue_button.click()
+        composer = shell.speaking.composer
+        composer.editor.setPlainText(
+            "Good evening, everyone. Welcome to the launch. Let me show you what is new."
+        )
+        composer.queue_button.click()
         await settle(2.5)
         shot("live")
         shell.session_panel.terminate_button.click()
@@ -92,9 +83,6 @@ async def main(out: Path) -> None:
         await until(shell, SessionState.FAILED)
         await settle(0.8)
         shot("failed")
-        await shell.controller.shutdown()
-        await shell.shutdown()
-    store.close()
     sim.stop()
 
 

@@ -67,7 +67,14 @@ def test_jsonl_and_srt_to_files(filled_home: Path, tmp_path: Path) -> None:
     assert "00:00:03,000 --> 00:00:05,000" in text
 
 
-def test_no_database_is_a_clear_error(_isolated_home: Path) -> None:
+def test_a_fresh_install_exports_an_empty_log(_isolated_home: Path, tmp_path: Path) -> None:
     result = export("--format", "csv")
-    assert result.returncode == 1
-    assert "no task log" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split(",")[:2] == ["row_id", "session_id"]
+    assert len(result.stdout.strip().splitlines()) == 1  # the header alone
+    assert "no task log yet" in result.stderr
+    for fmt in ("jsonl", "srt"):
+        out = tmp_path / f"empty.{fmt}"
+        result = export("--format", fmt, "-o", str(out))
+        assert result.returncode == 0, result.stderr
+        assert out.read_text(encoding="utf-8") == ""

@@ -41,6 +41,9 @@ class Ready(_Event):
     """The page's script is loaded and listens for commands."""
 
     type: Literal["ready"] = "ready"
+    #: ``performance.timeOrigin`` of the page's document (ms since the epoch): tells a new
+    #: document from the one it replaces, whose ``ready`` may still be on its way.
+    time_origin_ms: float | None = None
 
 
 class SdkLoaded(_Event):
@@ -110,11 +113,20 @@ class Idle(_Timed):
 
 
 class SdkError(_Timed):
-    """The SDK's ``error`` event (``limits_exceeded``, ``internal_error``, ...)."""
+    """The SDK's ``error`` event (``limits_exceeded``, ``internal_error``, ...).
+
+    The page flattens both shapes it may get: the service's ``{"type": "error", "error":
+    {"type": "session_lifecycle_error", "code", "message", "session_id"}}`` (``kind`` is the
+    inner ``type``) and the simulator's ``{"type": "error", "code", "message", "reason"}``.
+    What it says is the page's word only: an error that would end the session is checked with
+    the service first (see ``services.session``).
+    """
 
     type: Literal["sdk_error"] = "sdk_error"
     code: str = "internal_error"
     message: str = ""
+    reason: str | None = None
+    kind: str | None = None
 
 
 class Disposed(_Timed):
@@ -122,6 +134,15 @@ class Disposed(_Timed):
 
     type: Literal["disposed"] = "disposed"
     reason: str | None = None
+
+
+class PageGone(_Event):
+    """The page itself went away with a live avatar in it (its process died, or it was loaded
+    again). Said by the app's stage facade, never by the page: it is no :data:`PageEvent`, and
+    :func:`parse_page_event` refuses its type, so no script can send it."""
+
+    type: Literal["page_gone"] = "page_gone"
+    reason: str
 
 
 class CommandResult(_Event):

@@ -105,6 +105,8 @@ class QueueItem:
     ever_sent: bool = False
     #: Its send ended with no proof either way: it may or may not have been spoken.
     unclear: bool = False
+    #: The question this line answers (Ask mode), else ``None``.
+    question_id: str | None = None
 
     @property
     def acknowledged(self) -> bool:

@@ -1,7 +1,8 @@
 """What the user chose: a versioned pydantic schema saved as JSON in the config dir.
 
 Window geometry and dock layout are state, not settings: they live in QSettings (ui layer).
-The API key is never here: it lives in the environment or the OS keyring.
+The API keys (Avaturn's and the language model's) are never here: they live in the environment
+or the OS keyring.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ CLOUD_API_BASE = "https://api.avaturn.live"
 #: The official Web SDK, pinned, as an ES module from a CDN (the page imports it).
 DEFAULT_SDK_URL = "https://esm.sh/@avaturn-live/web-sdk@0.3.7"
 SETTINGS_FILE = "settings.json"
+#: The control API's port when it is turned on in Settings (``--control-port`` overrides).
+DEFAULT_CONTROL_PORT = 8770
 
 
 class SessionDefaults(BaseModel):
@@ -55,6 +58,43 @@ class SessionDefaults(BaseModel):
         )
 
 
+#: OpenAI's API; with no language model key the app answers from the simulator instead.
+DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_LLM_MODEL = "gpt-4o-mini"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly presenter speaking through a talking avatar. Answer in a few short, "
+    "complete spoken sentences: no lists, no markdown, no emoji, no code."
+)
+
+
+class LlmSettings(BaseModel):
+    """Ask mode: an OpenAI-compatible chat-completions endpoint answers, and the avatar speaks.
+
+    The key is not here: it lives in the environment or the OS keyring (``services/secrets``).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    #: The API root, up to and including ``/v1`` (OpenAI's, or a compatible server's).
+    base_url: str = DEFAULT_LLM_BASE_URL
+    model: Annotated[str, Field(min_length=1, max_length=200)] = DEFAULT_LLM_MODEL
+    system_prompt: Annotated[str, Field(max_length=20_000)] = DEFAULT_SYSTEM_PROMPT
+    #: Longest wait for the answer to start, and between two pieces of it.
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    #: Earlier questions and answers sent along with a question (per avatar session).
+    history_turns: Annotated[int, Field(ge=0, le=200)] = 20
+    #: How fast the built-in simulator streams its answers (tokens per second).
+    sim_tokens_per_second: Annotated[float, Field(gt=0, le=10_000)] = 20.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=True)
 
@@ -74,6 +114,13 @@ class Settings(BaseModel):
     offline_policy: Literal["hold", "refuse"] = "hold"
     #: Warn this many seconds before the session's max_duration ends it.
     warn_before_end_s: Annotated[int, Field(ge=0)] = 120
+    #: Ask before Terminate ends a session while the avatar speaks or lines wait.
+    confirm_terminate: bool = True
+    #: The local control API (``control-api.md``): on, and on which loopback port.
+    control_enabled: bool = False
+    control_port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_CONTROL_PORT
+    #: Ask mode's language model.
+    llm: LlmSettings = LlmSettings()
 
     @field_validator("api_base", "sdk_url")
     @classmethod

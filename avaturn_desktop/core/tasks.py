@@ -38,10 +38,13 @@ ALLOWED_FROM: Final[dict[TaskState, frozenset[TaskState]]] = {
 
 
 class TaskRoute(StrEnum):
-    """How the text reached the service: the REST task call or the Web SDK's ``task()``."""
+    """How the text reached the service: the REST task call or the Web SDK's ``task()``, or,
+    for a language model's answer (Ask mode), ``llm``: sent by REST, cut from the model's
+    stream, the row linked to its question by ``question_id``."""
 
     REST = "rest"
     SDK = "sdk"
+    LLM = "llm"
 
 
 class TaskRecord(BaseModel):
@@ -62,6 +65,11 @@ class TaskRecord(BaseModel):
     acked_at: float | None
     started_at: float | None
     ended_at: float | None
+    #: The row whose line this one says again: the session that row was queued for ended
+    #: before the avatar finished it (``None``: a line said for the first time).
+    resumed_from: int | None = None
+    #: The question this line answers (route ``llm``), else ``None``.
+    question_id: str | None = None
 
     @property
     def latency_ms(self) -> float | None:
@@ -99,3 +107,29 @@ class SessionRecord(BaseModel):
     @property
     def is_open(self) -> bool:
         return self.ended_at is None
+
+
+class QuestionState(StrEnum):
+    """How a question put to the language model ended (``answering`` while it streams)."""
+
+    ANSWERING = "answering"
+    ANSWERED = "answered"
+    STOPPED = "stopped"
+    REPLACED = "replaced"
+    FAILED = "failed"
+
+
+class QuestionRecord(BaseModel):
+    """One question of Ask mode as the log knows it; its answer's lines are the task rows with
+    its ``question_id``. ``reason`` says why it was not answered in full, and what was not
+    said."""
+
+    model_config = ConfigDict(frozen=True)
+
+    question_id: str
+    session_id: str | None
+    text: str
+    state: QuestionState
+    reason: str | None
+    asked_at: float
+    ended_at: float | None

@@ -107,13 +107,18 @@ def _csv(records: Iterable[TaskRecord], out: TextIO) -> int:
     return rows
 
 
+def record_json(r: TaskRecord) -> dict[str, Any]:
+    """One task as a JSONL row (and as the control API's ``/log`` rows)."""
+    obj: dict[str, Any] = r.model_dump(mode="json")
+    obj["latency_ms"] = r.latency_ms
+    obj["duration_s"] = r.duration_s
+    return obj
+
+
 def _jsonl(records: Iterable[TaskRecord], out: TextIO) -> int:
     rows = 0
     for r in records:
-        obj: dict[str, Any] = r.model_dump(mode="json")
-        obj["latency_ms"] = r.latency_ms
-        obj["duration_s"] = r.duration_s
-        line = json.dumps(obj, ensure_ascii=False)
+        line = json.dumps(record_json(r), ensure_ascii=False)
         for char, escaped in _JSONL_LINE_ENDS.items():
             line = line.replace(char, escaped)
         out.write(line + "\n")

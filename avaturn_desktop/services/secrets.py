@@ -1,4 +1,13 @@
-"""The API key: from ``AVATURN_API_KEY`` or the OS keyring, never from or into a file."""
+"""The API keys: from the environment or the OS keyring, never from or into a file.
+
+Two keys, each with its own variable and keyring entry (service ``avaturn-desktop``):
+
+* Avaturn's: ``AVATURN_API_KEY``, keyring user ``api-key``.
+* The language model's (Ask mode): ``AVATURN_DESKTOP_LLM_API_KEY``, keyring user
+  ``llm-api-key``. Deliberately not ``OPENAI_API_KEY``: the key goes to whatever endpoint the
+  settings name, and a key that happens to be in a developer's shell should not start paid
+  requests (or go to another host) unasked.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +21,13 @@ log = logging.getLogger("avaturn.secrets")
 ENV_VAR = "AVATURN_API_KEY"
 KEYRING_SERVICE = "avaturn-desktop"
 KEYRING_USER = "api-key"
+LLM_ENV_VAR = "AVATURN_DESKTOP_LLM_API_KEY"
+LLM_KEYRING_USER = "llm-api-key"
 
 KeySource = Literal["environment", "keyring", "none"]
+
+#: The environment's keys, by variable, once :func:`withdraw_from_environment` took them out.
+_withdrawn: dict[str, str] = {}
 
 
 def _keyring() -> tuple[Any, type[Exception]]:
@@ -27,18 +41,48 @@ def _keyring() -> tuple[Any, type[Exception]]:
 
 def load_api_key() -> tuple[str | None, KeySource]:
     """The key and where it came from. The environment wins over the keyring."""
-    env = os.environ.get(ENV_VAR, "").strip()
+    return _load(ENV_VAR, KEYRING_USER, _withdrawn.get(ENV_VAR, ""))
+
+
+def load_llm_api_key() -> tuple[str | None, KeySource]:
+    """The language model's key and where it came from. The environment wins."""
+    return _load(LLM_ENV_VAR, LLM_KEYRING_USER, _withdrawn.get(LLM_ENV_VAR, ""))
+
+
+def _load(env_var: str, user: str, withdrawn: str = "") -> tuple[str | None, KeySource]:
+    env = os.environ.get(env_var, "").strip() or withdrawn
     if env:
         return env, "environment"
     keyring, keyring_error = _keyring()
     if keyring is None:
         return None, "none"
     try:
-        stored = keyring.get_password(KEYRING_SERVICE, KEYRING_USER)
+        stored = keyring.get_password(KEYRING_SERVICE, user)
     except (keyring_error, RuntimeError, OSError) as exc:
-        log.info("No OS keyring available (%s); set %s instead", type(exc).__name__, ENV_VAR)
+        log.info("No OS keyring available (%s); set %s instead", type(exc).__name__, env_var)
         return None, "none"
     return (stored.strip() or None, "keyring") if stored else (None, "none")
+
+
+#: Every variable that may hold a secret the app reads.
+SECRET_ENV_VARS: tuple[str, ...] = (ENV_VAR, LLM_ENV_VAR)
+
+
+def withdraw_from_environment(name: str = ENV_VAR) -> bool:
+    """Take a key out of this process's environment; :func:`load_api_key` (or
+    :func:`load_llm_api_key`) still has it.
+
+    Every process the app starts inherits its environment, QtWebEngine's renderers included
+    (and with Chromium's sandbox off, as it is for root, a renderer can read the app's). True
+    when there was a key to take. ``qtenv.scrub_secrets`` also wipes it from the copy of the
+    environment the kernel shows in ``/proc/<pid>/environ``.
+    """
+    value = os.environ.pop(name, None)
+    if value is None:
+        return False
+    if value.strip():
+        _withdrawn[name] = value.strip()
+    return True
 
 
 class KeyringUnavailableError(RuntimeError):
@@ -47,19 +91,28 @@ class KeyringUnavailableError(RuntimeError):
 
 def store_api_key(key: str | None) -> None:
     """Save the key in the OS keyring, or delete it when ``key`` is empty."""
+    _store(key, ENV_VAR, KEYRING_USER)
+
+
+def store_llm_api_key(key: str | None) -> None:
+    """Save the language model's key in the OS keyring, or delete it when ``key`` is empty."""
+    _store(key, LLM_ENV_VAR, LLM_KEYRING_USER)
+
+
+def _store(key: str | None, env_var: str, user: str) -> None:
     keyring, keyring_error = _keyring()
     if keyring is None:
         raise KeyringUnavailableError("no keyring module")
     try:
         if key:
-            keyring.set_password(KEYRING_SERVICE, KEYRING_USER, key.strip())
+            keyring.set_password(KEYRING_SERVICE, user, key.strip())
         else:
             with contextlib.suppress(keyring_error):
-                keyring.delete_password(KEYRING_SERVICE, KEYRING_USER)
+                keyring.delete_password(KEYRING_SERVICE, user)
     except (keyring_error, RuntimeError, OSError) as exc:
         raise KeyringUnavailableError(
             f"the OS keyring is not available ({type(exc).__name__}); "
-            f"set the {ENV_VAR} environment variable instead"
+            f"set the {env_var} environment variable instead"
         ) from None
 
 

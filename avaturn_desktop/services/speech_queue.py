@@ -173,6 +173,8 @@ class _Entry:
     voice_id: str | None = None
     task_id: str | None = None
     retry_at: float | None = None
+    route: TaskRoute = TaskRoute.REST
+    question_id: str | None = None
     #: A request carrying it left and was not refused (see ``SpeechQueue._claim``).
     left: bool = False
     unclear: bool = False
@@ -204,6 +206,7 @@ class _Entry:
             retry_at=self.retry_at,
             ever_sent=self.left,
             unclear=self.unclear,
+            question_id=self.question_id,
         )
 
 
@@ -294,11 +297,27 @@ class SpeechQueue:
 
     # -- editing ---------------------------------------------------------------------------
 
-    def enqueue(self, texts: str | Sequence[str]) -> list[QueueItem]:
-        """Queue ``texts`` (one item each), in order, behind what waits already."""
-        return self._enqueue(texts, front=False)
+    def enqueue(
+        self,
+        texts: str | Sequence[str],
+        *,
+        route: TaskRoute = TaskRoute.REST,
+        question_id: str | None = None,
+    ) -> list[QueueItem]:
+        """Queue ``texts`` (one item each), in order, behind what waits already.
 
-    def _enqueue(self, texts: str | Sequence[str], *, front: bool) -> list[QueueItem]:
+        A language model's answer is logged with ``route=TaskRoute.LLM`` and its question's id.
+        """
+        return self._enqueue(texts, front=False, route=route, question_id=question_id)
+
+    def _enqueue(
+        self,
+        texts: str | Sequence[str],
+        *,
+        front: bool,
+        route: TaskRoute = TaskRoute.REST,
+        question_id: str | None = None,
+    ) -> list[QueueItem]:
         batch = [texts] if isinstance(texts, str) else list(texts)
         if not batch:
             raise ConfigError("Nothing to say: the text is empty.")
@@ -309,7 +328,10 @@ class SpeechQueue:
                 "No session is live, so the text was not queued. Start a session first "
                 "(or let the queue hold text until one is live, in the settings)."
             )
-        entries = [_Entry(item_id=next(self._ids), text=text) for text in batch]
+        entries = [
+            _Entry(item_id=next(self._ids), text=text, route=route, question_id=question_id)
+            for text in batch
+        ]
         at = len(self._entries)
         if front:
             at = next((i for i, e in enumerate(self._entries) if e.state is ItemState.WAITING), at)
@@ -369,7 +391,7 @@ class SpeechQueue:
                 "This line may already have been spoken (its send got no clear answer). "
                 "Send it again only if the avatar did not say it."
             )
-        return self.enqueue([entry.text])
+        return self.enqueue([entry.text], route=entry.route, question_id=entry.question_id)
 
     def skip_wait(self, item_id: int) -> bool:
         """Send an item waiting after a 429 now instead of at ``retry_at``. True if it waited."""
@@ -955,13 +977,18 @@ class SpeechQueue:
         session_id = self._live_session
         assert session_id is not None
         voice = self.voice_id
-        records = self._store.add_many(
-            [entry.text for entry in entries],
-            session_id=session_id,
-            voice_id=voice,
-            route=TaskRoute.REST,
-            at=self._clock(),
-        )
+        records: list[TaskRecord] = []
+        for (route, question_id), group in itertools.groupby(
+            entries, key=lambda e: (e.route, e.question_id)
+        ):
+            records += self._store.add_many(
+                [entry.text for entry in group],
+                session_id=session_id,
+                voice_id=voice,
+                route=route,
+                at=self._clock(),
+                question_id=question_id,
+            )
         for entry, record in zip(entries, records, strict=True):
             entry.row_id = record.row_id
             entry.session_id = session_id

@@ -17,6 +17,16 @@ Search is a case-insensitive substring match: the text is stored a second time, 
 and matched with ``instr``, so ``%`` and ``_`` in a search are plain characters (no LIKE
 wildcards to escape) and non-ASCII letters fold too (SQLite's LIKE folds ASCII only).
 
+A line said again after its session died (see :mod:`avaturn_desktop.services.resume`) is a new
+row whose ``resumed_from`` names the row it continues; the old row must have ended cancelled or
+failed, and a unique index lets each row be continued once, so the links form chains in which
+a line is spoken at most once. Schema 2 added the column; older files are migrated on opening.
+
+Ask mode's questions have their own table: what was asked, in which session, and how the answer
+ended (answered, stopped, replaced by a newer question, failed) with a reason that says what
+was not said. The answer's lines are ordinary task rows, route ``llm``, with the question's id
+(schema 3).
+
 The session registry remembers every avatar session the app created and whether it was ended,
 so after a crash the app can find and terminate the sessions it left open. Task rows do not
 reference it with a foreign key: a task may be logged for a session the registry never saw.
@@ -35,6 +45,8 @@ from typing import Any, Final
 from avaturn_desktop.core.paths import data_dir
 from avaturn_desktop.core.tasks import (
     ALLOWED_FROM,
+    QuestionRecord,
+    QuestionState,
     SessionRecord,
     TaskRecord,
     TaskRoute,
@@ -42,7 +54,7 @@ from avaturn_desktop.core.tasks import (
 )
 
 DEFAULT_FILE_NAME: Final = "tasklog.sqlite3"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 3
 
 _MIGRATIONS: Final[dict[int, str]] = {
     1: """
@@ -78,13 +90,69 @@ _MIGRATIONS: Final[dict[int, str]] = {
         );
         CREATE INDEX sessions_open ON sessions (backend, created_at) WHERE ended_at IS NULL;
     """,
+    # A line said again in a later session (after its session died) points at the row it
+    # continues; a row is continued at most once, so a line cannot be carried over twice.
+    2: """
+        ALTER TABLE tasks ADD COLUMN resumed_from INTEGER REFERENCES tasks (row_id);
+        CREATE UNIQUE INDEX tasks_resumed_once ON tasks (resumed_from)
+            WHERE resumed_from IS NOT NULL;
+    """,
+    # Ask mode: route 'llm' and each answer's lines linked to their question. SQLite cannot
+    # change a CHECK in place, so the table is rebuilt (SQLite's own recipe: foreign keys off
+    # during migrations, checked before the commit, see _migrate).
+    3: """
+        CREATE TABLE tasks_v3 (
+            row_id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            text TEXT NOT NULL,
+            text_fold TEXT NOT NULL,
+            voice_id TEXT,
+            route TEXT NOT NULL CHECK (route IN ('rest', 'sdk', 'llm')),
+            state TEXT NOT NULL CHECK (
+                state IN ('queued', 'sent', 'speaking', 'spoken', 'cancelled', 'failed')),
+            reason TEXT,
+            task_id TEXT,
+            created_at REAL NOT NULL,
+            sent_at REAL,
+            acked_at REAL,
+            started_at REAL,
+            ended_at REAL,
+            resumed_from INTEGER REFERENCES tasks (row_id),
+            question_id TEXT
+        );
+        INSERT INTO tasks_v3 (row_id, session_id, text, text_fold, voice_id, route, state,
+            reason, task_id, created_at, sent_at, acked_at, started_at, ended_at, resumed_from)
+            SELECT row_id, session_id, text, text_fold, voice_id, route, state, reason, task_id,
+                created_at, sent_at, acked_at, started_at, ended_at, resumed_from FROM tasks;
+        DROP TABLE tasks;
+        ALTER TABLE tasks_v3 RENAME TO tasks;
+        CREATE INDEX tasks_by_session ON tasks (session_id, row_id);
+        CREATE INDEX tasks_by_state ON tasks (state, row_id);
+        CREATE INDEX tasks_by_task_id ON tasks (task_id) WHERE task_id IS NOT NULL;
+        CREATE UNIQUE INDEX tasks_resumed_once ON tasks (resumed_from)
+            WHERE resumed_from IS NOT NULL;
+        CREATE INDEX tasks_by_question ON tasks (question_id, row_id)
+            WHERE question_id IS NOT NULL;
+        CREATE TABLE questions (
+            question_id TEXT PRIMARY KEY,
+            session_id TEXT,
+            text TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (
+                state IN ('answering', 'answered', 'stopped', 'replaced', 'failed')),
+            reason TEXT,
+            asked_at REAL NOT NULL,
+            ended_at REAL
+        );
+    """,
 }
 
 _TASK_COLUMNS: Final = (
     "row_id, session_id, text, voice_id, route, state, reason, task_id, "
-    "created_at, sent_at, acked_at, started_at, ended_at"
+    "created_at, sent_at, acked_at, started_at, ended_at, resumed_from, question_id"
 )
 _TASK_FIELDS: Final = tuple(_TASK_COLUMNS.split(", "))
+_QUESTION_COLUMNS: Final = "question_id, session_id, text, state, reason, asked_at, ended_at"
+_QUESTION_FIELDS: Final = tuple(_QUESTION_COLUMNS.split(", "))
 _SESSION_COLUMNS: Final = (
     "session_id, backend, avatar_id, voice_id, created_at, ended_at, end_reason, max_duration"
 )
@@ -181,12 +249,25 @@ class TaskLogStore:
                 f"the task log {self.path} was written by a newer version of the app "
                 f"(schema {version}, this app knows {SCHEMA_VERSION})"
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._transaction():
-                for statement in _MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {target:d}")
+        if version == SCHEMA_VERSION:
+            return
+        # SQLite's recipe for schema changes: foreign keys off (a table rebuild drops a table
+        # others point at), then checked before each migration commits.
+        self._db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                with self._transaction():
+                    for statement in _MIGRATIONS[target].split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    if self._db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                        raise RuntimeError(
+                            f"the task log {self.path} has broken links after migrating to "
+                            f"schema {target}; it was left as it was"
+                        )
+                    self._db.execute(f"PRAGMA user_version = {target:d}")
+        finally:
+            self._db.execute("PRAGMA foreign_keys = ON")
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -222,20 +303,13 @@ class TaskLogStore:
         voice_id: str | None,
         route: TaskRoute,
         at: float | None = None,
+        resumed_from: int | None = None,
+        question_id: str | None = None,
     ) -> TaskRecord:
-        """Log a new line of speech, ``queued``."""
-        route = TaskRoute(route)
-        created = _now(at)
-        cur = self._db.execute(
-            "INSERT INTO tasks (session_id, text, text_fold, voice_id, route, state, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (session_id, text, text.casefold(), voice_id, route.value, "queued", created),
-        )
-        row_id = cur.lastrowid
-        assert row_id is not None
-        return _task(
-            (row_id, session_id, text, voice_id, route.value, "queued", None, None, created)
-            + (None,) * 4
+        """Log a new line of speech, ``queued`` (``resumed_from``, ``question_id``: see
+        :meth:`add_many`)."""
+        return self._insert(
+            session_id, text, voice_id, TaskRoute(route), _now(at), resumed_from, question_id
         )
 
     def add_many(
@@ -246,29 +320,76 @@ class TaskLogStore:
         voice_id: str | None,
         route: TaskRoute,
         at: float | None = None,
+        resumed_from: Sequence[int | None] | None = None,
+        question_id: str | None = None,
     ) -> list[TaskRecord]:
-        """Log several new lines (a pasted script) in one transaction: all of them or none."""
+        """Log several new lines (a pasted script) in one transaction: all of them or none.
+
+        ``resumed_from`` (one entry per text, ``None`` for a fresh line) names the row each
+        line continues: the same line, said again in this session because the session it was
+        queued for ended before the avatar finished it. That row must have ended cancelled or
+        failed (a line that was spoken is never said again) and may be continued only once;
+        otherwise ``ValueError`` (``KeyError`` for a row that does not exist) and nothing is
+        written. ``question_id``: the lines are a language model's answer to that question.
+        """
         route = TaskRoute(route)
         created = _now(at)
-        records: list[TaskRecord] = []
+        links = [None] * len(texts) if resumed_from is None else list(resumed_from)
+        if len(links) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(links)} resumed_from entries")
         with self._transaction():
-            for text in texts:
-                cur = self._db.execute(
-                    "INSERT INTO tasks"
-                    " (session_id, text, text_fold, voice_id, route, state, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (session_id, text, text.casefold(), voice_id, route.value, "queued", created),
-                )
-                row_id = cur.lastrowid
-                assert row_id is not None
-                records.append(
-                    _task(
-                        (row_id, session_id, text, voice_id, route.value, "queued", None, None)
-                        + (created,)
-                        + (None,) * 4
-                    )
-                )
-        return records
+            return [
+                self._insert(session_id, text, voice_id, route, created, link, question_id)
+                for text, link in zip(texts, links, strict=True)
+            ]
+
+    def _insert(
+        self,
+        session_id: str,
+        text: str,
+        voice_id: str | None,
+        route: TaskRoute,
+        created: float,
+        resumed_from: int | None,
+        question_id: str | None = None,
+    ) -> TaskRecord:
+        if resumed_from is not None:
+            self._check_resumable(resumed_from)
+        try:
+            cur = self._db.execute(
+                "INSERT INTO tasks (session_id, text, text_fold, voice_id, route, state,"
+                " created_at, resumed_from, question_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session_id,
+                    text,
+                    text.casefold(),
+                    voice_id,
+                    route.value,
+                    "queued",
+                    created,
+                    resumed_from,
+                    question_id,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:  # the unique index: someone continued it first
+            raise ValueError(f"task {resumed_from} was already said again") from exc
+        row_id = cur.lastrowid
+        assert row_id is not None
+        return _task(
+            (row_id, session_id, text, voice_id, route.value, "queued", None, None, created)
+            + (None,) * 4
+            + (resumed_from, question_id)
+        )
+
+    def _check_resumable(self, row_id: int) -> None:
+        old = self.get(row_id)
+        if old.state not in (TaskState.CANCELLED, TaskState.FAILED):
+            raise ValueError(
+                f"task {row_id} is {old.state}; only a line that was cut off or never spoken "
+                "(cancelled or failed) can be said again in a later session"
+            )
+        if (successor := self.successor(row_id)) is not None:
+            raise ValueError(f"task {row_id} was already said again as task {successor.row_id}")
 
     def _move(self, row_id: int, target: TaskState, **sets: Any) -> TaskRecord:
         allowed = sorted(s.value for s in ALLOWED_FROM[target])
@@ -407,6 +528,106 @@ class TaskLogStore:
             "SELECT session_id FROM tasks GROUP BY session_id ORDER BY min(row_id)"
         )
         return [row[0] for row in rows]
+
+    def successor(self, row_id: int) -> TaskRecord | None:
+        """The row that says ``row_id``'s line again in a later session, if there is one."""
+        row = self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE resumed_from = ?", (row_id,)
+        ).fetchone()
+        return None if row is None else _task(row)
+
+    def resume_chain(self, row_id: int) -> list[TaskRecord]:
+        """Every row of the line ``row_id`` belongs to, first try first: the row it continues,
+        that row's own predecessor and so on, then the rows that continue it.
+
+        One line is spoken at most once across its chain; ``KeyError`` if ``row_id`` is not in
+        the log.
+        """
+        self.get(row_id)
+        rows = self._db.execute(
+            f"""
+            WITH RECURSIVE
+                back(id, depth) AS (
+                    SELECT ?, 0
+                    UNION ALL
+                    SELECT t.resumed_from, back.depth - 1
+                    FROM tasks t JOIN back ON t.row_id = back.id
+                    WHERE t.resumed_from IS NOT NULL
+                ),
+                fwd(id, depth) AS (
+                    SELECT ?, 0
+                    UNION ALL
+                    SELECT t.row_id, fwd.depth + 1
+                    FROM tasks t JOIN fwd ON t.resumed_from = fwd.id
+                )
+            SELECT {_TASK_COLUMNS} FROM tasks JOIN (
+                SELECT id, depth FROM back UNION SELECT id, depth FROM fwd
+            ) AS chain ON tasks.row_id = chain.id
+            ORDER BY chain.depth
+            """,
+            (row_id, row_id),
+        )
+        return [_task(row) for row in rows]
+
+    def answer_rows(self, question_id: str) -> list[TaskRecord]:
+        """The lines of one question's answer, in order."""
+        rows = self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE question_id = ? ORDER BY row_id",
+            (question_id,),
+        )
+        return [_task(row) for row in rows]
+
+    # -- questions (Ask mode) --------------------------------------------------------------
+
+    def add_question(
+        self, question_id: str, *, session_id: str | None, text: str, at: float | None = None
+    ) -> QuestionRecord:
+        """Log a question put to the language model, ``answering``."""
+        asked = _now(at)
+        self._db.execute(
+            f"INSERT INTO questions ({_QUESTION_COLUMNS}) VALUES (?, ?, ?, ?, NULL, ?, NULL)",
+            (question_id, session_id, text, QuestionState.ANSWERING.value, asked),
+        )
+        return self.get_question(question_id)
+
+    def end_question(
+        self,
+        question_id: str,
+        state: QuestionState,
+        reason: str | None = None,
+        *,
+        at: float | None = None,
+    ) -> QuestionRecord:
+        """How the answer ended; only once (a question that ended stays as it ended)."""
+        state = QuestionState(state)
+        if state is QuestionState.ANSWERING:
+            raise ValueError("a question ends answered, stopped, replaced or failed")
+        self._db.execute(
+            "UPDATE questions SET state = ?, reason = ?, ended_at = ?"
+            " WHERE question_id = ? AND state = 'answering'",
+            (state.value, reason, _now(at), question_id),
+        )
+        return self.get_question(question_id)
+
+    def get_question(self, question_id: str) -> QuestionRecord:
+        """The question; ``KeyError`` if there is none."""
+        row = self._db.execute(
+            f"SELECT {_QUESTION_COLUMNS} FROM questions WHERE question_id = ?", (question_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"no question {question_id!r} in the log")
+        return QuestionRecord.model_validate(dict(zip(_QUESTION_FIELDS, row, strict=True)))
+
+    def questions(self, session_id: str | None = None) -> list[QuestionRecord]:
+        """Questions in the order they were asked (of one session, when given)."""
+        where, params = ("", ()) if session_id is None else (" WHERE session_id = ?", (session_id,))
+        rows = self._db.execute(
+            f"SELECT {_QUESTION_COLUMNS} FROM questions{where} ORDER BY asked_at, rowid", params
+        )
+        return [
+            QuestionRecord.model_validate(dict(zip(_QUESTION_FIELDS, row, strict=True)))
+            for row in rows
+        ]
 
     # -- session registry ------------------------------------------------------------------
 

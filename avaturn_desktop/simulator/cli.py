@@ -49,6 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="task",
         help="phrase_id equals task_id ('task') or is an unrelated id ('own')",
     )
+    llm = parser.add_argument_group("language model stand-in (POST /v1/chat/completions)")
+    llm.add_argument(
+        "--llm-tokens-per-second",
+        type=float,
+        default=20.0,
+        metavar="N",
+        help="how fast answers stream (default: 20)",
+    )
+    llm.add_argument(
+        "--llm-api-key",
+        default=None,
+        metavar="KEY",
+        help="the only language model key accepted (default: any non-empty bearer key)",
+    )
     faults = parser.add_argument_group("fault injection (also at run time: PUT /_sim/faults)")
     faults.add_argument("--latency-ms", type=float, default=0.0, help="delay of every call")
     faults.add_argument("--jitter-ms", type=float, default=0.0, help="± random extra delay")
@@ -105,6 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     from avaturn_desktop.simulator.faults import FaultConfig
+    from avaturn_desktop.simulator.llm import LlmConfig
     from avaturn_desktop.simulator.server import SimulatorConfig
 
     return SimulatorConfig(
@@ -132,6 +147,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
             hang_ms=args.hang_ms,
             seed=args.fault_seed,
         ),
+        llm=LlmConfig(tokens_per_second=args.llm_tokens_per_second, api_key=args.llm_api_key),
     )
 
 

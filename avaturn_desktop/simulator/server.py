@@ -57,6 +57,7 @@ from avaturn_desktop.simulator.faults import (
     FaultMiddleware,
     FaultState,
 )
+from avaturn_desktop.simulator.llm import LlmConfig, llm_router
 
 __all__ = [
     "FaultConfig",
@@ -90,6 +91,7 @@ class SimulatorConfig(pydantic.BaseModel):
     time_scale: Annotated[float, Field(gt=0)] = 1.0  # >1 speeds up the session timeouts
     phrase_ids: Literal["task", "own"] = "task"  # phrase_id == task_id, or unrelated ids
     faults: FaultConfig = FaultConfig()
+    llm: LlmConfig = LlmConfig()  # the language model stand-in (``simulator/llm.py``)
 
     def __repr__(self) -> str:  # the API key is a secret
         fields = self.model_dump(exclude={"api_key"})
@@ -177,6 +179,8 @@ def create_app(config: SimulatorConfig) -> FastAPI:
         if session is None:
             return _detail(404, "Session not found")
         return session
+
+    app.include_router(llm_router(config.llm))
 
     # -- /api/v1 ---------------------------------------------------------------------------
 

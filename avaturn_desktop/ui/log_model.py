@@ -21,6 +21,7 @@ from PySide6.QtCore import (
     QObject,
     QPersistentModelIndex,
     Qt,
+    QTimer,
 )
 from PySide6.QtGui import QBrush, QColor
 
@@ -112,6 +113,12 @@ class LogModel(QAbstractTableModel):
         self._cache: OrderedDict[int, TaskRecord] = OrderedDict()
         #: How many pages were read from the store (for tests and the curious).
         self.pages_read = 0
+        #: Rows written and not shown yet (see :meth:`row_written`), in a dict for order.
+        self._pending: dict[int, None] = {}
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.setInterval(0)
+        self._flush_timer.timeout.connect(self.flush)
         self.reload()
 
     # -- filter ----------------------------------------------------------------------------
@@ -142,6 +149,7 @@ class LogModel(QAbstractTableModel):
 
     def reload(self) -> None:
         """Read the matching ids again (after a filter change, or to see others' writes)."""
+        self._pending.clear()
         self.beginResetModel()
         self._ids = self._store.row_ids(
             session_id=self._session_id, states=self._states, search=self._search or None
@@ -159,12 +167,53 @@ class LogModel(QAbstractTableModel):
     # -- live updates ----------------------------------------------------------------------
 
     def row_written(self, row_id: int, new: bool = False) -> None:
-        """A row was added or changed in the store: show it (one row, never a reset)."""
+        """A row was added or changed in the store: shown at the end of this loop turn.
+
+        Writes come in bursts (a pasted script logs hundreds of rows at once, each line's
+        state changes a few times): they are gathered and shown together by :meth:`flush`,
+        reading the rows in one query and inserting new rows at the end as one block.
+        """
         self._cache.pop(row_id, None)
-        try:
-            record = self._store.get(row_id)
-        except KeyError:
+        self._pending[row_id] = None
+        if not self._flush_timer.isActive():
+            self._flush_timer.start()
+
+    def flush(self) -> None:
+        """Show the rows written since the last flush (one row at a time, never a reset)."""
+        if not self._pending:
             return
+        ids = sorted(self._pending)
+        self._pending.clear()
+        records = self._read(ids)
+        tail: list[TaskRecord] = []  # new rows past the last shown one: one insert
+        last = self._ids[-1] if self._ids else -1
+        for record in records:
+            if record.row_id > last and self._matches(record):
+                tail.append(record)
+            else:
+                self._apply(record)
+        if tail:
+            start = len(self._ids)
+            self.beginInsertRows(QModelIndex(), start, start + len(tail) - 1)
+            for record in tail:
+                self._ids.append(record.row_id)
+                self._remember(record)
+            self.endInsertRows()
+
+    def _read(self, ids: list[int]) -> list[TaskRecord]:
+        try:
+            return self._store.get_many(ids)
+        except KeyError:  # a row went away meanwhile: read the rest one by one
+            found = []
+            for row_id in ids:
+                try:
+                    found.append(self._store.get(row_id))
+                except KeyError:
+                    continue
+            return found
+
+    def _apply(self, record: TaskRecord) -> None:
+        row_id = record.row_id
         pos = bisect.bisect_left(self._ids, row_id)
         present = pos < len(self._ids) and self._ids[pos] == row_id
         wanted = self._matches(record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
@@ -32,6 +33,22 @@ def app_icon() -> QIcon:
     return QIcon(str(resource("icons", "avaturn-desktop.svg")))
 
 
+class TerminateDialog:
+    """Asks before ending a session the avatar is still using (tests replace ``ask``)."""
+
+    @classmethod
+    def ask(cls, parent: QWidget | None, busy: str) -> bool:
+        answer = QMessageBox.question(
+            parent,
+            "End the session?",
+            f"The avatar is {busy}. End the session now? (This question can be turned off "
+            "in File → Settings.)",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+
 class MainWindow(QMainWindow):
     """Owns docking and wiring; panels are plain widgets that never import services."""
 
@@ -48,6 +65,7 @@ class MainWindow(QMainWindow):
         messages: MessageBus,
         backend_label: str,
         extra_docks: tuple[tuple[str, str, QWidget, Qt.DockWidgetArea], ...] = (),
+        confirm_terminate: Callable[[], bool] = lambda: True,
     ) -> None:
         super().__init__()
         self.setObjectName("main_window")
@@ -56,6 +74,7 @@ class MainWindow(QMainWindow):
         self.resize(1280, 800)
         self._session = session
         self._messages = messages
+        self._confirm_terminate_setting = confirm_terminate
         self.session_panel = session_panel
         self.stage = stage
         self.setCentralWidget(stage)
@@ -133,8 +152,10 @@ class MainWindow(QMainWindow):
         self._session.snapshot_changed.connect(self._render)
         self._session.snapshot_changed.connect(self.session_panel.show_snapshot)
         self.session_panel.cancel_requested.connect(self._session.cancel)
-        self.session_panel.terminate_requested.connect(self._session.terminate)
+        self.session_panel.terminate_requested.connect(self._confirm_terminate)
         self._messages.message.connect(self._show_message)
+        self._session.snapshot_changed.connect(self._on_snapshot)
+        self._error_shown = False
         self._clock = QTimer(self)
         self._clock.setInterval(1000)
         self._clock.timeout.connect(lambda: self._render(self._session.snapshot))
@@ -155,11 +176,33 @@ class MainWindow(QMainWindow):
         self.cancel_action.setEnabled(state in (SessionState.CREATING, SessionState.CONNECTING))
         self.terminate_action.setEnabled(live)
 
+    def show_control(self, url: str, *, exposed: bool) -> None:
+        """The control API listens at ``url``: say so in the status bar (and loudly when it
+        is reachable from the network)."""
+        label = QLabel(f"Control API: {url}" + (" (reachable from the network)" if exposed else ""))
+        label.setObjectName("status.control")
+        if exposed:
+            label.setStyleSheet("color: #b45309; font-weight: bold;")
+        self.statusBar().addPermanentWidget(label)
+
     def _show_message(self, level: str, text: str) -> None:
-        timeout = 0 if level == Level.ERROR.value else 8000
+        # An error stays until it is read or the situation changed (a later session went
+        # live clears it, see _on_snapshot); it also goes after a minute at most.
+        timeout = 60_000 if level == Level.ERROR.value else 8000
         self.statusBar().showMessage(text, timeout)
+        self._error_shown = level == Level.ERROR.value
+
+    def _on_snapshot(self, snap: SessionSnapshot) -> None:
+        if snap.state in (SessionState.CREATING, SessionState.LIVE) and self._error_shown:
+            self.statusBar().clearMessage()
+            self._error_shown = False
 
     def _confirm_terminate(self) -> None:
+        """Terminate, asking first while the avatar speaks or lines wait (a setting)."""
+        if self._session.snapshot.state is SessionState.LIVE and self._confirm_terminate_setting():
+            busy = self._session.busy_lines()
+            if busy and not TerminateDialog.ask(self, busy):
+                return
         self._session.terminate()
 
     def _about(self) -> None:

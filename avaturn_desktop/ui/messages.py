@@ -1,52 +1,41 @@
-"""One path for messages to the user: logged, then shown by whoever listens (the window)."""
+"""Messages to the user, as Qt signals: the runtime's notices, for the window to show."""
 
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Signal
 
+from avaturn_desktop.services.runtime import Level, Notices, Poster
+
 log = logging.getLogger("avaturn.ui")
 
-
-class Level(StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
+__all__ = ["Level", "MessageBus"]
 
 
-_LOG_LEVELS = {Level.INFO: logging.INFO, Level.WARNING: logging.WARNING, Level.ERROR: logging.ERROR}
-
-
-class MessageBus(QObject):
-    """Messages raised before the window listens are kept and replayed when it connects."""
+class MessageBus(QObject, Poster):
+    """The runtime's :class:`Notices` as a signal. Posting goes through the notices (one
+    path: logged, then shown); what was posted before the window listens is replayed."""
 
     message = Signal(str, str)  # level, text
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, notices: Notices | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._early: list[tuple[Level, str]] = []
-        self._listening = False
+        self.notices = notices or Notices()
+        self._unsubscribe: Callable[[], None] | None = None
 
     def post(self, level: Level, text: str) -> None:
-        log.log(_LOG_LEVELS[level], "%s", text)
-        if self._listening:
-            self.message.emit(level.value, text)
-        else:
-            self._early.append((level, text))
-
-    def info(self, text: str) -> None:
-        self.post(Level.INFO, text)
-
-    def warning(self, text: str) -> None:
-        self.post(Level.WARNING, text)
-
-    def error(self, text: str) -> None:
-        self.post(Level.ERROR, text)
+        self.notices.post(level, text)
 
     def start_listening(self) -> None:
-        self._listening = True
-        early, self._early = self._early, []
-        for level, text in early:
-            self.message.emit(level.value, text)
+        if self._unsubscribe is None:
+            self._unsubscribe = self.notices.subscribe(self._emit)
+
+    def _emit(self, level: Level, text: str) -> None:
+        self.message.emit(level.value, text)
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None

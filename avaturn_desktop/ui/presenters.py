@@ -8,8 +8,9 @@ from PySide6.QtCore import QObject, Signal
 from qasync import asyncSlot
 
 from avaturn_desktop.core.errors import AppError
-from avaturn_desktop.core.models import SessionCreate
 from avaturn_desktop.core.session_state import SessionSnapshot, SessionState
+from avaturn_desktop.core.settings import SessionDefaults
+from avaturn_desktop.services.runtime import AvatarSlot
 from avaturn_desktop.services.session import SessionController
 from avaturn_desktop.ui.messages import MessageBus
 
@@ -25,10 +26,11 @@ class SessionPresenter(QObject):
     went_live = Signal()
 
     def __init__(
-        self, controller: SessionController, messages: MessageBus, parent: QObject | None = None
+        self, slot: AvatarSlot, messages: MessageBus, parent: QObject | None = None
     ) -> None:
         super().__init__(parent)
-        self._controller = controller
+        self._slot = slot
+        self._controller = controller = slot.controller
         self._messages = messages
         self._unsubscribe = controller.subscribe(self._on_snapshot)
 
@@ -49,16 +51,31 @@ class SessionPresenter(QObject):
 
     # -- thin async entry points (the coroutines on the controller are what tests drive) ---
 
-    @asyncSlot(object)
-    async def start(self, request: SessionCreate) -> None:
+    def start(self, defaults: SessionDefaults) -> None:
+        """Start a session with the form's fields (the slot runs the start)."""
         try:
-            await self._controller.start(request)
+            self._slot.start_session(defaults)
         except AppError as exc:
             self._messages.warning(exc.user_message)
 
     @asyncSlot()
     async def terminate(self) -> None:
         await self._controller.terminate()
+
+    def busy_lines(self) -> str:
+        """What the avatar is doing that ending the session would cut, in words ("" if
+        nothing): speaking, and how many lines wait."""
+        from avaturn_desktop.core.queue import ItemState
+
+        items = self._slot.queue.items
+        speaking = any(i.state is ItemState.SPEAKING for i in items)
+        waiting = sum(
+            1 for i in items if i.state in (ItemState.WAITING, ItemState.SENDING, ItemState.SENT)
+        )
+        parts = (["speaking"] if speaking else []) + (
+            [f"{waiting} line(s) waiting"] if waiting else []
+        )
+        return " with ".join(parts) if len(parts) == 2 else "".join(parts)
 
     def cancel(self) -> None:
         self._controller.cancel()

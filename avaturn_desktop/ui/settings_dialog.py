@@ -1,9 +1,15 @@
-"""File → Settings: backend, API key (into the OS keyring), page and speaking options."""
+"""File → Settings: backend, API key (into the OS keyring), page and speaking options, the
+control API (on/off, its port, its token: shown, copied, renewed), and Ask's language model
+(base URL, model, system prompt, timeout, the simulator's pace, its key into the keyring)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import ValidationError
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -11,22 +17,35 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from avaturn_desktop.core.settings import Settings
-from avaturn_desktop.services import secrets
+from avaturn_desktop.services import control_token, secrets
 
 
 class SettingsDialog(QDialog):
     saved = Signal(object)  # the new Settings
+    #: A new API key was stored in the keyring (the shell offers to use it now).
+    key_stored = Signal()
 
-    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        parent: QWidget | None = None,
+        *,
+        data_dir: Path | None = None,
+        control_url: str | None = None,
+    ) -> None:
         super().__init__(parent)
+        self._data_dir = data_dir
         self.setObjectName("settings_dialog")
         self.setWindowTitle("Settings")
         self._settings = settings
@@ -72,6 +91,79 @@ class SettingsDialog(QDialog):
         self.warn.setRange(0, 3600)
         self.warn.setSuffix(" s")
         self.warn.setValue(settings.warn_before_end_s)
+        self.confirm_terminate = QCheckBox(
+            "Ask before ending a session while the avatar speaks or lines wait"
+        )
+        self.confirm_terminate.setChecked(settings.confirm_terminate)
+        self.control_enabled = QCheckBox(
+            "Turn on the local control API (Stream Deck, Companion, scripts) at the next start"
+        )
+        self.control_enabled.setChecked(settings.control_enabled)
+        self.control_port = QSpinBox()
+        self.control_port.setRange(1, 65535)
+        self.control_port.setValue(settings.control_port or 8770)
+        self.control_status = QLabel(
+            f"Listening at {control_url}" if control_url else "Not listening in this run"
+        )
+        self.control_status.setObjectName("control_status")
+        self.control_token = QLineEdit()
+        self.control_token.setObjectName("control_token")
+        self.control_token.setReadOnly(True)
+        self.control_token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.show_token = QPushButton("Show")
+        self.show_token.setCheckable(True)
+        self.show_token.toggled.connect(
+            lambda on: self.control_token.setEchoMode(
+                QLineEdit.EchoMode.Normal if on else QLineEdit.EchoMode.Password
+            )
+        )
+        self.copy_token = QPushButton("Copy")
+        self.copy_token.clicked.connect(
+            lambda: QGuiApplication.clipboard().setText(self.control_token.text())
+        )
+        self.renew_token = QPushButton("Renew")
+        self.renew_token.setToolTip("Make a new token; the old one stops working at once")
+        self.renew_token.clicked.connect(self._renew_token)
+        token_row = QHBoxLayout()
+        token_row.addWidget(self.control_token, 1)
+        for button in (self.show_token, self.copy_token, self.renew_token):
+            token_row.addWidget(button)
+        if data_dir is not None:
+            self.control_token.setText(control_token.load_token(data_dir) or "")
+        else:
+            for widget in (self.control_token, self.show_token, self.copy_token, self.renew_token):
+                widget.setEnabled(False)
+        llm = settings.llm
+        self.llm_base_url = QLineEdit(llm.base_url)
+        self.llm_base_url.setObjectName("llm_base_url")
+        self.llm_model = QLineEdit(llm.model)
+        self.llm_model.setObjectName("llm_model")
+        self.llm_prompt = QPlainTextEdit(llm.system_prompt)
+        self.llm_prompt.setObjectName("llm_prompt")
+        self.llm_prompt.setTabChangesFocus(True)
+        self.llm_prompt.setFixedHeight(70)
+        self.llm_timeout = QDoubleSpinBox()
+        self.llm_timeout.setRange(1, 600)
+        self.llm_timeout.setSuffix(" s")
+        self.llm_timeout.setValue(llm.timeout_s)
+        self.llm_sim_rate = QDoubleSpinBox()
+        self.llm_sim_rate.setRange(1, 10_000)
+        self.llm_sim_rate.setSuffix(" tokens/s")
+        self.llm_sim_rate.setToolTip("How fast the built-in simulator writes (from the next start)")
+        self.llm_sim_rate.setValue(llm.sim_tokens_per_second)
+        self.llm_key = QLineEdit()
+        self.llm_key.setObjectName("llm_key")
+        self.llm_key.setEchoMode(QLineEdit.EchoMode.Password)
+        _, llm_source = secrets.load_llm_api_key()
+        self.llm_key.setPlaceholderText(
+            {
+                "environment": f"set by {secrets.LLM_ENV_VAR} (the environment wins)",
+                "keyring": "stored in the OS keyring (type to replace)",
+                "none": "not set: with OpenAI's URL, the simulator answers",
+            }[llm_source]
+        )
+        self.forget_llm_key = QCheckBox("Remove the stored language model key from the keyring")
+        self.forget_llm_key.setVisible(llm_source == "keyring")
         self.error = QLabel()
         self.error.setObjectName("error")
         self.error.setStyleSheet("color: #b91c1c;")
@@ -89,6 +181,19 @@ class SettingsDialog(QDialog):
         form.addRow("Longest &sentence", self.max_chunk)
         form.addRow("Text with no session &live", self.offline)
         form.addRow("&Warn before the end", self.warn)
+        form.addRow("", self.confirm_terminate)
+        form.addRow("", self.control_enabled)
+        form.addRow("Control API &port", self.control_port)
+        form.addRow("", self.control_status)
+        form.addRow("Control API &token", token_row)
+        form.addRow(QLabel("<b>Ask: a language model answers, the avatar speaks</b>"))
+        form.addRow("Model base &URL", self.llm_base_url)
+        form.addRow("&Model", self.llm_model)
+        form.addRow("System &prompt", self.llm_prompt)
+        form.addRow("Model API key", self.llm_key)
+        form.addRow("", self.forget_llm_key)
+        form.addRow("Answer timeout", self.llm_timeout)
+        form.addRow("Simulator's pace", self.llm_sim_rate)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
         )
@@ -113,6 +218,17 @@ class SettingsDialog(QDialog):
                     "max_chunk_chars": self.max_chunk.value(),
                     "offline_policy": self.offline.currentData(),
                     "warn_before_end_s": self.warn.value(),
+                    "confirm_terminate": self.confirm_terminate.isChecked(),
+                    "control_enabled": self.control_enabled.isChecked(),
+                    "control_port": self.control_port.value(),
+                    "llm": {
+                        **self._settings.llm.model_dump(),
+                        "base_url": self.llm_base_url.text(),
+                        "model": self.llm_model.text().strip(),
+                        "system_prompt": self.llm_prompt.toPlainText(),
+                        "timeout_s": self.llm_timeout.value(),
+                        "sim_tokens_per_second": self.llm_sim_rate.value(),
+                    },
                 }
             )
         except ValidationError as exc:
@@ -120,15 +236,32 @@ class SettingsDialog(QDialog):
             self.error.setText(f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
             return
         key = self.api_key.text().strip()
+        llm_key = self.llm_key.text().strip()
         try:
             if key:
                 secrets.store_api_key(key)
             elif self.forget_key.isChecked():
                 secrets.store_api_key(None)
+            if llm_key:
+                secrets.store_llm_api_key(llm_key)
+            elif self.forget_llm_key.isChecked():
+                secrets.store_llm_api_key(None)
         except secrets.KeyringUnavailableError as exc:
             self.error.setText(str(exc))
             return
         finally:
             self.api_key.clear()
+            self.llm_key.clear()
         self.saved.emit(new)
+        if key:
+            self.key_stored.emit()
         super().accept()
+
+    def _renew_token(self) -> None:
+        if self._data_dir is None:
+            return
+        if os.environ.get(control_token.TOKEN_ENV):
+            self.error.setText(f"The token is set by {control_token.TOKEN_ENV}; change it there.")
+            return
+        self.control_token.setText(control_token.renew_token(self._data_dir))
+        self.error.setText("A new control token is in force; the old one no longer works.")

@@ -1,26 +1,26 @@
-"""The app's Qt side, assembled: the stage, the presenters, the panels and the window.
+"""The window door, assembled: one avatar slot's stage, presenters and panels, and the window.
 
-The composition root (``app.run``) builds one Shell after the Qt-free services; the Shell
-wires the Qt parts to them and owns their teardown order.
+The composition root (``app.py``) builds the :class:`~avaturn_desktop.services.runtime.Runtime`
+first; the Shell makes the avatar page (the view and its stage), hands the stage to the runtime
+as a slot, and builds the Qt parts over that slot. It owns nothing of the services: it shows
+them and forwards what people do. Its teardown is the Qt side only; the runtime ends the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 import qasync
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from avaturn_desktop.core import paths
-from avaturn_desktop.core import settings as settings_mod
-from avaturn_desktop.core.errors import AppError, NotFoundError
-from avaturn_desktop.core.settings import SessionDefaults
+from avaturn_desktop.core.errors import AppError
+from avaturn_desktop.core.session_state import SessionSnapshot, SessionState
+from avaturn_desktop.core.settings import SessionDefaults, Settings
 from avaturn_desktop.core.tasks import SessionRecord
-from avaturn_desktop.services.client import AvaturnClient
+from avaturn_desktop.services.runtime import AvatarSlot, Runtime
 from avaturn_desktop.services.session import SessionController
-from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui.docks.session_panel import SessionPanel
 from avaturn_desktop.ui.main_window import MainWindow
 from avaturn_desktop.ui.messages import MessageBus
@@ -28,9 +28,6 @@ from avaturn_desktop.ui.presenters import SessionPresenter
 from avaturn_desktop.ui.speaking import SpeakingUi
 from avaturn_desktop.ui.web.stage import Stage
 from avaturn_desktop.ui.web.view import AvatarView
-
-if TYPE_CHECKING:
-    from avaturn_desktop.app import Backend
 
 log = logging.getLogger("avaturn.ui")
 
@@ -54,45 +51,47 @@ class OrphanDialog:
         return answer == QMessageBox.StandardButton.Yes
 
 
+class SwitchBackendDialog:
+    """Offers to use the cloud at once after a key was entered (tests replace ``ask``)."""
+
+    @classmethod
+    def ask(cls, parent: QWidget | None) -> bool:
+        answer = QMessageBox.question(
+            parent,
+            "Use the Avaturn cloud now?",
+            "The API key is stored. Sessions run on the built-in simulator in this run; "
+            "switch to the Avaturn cloud now? (The next session is made there.)",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.Yes,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+
 class Shell:
-    def __init__(
-        self,
-        *,
-        settings: settings_mod.Settings,
-        backend: Backend,
-        client: AvaturnClient,
-        store: TaskLogStore,
-    ) -> None:
-        self.settings = settings
-        self.backend = backend
-        self.client = client
-        self.store = store
-        self.messages = MessageBus()
+    """The main window over the runtime's first slot (see the module docs)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.backend = runtime.backend
+        self.store = runtime.store
+        self.client = runtime.client
+        self.messages = MessageBus(runtime.notices)
         self.view = AvatarView()
         self.view.setObjectName("stage")
         self.stage = Stage(
             self.view.bridge, allow_media_origins=self.view.avatar_page.allow_media_origins
         )
-        self.controller = SessionController(
-            client,
-            self.stage,
-            api_host=backend.api_base,
-            sdk_url=backend.sdk_url,
-            registry=store,
-            init_timeout_s=settings.init_timeout_s,
-            keep_alive=settings.keep_alive,
-        )
-        self.stage.event.connect(self.controller.handle_page_event)
-        self.session = SessionPresenter(self.controller, self.messages)
+        self.slot: AvatarSlot = runtime.add_slot(self.stage)
+        self.controller: SessionController = self.slot.controller
+        self.stage.event.connect(self.slot.handle_page_event)
+        settings = runtime.settings.value
+        self.session = SessionPresenter(self.slot, self.messages)
         self.session_panel = SessionPanel(
             settings.session, warn_before_end_s=settings.warn_before_end_s
         )
         self.speaking = SpeakingUi(
-            client=client,
-            store=store,
-            controller=self.controller,
-            stage=self.stage,
-            settings=settings,
+            slot=self.slot,
+            store=runtime.store,
             messages=self.messages,
             session_presenter=self.session,
         )
@@ -101,22 +100,55 @@ class Shell:
             session_panel=self.session_panel,
             session=self.session,
             messages=self.messages,
-            backend_label=backend.label,
+            backend_label=runtime.backend.label,
             extra_docks=self.speaking.docks,
+            confirm_terminate=lambda: self.runtime.settings.value.confirm_terminate,
         )
         self.session_panel.create_requested.connect(self._create)
         self.window.settings_requested.connect(self.open_settings)
+        #: The control API's URL when it listens (set by the composition root).
+        self.control_url: str | None = None
         self._closed = asyncio.Event()
         self.window.closed.connect(self._closed.set)
-        if backend.kind == "simulator":
+        self._unsubscribe_settings: Callable[[], None] = runtime.settings.subscribe(
+            self._settings_changed
+        )
+        if runtime.backend.kind == "simulator":
             self.messages.info(
                 "No API key set: sessions run on the built-in simulator. "
                 "Add a key in File → Settings to use the Avaturn cloud."
             )
+        self.view.avatar_page.outside_link.connect(self._outside_link)
+        # the page's policy is the backend's from the first load (no reload at the first start)
+        self.view.avatar_page.allow_media_origins(
+            [runtime.backend.api_base, runtime.backend.sdk_url]
+        )
         self.view.load_stage()
+
+    def _outside_link(self, url: str, opened: bool) -> None:
+        if opened:
+            self.messages.info(f"Opened {url} in your browser.")
+        else:
+            self.messages.warning(
+                f"The avatar page tried to open {url}; refused, as nobody clicked in it."
+            )
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings.value
 
     def show(self) -> None:
         self.window.show()
+
+    def enter_kiosk(self) -> None:
+        """Kiosk mode: the avatar alone, full screen; the console behind the staff PIN."""
+        from avaturn_desktop.core.pin import PIN_FILE_NAME, StaffPin
+        from avaturn_desktop.ui.kiosk import KioskChrome
+
+        data = self.runtime.data_dir
+        pin = StaffPin.open_default() if data is None else StaffPin(data / PIN_FILE_NAME)
+        self.kiosk = KioskChrome(self.window, self.view, pin, self.messages)
+        self.kiosk.lock()
 
     async def wait_exposed(self) -> None:
         """Until the window is on screen and the stage page has loaded."""
@@ -126,8 +158,6 @@ class Shell:
             await loaded.wait()
 
     async def wait_live_or_failed(self) -> bool:
-        from avaturn_desktop.core.session_state import SessionSnapshot, SessionState
-
         done = asyncio.Event()
 
         def on_snapshot(snap: SessionSnapshot) -> None:
@@ -149,81 +179,83 @@ class Shell:
         self._create(self.settings.session)
 
     def _create(self, defaults: SessionDefaults) -> None:
-        self.settings = self.settings.model_copy(update={"session": defaults})
-        self._save_settings()
-        self.session.start(defaults.to_request())
-
-    def _save_settings(self) -> None:
         try:
-            settings_mod.save(self.settings, paths.config_dir())
+            self.runtime.settings.update(session=defaults)
         except OSError as exc:
             self.messages.warning(f"Could not save the settings: {exc.strerror}")
+        self.session.start(defaults)
 
     def open_settings(self) -> None:
         from avaturn_desktop.ui.settings_dialog import SettingsDialog
 
-        dialog = SettingsDialog(self.settings, parent=self.window)
+        dialog = SettingsDialog(
+            self.settings,
+            parent=self.window,
+            data_dir=self.runtime.data_dir,
+            control_url=self.control_url,
+        )
         dialog.saved.connect(self._settings_saved)
+        dialog.key_stored.connect(self._key_stored)
         dialog.open()
 
-    def _settings_saved(self, new: Any) -> None:
-        backend_changed = (new.backend, new.api_base, new.sdk_url) != (
-            self.settings.backend,
-            self.settings.api_base,
-            self.settings.sdk_url,
-        )
-        self.settings = new
-        self._save_settings()
-        self.speaking.apply_settings(new)
-        self.controller.keep_alive = new.keep_alive
-        self.controller.init_timeout_s = new.init_timeout_s
-        if backend_changed:
+    def _key_stored(self) -> None:
+        """A key was entered in Settings: on the simulator, offer to use the cloud now."""
+        if self.runtime.backend.kind != "simulator" or self.settings.backend == "simulator":
+            return
+        from avaturn_desktop.core.backend import Backend
+        from avaturn_desktop.services.secrets import load_api_key
+
+        key, _source = load_api_key()
+        if not key:
+            return
+        if self.controller.state.busy:
+            self.messages.info(
+                "The key is stored. End the session, then restart the app to use the cloud."
+            )
+            return
+        if not SwitchBackendDialog.ask(self.window):
+            self.messages.info("The key is stored; the cloud is used from the next start.")
+            return
+        cloud = Backend("cloud", self.settings.api_base, self.settings.sdk_url, key)
+        try:
+            self.runtime.switch_backend(cloud)
+        except AppError as exc:
+            self.messages.warning(exc.user_message)
+            return
+        self.window.backend_status.setText(cloud.label)
+        self.messages.info("Sessions now run on the Avaturn cloud.")
+
+    def _settings_saved(self, new: Settings) -> None:
+        old = self.settings
+        try:
+            self.runtime.settings.replace(new)
+        except OSError as exc:
+            self.messages.warning(f"Could not save the settings: {exc.strerror}")
+        if (new.backend, new.api_base, new.sdk_url) != (old.backend, old.api_base, old.sdk_url):
             self.messages.info("Backend settings take effect the next time the app starts.")
+
+    def _settings_changed(self, new: Settings, _old: Settings) -> None:
+        self.session_panel.set_warn_before_end(new.warn_before_end_s)
+        self.speaking.settings_changed()
 
     async def offer_orphans(self, *, ask: bool = True) -> None:
         """Sessions a crashed run left open: offer to end them (they burn quota otherwise).
 
         With ``ask`` false (headless, unattended) they are ended without asking.
         """
-        orphans = self.store.open_sessions()
-        if not orphans:
-            return
-        wanted = (
-            await qasync.asyncWrap(lambda: OrphanDialog.ask(self.window, orphans)) if ask else True
-        )
-        if not wanted:
-            self.messages.info(
-                f"{len(orphans)} session(s) from an earlier run left as they are; they end "
-                "by themselves when nobody watches."
-            )
-            return
-        ended = 0
-        for record in orphans:
-            if record.backend != self.backend.api_base:
-                reason = "ended with the backend that ran it"
-                if self.backend.kind != "simulator" and record.backend.startswith("https://"):
-                    self.messages.warning(
-                        f"Session {record.session_id} ran on {record.backend}, not on this "
-                        "backend; it could not be ended from here."
-                    )
-                    continue
-            else:
-                try:
-                    await self.client.terminate_session(record.session_id)
-                    reason = "ended at the next start (orphan)"
-                except NotFoundError:
-                    reason = "already over at the next start"
-                except AppError as exc:
-                    self.messages.warning(
-                        f"Could not end session {record.session_id}: {exc.user_message}"
-                    )
-                    continue
-            self.store.end_session(record.session_id, reason)
-            ended += 1
-        self.messages.info(f"Ended {ended} session(s) left over from an earlier run.")
 
-    async def shutdown(self) -> None:
-        await self.speaking.shutdown()
+        async def confirm(records: list[SessionRecord]) -> bool:
+            if not ask:
+                return True
+            return bool(await qasync.asyncWrap(lambda: OrphanDialog.ask(self.window, records)))
+
+        await self.runtime.end_orphans(confirm)
+
+    def close(self) -> None:
+        """The Qt side's teardown (the runtime's shutdown ended the sessions before)."""
+        self._unsubscribe_settings()
+        self.speaking.close()
         self.session.close()
+        self.messages.close()
         self.view.shutdown()
         self.window.deleteLater()

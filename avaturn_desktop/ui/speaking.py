@@ -1,32 +1,26 @@
-"""Speaking, assembled: the speech queue's Qt adapter and the composer, queue and log docks.
+"""Speaking, assembled: one avatar slot's queue as Qt signals, and the composer, queue and log
+docks over it.
 
-``SpeakingUi`` builds the Qt-free :class:`~avaturn_desktop.services.speech_queue.SpeechQueue`
-over the shell's client, store, controller and stage, and the three panels over it. The shell
-passes :attr:`SpeakingUi.docks` to ``MainWindow(extra_docks=...)`` and awaits
-:meth:`SpeakingUi.shutdown` before closing the store.
+``SpeakingUi`` builds nothing of the services: the runtime's slot has the queue and the
+speaker; this module adapts them to Qt and builds the three panels. The shell passes
+:attr:`SpeakingUi.docks` to ``MainWindow(extra_docks=...)``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QWidget
 from qasync import asyncSlot
 
-from avaturn_desktop.core.chunker import split_sentences
 from avaturn_desktop.core.errors import AppError
-from avaturn_desktop.core.settings import Settings
+from avaturn_desktop.core.queue import QueueChange, QueueItem
+from avaturn_desktop.services.answers import AnswerService, AnswerView
 from avaturn_desktop.services.export import ExportFormat, export_log
-from avaturn_desktop.services.session import SessionController
-from avaturn_desktop.services.speech_queue import (
-    QueueChange,
-    QueueItem,
-    SpeechQueue,
-    TaskClient,
-)
+from avaturn_desktop.services.runtime import AvatarSlot
+from avaturn_desktop.services.speech import Batch, Speaker
 from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui.docks.composer_panel import ComposerPanel
 from avaturn_desktop.ui.docks.log_panel import LogPanel
@@ -34,7 +28,6 @@ from avaturn_desktop.ui.docks.queue_panel import QueuePanel
 from avaturn_desktop.ui.log_model import LogModel
 from avaturn_desktop.ui.messages import MessageBus
 from avaturn_desktop.ui.presenters import SessionPresenter
-from avaturn_desktop.ui.web.stage import Stage
 
 log = logging.getLogger("avaturn.ui")
 
@@ -46,22 +39,28 @@ class QueuePresenter(QObject):
     changed = Signal(object)
     #: ``(row_id, new)``: a task-log row was written.
     row_written = Signal(int, bool)
+    #: An :class:`AnswerView`: Ask mode's answer changed (a sentence queued, or it ended).
+    answer_changed = Signal(object)
 
     def __init__(
         self,
-        queue: SpeechQueue,
+        speaker: Speaker,
         messages: MessageBus,
-        settings: Settings,
         parent: QObject | None = None,
+        *,
+        answers: AnswerService | None = None,
     ) -> None:
         super().__init__(parent)
-        self.queue = queue
+        self.speaker = speaker
+        self.queue = queue = speaker.queue
+        self.answers = answers
         self._messages = messages
-        self.settings = settings
+        #: Why the last say or speak-now was refused (the services' own words), if it was.
+        self.refusal: str | None = None
         self._unsubscribe = (
             queue.subscribe(self._on_change),
             queue.subscribe_rows(self.row_written.emit),
-        )
+        ) + (() if answers is None else (answers.subscribe(self.answer_changed.emit),))
 
     def _on_change(self, change: QueueChange) -> None:
         self.changed.emit(change)
@@ -85,24 +84,24 @@ class QueuePresenter(QObject):
         return self.queue.voice_id
 
     def chunks(self, text: str) -> list[str]:
-        """``text`` as it will be sent: cut into sentences when the setting says so."""
-        if self.settings.split_sentences:
-            return split_sentences(text, self.settings.max_chunk_chars)
-        stripped = text.strip()
-        return [stripped] if stripped else []
+        """``text`` as it will be sent (the speaker's rules)."""
+        return self.speaker.chunks(text)
 
     # -- actions (errors are reported here, and the result says whether it worked) ---------
 
-    def enqueue(self, texts: Sequence[str]) -> list[QueueItem] | None:
+    def say(self, text: str) -> Batch | None:
+        """Queue ``text`` as a batch; None (and a message) when it was refused."""
+        self.refusal = None
         try:
-            return self.queue.enqueue(texts)
+            return self.speaker.say(text)
         except AppError as exc:
+            self.refusal = exc.user_message
             self._messages.warning(exc.user_message)
             return None
 
     def resend(self, text: str) -> None:
         """Queue a logged line again (from the log's Re-send)."""
-        if self.enqueue([text]) is not None:
+        if self.say(text) is not None:
             self._messages.info("Queued again: " + (text if len(text) <= 60 else text[:59] + "…"))
 
     def remove(self, item_id: int) -> bool:
@@ -128,12 +127,30 @@ class QueuePresenter(QObject):
             return False
         return True
 
-    async def speak_now(self, texts: Sequence[str]) -> list[QueueItem] | None:
+    async def speak_now(self, text: str) -> Batch | None:
+        self.refusal = None
         try:
-            return await self.queue.speak_now(texts)
+            return await self.speaker.speak_now(text)
         except AppError as exc:
+            self.refusal = exc.user_message
             self._messages.error(exc.user_message)
             return None
+
+    async def ask(self, text: str) -> AnswerView | None:
+        """Ask mode: put ``text`` to the language model; None (and a message) when refused."""
+        if self.answers is None:
+            self._messages.warning("Ask is not available here.")
+            return None
+        try:
+            return await self.answers.ask(text)
+        except AppError as exc:
+            self._messages.warning(exc.user_message)
+            return None
+
+    def prepare_ask(self) -> None:
+        """Ask was chosen: load the language model's client now, not at the first question."""
+        if self.answers is not None:
+            self.answers.prepare()
 
     async def change_voice(self, voice_id: str) -> bool:
         try:
@@ -154,25 +171,21 @@ class QueuePresenter(QObject):
 
 
 class SpeakingUi:
-    """The composer, queue and log docks over one speech queue, ready for the main window."""
+    """The composer, queue and log docks over one avatar slot, ready for the main window."""
 
     def __init__(
         self,
         *,
-        client: TaskClient,
+        slot: AvatarSlot,
         store: TaskLogStore,
-        controller: SessionController,
-        stage: Stage,
-        settings: Settings,
         messages: MessageBus,
         session_presenter: SessionPresenter,
     ) -> None:
         self._store = store
         self._messages = messages
-        self.queue = SpeechQueue(
-            client, store, controller, stage=stage, policy=settings.offline_policy
-        )
-        self.presenter = QueuePresenter(self.queue, messages, settings)
+        self.slot = slot
+        self.queue = slot.queue
+        self.presenter = QueuePresenter(slot.speaker, messages, answers=slot.answers)
         self.composer = ComposerPanel(self.presenter)
         self.queue_panel = QueuePanel(self.presenter)
         self.log_model = LogModel(store)
@@ -182,18 +195,14 @@ class SpeakingUi:
             ("queue", "Speech queue", self.queue_panel, Qt.DockWidgetArea.RightDockWidgetArea),
             ("log", "Task log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea),
         )
-        # Stage.event carries every page event; the queue picks the speech ones.
-        stage.event.connect(self.queue.handle_page_event)
         session_presenter.went_live.connect(self.composer.focus_editor)
         session_presenter.went_live.connect(self.log_panel.refresh_sessions)
         self.presenter.row_written.connect(self.log_model.row_written)
         self.presenter.row_written.connect(self.log_panel.row_written)
         self.log_panel.resend_requested.connect(self.presenter.resend)
 
-    def apply_settings(self, settings: Settings) -> None:
-        """New settings from the dialog: chunking and the offline policy take effect now."""
-        self.presenter.settings = settings
-        self.queue.policy = settings.offline_policy
+    def settings_changed(self) -> None:
+        """New settings are in force (the runtime applied them): redraw what shows them."""
         self.composer.settings_changed()
 
     def _session_ids(self) -> list[str]:
@@ -205,7 +214,5 @@ class SpeakingUi:
         with path.open("w", encoding="utf-8", newline="") as out:
             return export_log(self._store, ExportFormat(fmt), out, session_id=session_id)
 
-    async def shutdown(self) -> None:
-        """Stop sending (in-flight sends are logged as unclear), then let go of the queue."""
-        await self.queue.shutdown()
+    def close(self) -> None:
         self.presenter.close()

@@ -1,12 +1,21 @@
 // The avatar stage: loads the Web SDK (the official one, or the simulator's stand-in with the
 // same API), runs one AvaturnHead at a time and forwards its events to the app.
 //
-// The app talks to this page only through DOM CustomEvents (see bridge.js): commands arrive on
-// TO_PAGE, events and results leave on TO_HOST, always as JSON strings. The session token
-// arrives with the `init` command; it is handed to the SDK and never logged or shown.
+// The app talks to this page only through a private MessagePort that bridge.js (in its isolated
+// script world) hands over once per document: commands arrive on it, events and results leave
+// on it, always as JSON strings. The session token arrives with the `init` command; it is handed
+// to the SDK and never logged or shown.
 
-const TO_HOST = "avaturn:page-to-host";
-const TO_PAGE = "avaturn:host-to-page";
+// Taken before any other script runs in this page (the SDK is imported later, and the page's
+// Content-Security-Policy allows no other script): code that patches these built-ins afterwards
+// cannot reach the bridge port through them.
+const { apply } = Reflect;
+const { stringify, parse } = JSON;
+const portPost = MessagePort.prototype.postMessage;
+const messageData = Object.getOwnPropertyDescriptor(MessageEvent.prototype, "data").get;
+
+const CONNECT = "avaturn:connect";
+const PORT_MESSAGE = "avaturn:port";
 const SPEECH_EVENTS = [
   "avatar_started_speaking",
   "avatar_ended_speaking",
@@ -29,8 +38,16 @@ let initRef = null; // ref of the init that is running, or null
 let generation = 0; // bumped by every dispose; stale callbacks compare and drop themselves
 let disposing = false;
 
+let port = null; // the bridge's port, once handed over
+const outbox = []; // what the page said before it had the port
+
 function post(message) {
-  window.dispatchEvent(new CustomEvent(TO_HOST, { detail: JSON.stringify(message) }));
+  const text = stringify(message);
+  if (port === null) {
+    outbox.push(text);
+  } else {
+    apply(portPost, port, [text]);
+  }
 }
 
 function result(ref, ok, { error = null, data = null } = {}) {
@@ -119,6 +136,22 @@ function phraseIdOf(payload) {
   return id === undefined || id === null ? null : String(id);
 }
 
+// The SDK's `error` event, from either shape: the service's app message nests the details,
+// `{type: "error", error: {type: "session_lifecycle_error", code, message, session_id}}`; the
+// simulator's is flat, `{type: "error", code, message, reason}`.
+function errorFields(payload) {
+  const text = (value) => (typeof value === "string" && value ? value.slice(0, 2000) : null);
+  const outer = payload && typeof payload === "object" ? payload : {};
+  const nested = outer.error && typeof outer.error === "object";
+  const inner = nested ? outer.error : outer;
+  return {
+    code: text(inner.code) ?? "internal_error",
+    message: text(inner.message) ?? text(typeof payload === "string" ? payload : null) ?? "",
+    reason: text(inner.reason) ?? text(outer.reason),
+    kind: nested ? text(inner.type) : null,
+  };
+}
+
 function sessionIdOf(head, answer) {
   // The SDK's public `session_id` property; the other places are fallbacks.
   const candidates = [
@@ -171,9 +204,7 @@ function subscribe(head, gen) {
   }
   on("idle", () => post({ type: "idle", at_ms: performance.now() }));
   on("error", (payload) => {
-    const code = payload && payload.code ? String(payload.code) : "internal_error";
-    const message = payload && payload.message ? String(payload.message) : "";
-    post({ type: "sdk_error", code, message, at_ms: performance.now() });
+    post({ type: "sdk_error", ...errorFields(payload), at_ms: performance.now() });
   });
   on("dispose", (payload) => {
     if (disposing || head !== avatar) {
@@ -337,15 +368,15 @@ const handlers = {
   dispose,
 };
 
-window.addEventListener(TO_PAGE, (event) => {
+function onCommand(event) {
   let command;
   try {
-    command = JSON.parse(String(event.detail));
+    command = parse(String(apply(messageData, event, [])));
   } catch {
     console.error("a command that is not JSON was ignored");
     return;
   }
-  const handler = command && handlers[command.type];
+  const handler = command && Object.hasOwn(handlers, command.type) ? handlers[command.type] : null;
   if (!handler) {
     console.error("an unknown command was ignored:", String(command && command.type));
     if (command && Number.isInteger(command.ref)) {
@@ -359,7 +390,23 @@ window.addEventListener(TO_PAGE, (event) => {
       result(command.ref, false, { error: describeError(error).message });
     }
   });
-});
+}
+
+// The handshake with bridge.js: ask once, take the first port offered, then speak only on it.
+function onPort(event) {
+  if (event.source !== window || event.data !== PORT_MESSAGE || event.ports.length !== 1) {
+    return;
+  }
+  window.removeEventListener("message", onPort);
+  port = event.ports[0];
+  port.onmessage = onCommand;
+  for (const text of outbox.splice(0)) {
+    apply(portPost, port, [text]);
+  }
+}
+
+window.addEventListener("message", onPort);
+window.dispatchEvent(new CustomEvent(CONNECT));
 
 window.addEventListener("pagehide", () => {
   generation += 1;
@@ -370,4 +417,4 @@ window.addEventListener("pagehide", () => {
 });
 
 showPlaceholder();
-post({ type: "ready" });
+post({ type: "ready", time_origin_ms: performance.timeOrigin });

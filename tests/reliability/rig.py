@@ -19,19 +19,17 @@ from typing import Any
 import httpx
 from PySide6.QtCore import QCoreApplication, QEvent, QTimer
 
-from avaturn_desktop.app import Backend
+from avaturn_desktop.app import Backend, LaunchOptions, build, teardown
+from avaturn_desktop.core import paths
 from avaturn_desktop.core.models import SessionCreate
 from avaturn_desktop.core.queue import ItemState
 from avaturn_desktop.core.session_state import SessionState
 from avaturn_desktop.core.settings import Settings
 from avaturn_desktop.core.tasks import TaskRecord, TaskState
-from avaturn_desktop.services.client import AvaturnClient
 from avaturn_desktop.services.speech_queue import QueueChange, SpeechQueue
-from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.simulator.server import FaultConfig, SimulatorServer
 from avaturn_desktop.ui.docks.composer_panel import ComposerPanel
 from avaturn_desktop.ui.shell import Shell
-from avaturn_desktop.ui.speaking import SpeakingUi
 
 #: The longest the GUI loop may go without running a timer, under any fault.
 MAX_STALL_MS = 100.0
@@ -115,14 +113,6 @@ class CountingTransport(httpx.AsyncHTTPTransport):
         return response
 
 
-def _speaking_of(shell: Shell) -> SpeakingUi | None:
-    """The shell's own speaking docks, once the shell builds them."""
-    for value in vars(shell).values():
-        if isinstance(value, SpeakingUi):
-            return value
-    return None
-
-
 class Rig:
     """One app instance against ``sim``; build with :meth:`open`, end with :meth:`close`."""
 
@@ -139,27 +129,24 @@ class Rig:
         self.sim = sim
         self.api_key = api_key
         self.transport = CountingTransport()
-        self.http = httpx.AsyncClient(transport=self.transport, timeout=10.0)
-        self.client = AvaturnClient(
-            self.http, api_key=api_key, base_url=sim.base_url, max_retries=max_retries
-        )
-        self.store = TaskLogStore(store_path)
         self.settings = settings or Settings()
-        backend = Backend(kind, sim.base_url, sim.sdk_url, api_key)
-        self.shell = Shell(
-            settings=self.settings, backend=backend, client=self.client, store=self.store
+        backend = Backend(kind, sim.base_url, sim.sdk_url, api_key)  # type: ignore[arg-type]
+        # The app as it builds itself (app.build), over a transport that counts the faults.
+        self.app = build(
+            LaunchOptions(
+                settings=self.settings,
+                backend=backend,
+                data_dir=store_path.parent,
+                config_dir=paths.config_dir(),
+                http_transport=self.transport,
+                max_retries=max_retries,
+            )
         )
-        own = _speaking_of(self.shell)
-        self._own_speaking = own is None
-        self.speaking = own or SpeakingUi(
-            client=self.client,
-            store=self.store,
-            controller=self.shell.controller,
-            stage=self.shell.stage,
-            settings=self.settings,
-            messages=self.shell.messages,
-            session_presenter=self.shell.session,
-        )
+        self.shell: Shell = self.app.shell
+        self.http = self.app.runtime.http
+        self.client = self.app.runtime.client
+        self.store = self.app.runtime.store
+        self.speaking = self.shell.speaking
         self.queue: SpeechQueue = self.speaking.queue
         self.composer: ComposerPanel = self.speaking.composer
         self.controller = self.shell.controller
@@ -185,17 +172,8 @@ class Rig:
 
     async def close(self) -> None:
         self.watchdog.stop()
-        if self._own_speaking:
-            await self.speaking.shutdown()
-        await self.controller.shutdown()
-        await self.shell.shutdown()
-        self.shell.view.shutdown()
-        self.shell.window.close()
-        for widget in (self.composer, self.speaking.queue_panel, self.speaking.log_panel):
-            widget.deleteLater()
+        await teardown(self.app)
         QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-        await self.http.aclose()
-        self.store.close()
         # Qt objects caught in reference cycles must be collected here, on the GUI thread: a
         # collection that happens to run on the simulator's thread would destroy them there.
         self.__dict__.clear()

@@ -55,7 +55,7 @@ def play(
         sim = make_sim(chars_per_second=400.0, phrase_ids="own")
 
         async def main(sim: SimulatorServer = sim, p: combined.Plan = p, seed: int = seed) -> None:
-            rig = Rig(sim, tmp_path / f"log-{seed}.sqlite3")
+            rig = Rig(sim, tmp_path / f"seed-{seed}" / "log.sqlite3")
             try:
                 await rig.open()
                 await rig.start()

@@ -20,12 +20,9 @@ import httpx
 import pytest
 
 from avaturn_desktop.app import Backend
-from avaturn_desktop.core.settings import Settings
 from avaturn_desktop.core.tasks import TaskState
-from avaturn_desktop.services.client import AvaturnClient
 from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui import shell as shell_mod
-from avaturn_desktop.ui.shell import Shell
 from tests.reliability.conftest import FaultLedger
 from tests.reliability.tally import REPO
 
@@ -95,20 +92,16 @@ def flood_and_kill(base_url: str, home: Path, rng: random.Random) -> tuple[str, 
     return session_id, kill_after
 
 
-def offer_orphans(base_url: str, store: TaskLogStore, loop: asyncio.AbstractEventLoop) -> None:
-    """The restarted app: the Shell offers the open sessions, and the user says yes."""
+def offer_orphans(base_url: str, home: Path, loop: asyncio.AbstractEventLoop) -> None:
+    """The restarted app (built as the app builds itself): it offers the open sessions, and
+    the user says yes."""
+    from avaturn_desktop.app import LaunchOptions, assemble
+
+    backend = Backend("external", base_url, base_url + "/sim/web-sdk.js", KEY)
 
     async def restart() -> None:
-        async with httpx.AsyncClient() as http:
-            client = AvaturnClient(http, api_key=KEY, base_url=base_url)
-            backend = Backend("external", base_url, base_url + "/sim/web-sdk.js", KEY)
-            shell = Shell(settings=Settings(), backend=backend, client=client, store=store)
-            try:
-                await shell.offer_orphans()
-            finally:
-                await shell.shutdown()
-                shell.view.shutdown()
-                shell.window.close()
+        async with assemble(LaunchOptions(backend=backend, data_dir=home)) as app:
+            await app.shell.offer_orphans()
 
     loop.run_until_complete(restart())
     from PySide6.QtCore import QCoreApplication, QEvent
@@ -161,7 +154,7 @@ def test_sigkill_mid_flood_loses_no_acknowledged_task(
             assert set(logged) <= {t["task_id"] for t in tasks}
             assert [r.session_id for r in store.open_sessions()] == [session_id]
 
-            offer_orphans(sim_process, store, loop)
+            offer_orphans(sim_process, home, loop)
             assert asked[-1] == [session_id]
             assert store.open_sessions() == []
         ended = httpx.get(f"{sim_process}/_sim/state").json()

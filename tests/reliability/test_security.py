@@ -15,7 +15,11 @@ import asyncio
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +33,9 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from avaturn_desktop import cli, logs
 from avaturn_desktop.core import paths
 from avaturn_desktop.core.errors import AppError
+from avaturn_desktop.core.events import CommandResult
+from avaturn_desktop.core.session_state import SessionState
+from avaturn_desktop.core.settings import Settings
 from avaturn_desktop.core.tasks import TaskState
 from avaturn_desktop.services.client import AvaturnClient
 from avaturn_desktop.services.export import ExportFormat, export_log
@@ -41,6 +48,7 @@ from tests.reliability.rig import Rig, until
 from tests.reliability.tally import Tally
 
 CANARY = "sk-canary-" + uuid.uuid4().hex
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Everything the page's script can reach, as one string (run in each JS world).
 PAGE_DUMP_JS = """
@@ -280,3 +288,213 @@ def test_settings_never_hold_the_key(tally: Tally, tmp_path: Path) -> None:
     text = (tmp_path / "settings.json").read_text()
     tally.checked("settings_files", CANARY in text)
     assert CANARY not in text and CANARY not in repr(loaded)
+
+
+def _process_tree(root: int) -> dict[int, int]:
+    """``root`` and every process below it, each with its parent, from ``/proc/<pid>/stat``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = {root: 0}, [root]
+    while todo:
+        parent = todo.pop()
+        for child in children.get(parent, []):
+            tree[child] = parent
+            todo.append(child)
+    return tree
+
+
+def _read_proc(pid: int, name: str) -> bytes | None:
+    try:
+        return (Path("/proc") / str(pid) / name).read_bytes()
+    except OSError:
+        return None  # exited meanwhile, or not readable
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_key_reaches_no_process_environment_or_command_line(
+    make_sim: Any, tally: Tally, tmp_path: Path
+) -> None:
+    """The app started as a user starts it, with the key in its environment: once a session is
+    live in the page, neither the app nor any of its QtWebEngine processes (the renderer
+    included) has the key in its environment or command line."""
+    sim: SimulatorServer = make_sim(api_key=CANARY)
+    env = {
+        **os.environ,
+        "AVATURN_API_KEY": CANARY,
+        "AVATURN_DESKTOP_HOME": str(tmp_path / "home"),
+        "QT_QPA_PLATFORM": "offscreen",
+    }
+    command = [
+        *(sys.executable, "-m", "avaturn_desktop", "--headless", "--auto-start"),
+        *("--api-base", sim.base_url, "--sdk-url", sim.sdk_url, "--log-level", "DEBUG"),
+    ]
+    app = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: dict[int, tuple[bytes, bytes]] = {}
+    renderers: set[int] = set()
+
+    def look() -> None:
+        tree = _process_tree(app.pid)
+        for pid, parent in tree.items():
+            environ, cmdline = _read_proc(pid, "environ"), _read_proc(pid, "cmdline")
+            if environ is None or cmdline is None:
+                continue
+            seen[pid] = (environ, cmdline)
+            # A renderer is forked by Chromium's zygote and keeps the zygote's command line
+            # (or says --type=renderer): a web engine process whose parent is one too.
+            if b"QtWebEngineProcess" in cmdline and (
+                b"--type=renderer" in cmdline
+                or b"QtWebEngineProcess" in seen.get(parent, (b"", b""))[1]
+            ):
+                renderers.add(pid)
+
+    try:
+        deadline = time.monotonic() + 90
+        while not renderers or sim.snapshot()["viewers"] < 1:
+            assert app.poll() is None, f"the app exited early ({app.returncode})"
+            assert time.monotonic() < deadline, "no live session with a renderer in 90 s"
+            look()
+            time.sleep(0.1)  # polling a process table: there is no signal to wait on
+        look()  # the session is live in the page: every process once more, as it is now
+    finally:
+        app.send_signal(signal.SIGTERM)
+        try:
+            output, _ = app.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            app.kill()
+            output, _ = app.communicate()
+    secret = CANARY.encode()
+    engines = [pid for pid, (_env, cmd) in seen.items() if b"QtWebEngineProcess" in cmd]
+    assert app.pid in seen and engines, seen.keys()
+    assert renderers <= set(engines)
+    leaks = {}
+    for pid, (environ, cmdline) in seen.items():
+        tally.checked("process_environments", secret in environ)
+        tally.checked("command_lines", secret in cmdline)
+        if secret in environ or secret in cmdline:
+            leaks[pid] = cmdline.split(b"\0")[0].decode(errors="replace")
+    tally.checked("console_output", CANARY in output)
+    assert leaks == {}, f"the key is in the environment or command line of {leaks}"
+    assert CANARY not in output
+    # the app did hold the key: the simulator refuses any other, and a session went live
+    assert "session" in output.lower()
+    assert any(s["viewers_seen"] for s in sim.snapshot()["sessions"])
+
+
+def test_the_withdrawn_key_stays_with_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    from avaturn_desktop.services import secrets
+
+    monkeypatch.setattr(secrets, "_withdrawn", {})
+    monkeypatch.setenv(secrets.ENV_VAR, f"  {CANARY} ")
+    monkeypatch.setenv(secrets.LLM_ENV_VAR, f"llm-{CANARY}")
+    assert secrets.withdraw_from_environment() is True
+    assert secrets.withdraw_from_environment(secrets.LLM_ENV_VAR) is True
+    assert secrets.ENV_VAR not in os.environ and secrets.LLM_ENV_VAR not in os.environ
+    assert secrets.load_api_key() == (CANARY, "environment")
+    assert secrets.load_llm_api_key() == (f"llm-{CANARY}", "environment")
+    assert secrets.withdraw_from_environment() is False  # nothing left to take
+    assert secrets.load_api_key() == (CANARY, "environment")
+
+
+#: Events a script in the page's main world forges, each of which the app once acted on: the
+#: session ended by the service (the SDK's error, in the simulator's shape and the service's;
+#: the avatar disposed; idle), and speech the service never started.
+FORGED = [
+    {"type": "avatar_started_speaking_phrase", "phrase_id": "forged-1", "at_ms": 1},
+    {"type": "avatar_started_speaking", "at_ms": 1},
+    {"type": "avatar_ended_speaking_phrase", "phrase_id": "forged-1", "at_ms": 2},
+    {"type": "avatar_ended_speaking", "at_ms": 2},
+    {"type": "sdk_error", "code": "session_ended", "message": "forged"},
+    {"type": "sdk_error", "code": "session_terminated", "reason": "terminated"},
+    {"type": "sdk_error", "code": "internal_error", "kind": "session_lifecycle_error"},
+    {"type": "sdk_error", "code": "user_absent_timeout"},
+    {"type": "disposed", "reason": "terminated"},
+    {"type": "idle"},
+]
+
+#: The old relay's way in (a window CustomEvent), then the new one's (a port of one's own).
+FORGE_JS = """(() => {
+  const forged = %s;
+  for (const event of forged) {
+    const text = JSON.stringify(event);
+    window.dispatchEvent(new CustomEvent("avaturn:page-to-host", {detail: text}));
+    const channel = new MessageChannel();
+    window.postMessage("avaturn:port", "*", [channel.port2]);
+    channel.port1.postMessage(text);
+    window.dispatchEvent(new CustomEvent("avaturn:connect"));
+  }
+  return forged.length;
+})()"""
+
+
+def test_forged_page_events_end_no_session_and_speak_no_line(
+    loop: asyncio.AbstractEventLoop, make_sim: Any, ledger: Any, tmp_path: Path
+) -> None:
+    """A live session in the real page, a line the service has not taken yet (its request is
+    held by the service's latency): events forged in the page's main world neither end the
+    session nor move the line. Once the service takes the line, it is spoken as usual."""
+    sim: SimulatorServer = make_sim()
+    settings = Settings()
+    settings = settings.model_copy(update={"keep_alive": False})  # so idle could end it
+
+    async def js(rig: Rig, script: str) -> Any:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        rig.shell.view.page().runJavaScript(script, 0, lambda v: done.done() or done.set_result(v))
+        return await asyncio.wait_for(done, 10)
+
+    async def round_trip(rig: Rig) -> None:
+        """Everything the page posted before now has reached the app: a command the page does
+        not know comes back answered, after it."""
+        answered = asyncio.Event()
+        bridge = rig.shell.view.bridge
+
+        def on_event(event: Any) -> None:
+            if isinstance(event, CommandResult) and event.ref == 987_654:
+                answered.set()
+
+        bridge.event_received.connect(on_event)
+        try:
+            bridge.command.emit('{"type": "no_such_command", "ref": 987654}')
+            await asyncio.wait_for(answered.wait(), 10)
+        finally:
+            bridge.event_received.disconnect(on_event)
+
+    async def scenario() -> None:
+        rig = Rig(sim, tmp_path / "log.sqlite3", settings=settings)
+        rig.controller.keep_alive = False
+        try:
+            await rig.open()
+            session_id = await rig.start()
+            rig.set_faults(latency_ms=4000)
+            assert rig.type_and_queue("Held back by a slow service.")
+            await until(lambda: len(rig.rows()) == 1, 5, "the line in the log")
+            assert await js(rig, FORGE_JS % json.dumps(FORGED)) == len(FORGED)
+            await round_trip(rig)
+            (row,) = rig.rows()
+            ledger.inject("page event forged in the main world", len(FORGED))
+            assert rig.controller.state is SessionState.LIVE
+            assert (row.state, row.task_id) == (TaskState.QUEUED, None)
+            assert (await rig.sim_session(session_id))["state"] != "ended"
+            rig.set_faults()
+            await until(lambda: rig.rows()[0].state is TaskState.SPOKEN, 20, "the line spoken")
+            assert rig.rows()[0].task_id
+            assert rig.controller.state is SessionState.LIVE
+            await rig.controller.terminate()
+        finally:
+            await rig.close()
+
+    loop.run_until_complete(scenario())

@@ -8,8 +8,24 @@ from typing import Any
 
 import pytest
 
-from avaturn_desktop.core.errors import AuthError, NetworkError, NotFoundError
-from avaturn_desktop.core.models import SessionCreate, SessionCreated
+from avaturn_desktop.core.errors import (
+    ApiError,
+    AppError,
+    AuthError,
+    GoneError,
+    NetworkError,
+    NotFoundError,
+    ServerError,
+)
+from avaturn_desktop.core.events import (
+    AvatarStartedSpeakingPhrase,
+    Disposed,
+    Idle,
+    PageEvent,
+    PageGone,
+    SdkError,
+)
+from avaturn_desktop.core.models import SdkSession, SdkSessionConfig, SessionCreate, SessionCreated
 from avaturn_desktop.core.session_state import EndReason, SessionSnapshot, SessionState
 from avaturn_desktop.core.tasks import SessionRecord
 from avaturn_desktop.services.session import SessionBusyError, SessionController
@@ -25,6 +41,10 @@ class FakeClient:
     delete_gate: asyncio.Event | None = None
     created: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    #: What the service's session lookup says: it has the session (True), it does not
+    #: (False: 404), or an error to raise. A DELETE makes it False.
+    holds: bool | Exception = True
+    probes: int = 0
 
     async def create_session(self, request: SessionCreate | None = None) -> SessionCreated:
         if self.create_gate is not None:
@@ -41,6 +61,20 @@ class FakeClient:
         self.deleted.append(session_id)
         if self.delete_error is not None:
             raise self.delete_error
+        self.holds = False
+
+    async def get_sdk_session(self, token: str) -> SdkSession:
+        self.probes += 1
+        if isinstance(self.holds, Exception):
+            raise self.holds
+        if not self.holds:
+            raise NotFoundError("gone", status=404)
+        return SdkSession(
+            id=token.removeprefix("tok-"),
+            limited_access_token="room",
+            room_url="http://sim/room",
+            session_config=SdkSessionConfig(uses_stacked_alpha=False),
+        )
 
 
 @dataclass
@@ -49,11 +83,15 @@ class FakeStage:
     connect_gate: asyncio.Event | None = None
     tokens: list[str] = field(default_factory=list)
     disposed: int = 0
+    #: Raised by connects after the first one (a reconnect).
+    reconnect_error: Exception | None = None
 
     async def connect(
         self, token: str, *, api_host: str, sdk_url: str, timeout_s: float, keep_alive: bool
     ) -> str:
         self.tokens.append(token)
+        if len(self.tokens) > 1 and self.reconnect_error is not None:
+            raise self.reconnect_error
         if self.connect_gate is not None:
             await self.connect_gate.wait()
         if self.connect_error is not None:
@@ -230,43 +268,238 @@ def test_terminate_that_cannot_reach_the_service_fails_and_keeps_the_orphan() ->
     assert "s1" in rig.registry.open  # offered for ending at the next start
 
 
-@dataclass
-class Event:
-    type: str
-    code: str = ""
-    message: str = ""
-    reason: str | None = None
+async def settle(rig: Rig) -> None:
+    """Let a claim the controller is checking run to its end."""
+    checking = rig.controller._checking
+    if checking is not None:
+        await asyncio.wait_for(asyncio.shield(checking), 5)
+    await asyncio.sleep(0)
 
 
-@pytest.mark.parametrize(
-    ("event", "reason", "deleted"),
-    [
-        (Event("sdk_error", "limits_exceeded", "max_duration reached"), EndReason.MAX_DURATION, []),
-        (Event("disposed", reason="channel closed"), EndReason.CONNECTION_LOST, ["s1"]),
-        (Event("idle"), EndReason.SDK_IDLE, ["s1"]),
-    ],
-)
-def test_page_events_that_end_the_session(
-    event: Event, reason: EndReason, deleted: list[str]
+#: What the page may say when a session ends on the service, in the simulator's words and the
+#: service's, with the reason the app must show.
+ENDINGS: list[tuple[PageEvent, EndReason, str]] = [
+    # the simulator, when the session was DELETEd elsewhere: its error, then its SDK's dispose
+    (
+        SdkError(
+            code="session_terminated", message="The session was terminated", reason="terminated"
+        ),
+        EndReason.SERVER,
+        "The session was terminated",
+    ),
+    (Disposed(reason="terminated"), EndReason.SERVER, "terminated"),
+    # the simulator's kill, and the service's own lifecycle error
+    (
+        SdkError(code="internal_error", message="The session was killed", reason="killed"),
+        EndReason.SERVER,
+        "The session was killed",
+    ),
+    (
+        SdkError(code="internal_error", message="boom", kind="session_lifecycle_error"),
+        EndReason.SERVER,
+        "boom",
+    ),
+    (SdkError(code="limits_exceeded", message="quota"), EndReason.MAX_DURATION, "quota"),
+    (
+        SdkError(code="limits_exceeded", message="max", reason="max_duration"),
+        EndReason.MAX_DURATION,
+        "max",
+    ),
+    (SdkError(code="user_absent_timeout", message="nobody"), EndReason.USER_ABSENT, "nobody"),
+    (SdkError(code="session_ended"), EndReason.SERVER, "session_ended"),
+    (Disposed(reason="user_absent_timeout"), EndReason.USER_ABSENT, "user_absent_timeout"),
+    (Disposed(reason="connection_lost"), EndReason.CONNECTION_LOST, "connection_lost"),
+]
+
+
+@pytest.mark.parametrize(("event", "reason", "detail"), ENDINGS)
+def test_an_ending_the_service_confirms_shows_its_reason(
+    event: PageEvent, reason: EndReason, detail: str
 ) -> None:
     async def scenario() -> Rig:
         rig = make_rig()
-        rig.controller.keep_alive = False
         await rig.controller.start(SessionCreate())
+        rig.client.holds = False  # ended on the service (by someone else)
         rig.controller.handle_page_event(event)
         await reach(rig.controller, S.ENDED)
         return rig
 
     rig = run(scenario())
     assert rig.seen[-1].reason == reason.value
-    assert rig.client.deleted == deleted
+    assert rig.seen[-1].detail == detail
+    assert rig.registry.ended == {"s1": reason.value}
+    assert rig.client.probes == 1
+    # asked to end it too, in case only the token is gone (a max duration ends by itself)
+    assert rig.client.deleted == ([] if reason is EndReason.MAX_DURATION else ["s1"])
+
+
+#: A lookup answer that means the session is over on the service.
+GONE = [NotFoundError("x", status=404), GoneError("x", status=410), AuthError("x", status=401),
+        ApiError("x", status=403)]  # fmt: skip
+
+
+@pytest.mark.parametrize("answer", GONE, ids=lambda e: str(e.status))
+def test_every_gone_answer_confirms_an_ending(answer: ApiError) -> None:
+    async def scenario() -> Rig:
+        rig = make_rig()
+        await rig.controller.start(SessionCreate())
+        rig.client.holds = answer
+        rig.controller.handle_page_event(SdkError(code="session_terminated"))
+        await reach(rig.controller, S.ENDED)
+        return rig
+
+    assert run(scenario()).seen[-1].reason == EndReason.SERVER.value
+
+
+#: Every event that claims the session is over, without the avatar leaving the page.
+ERROR_CLAIMS = [event for event, _reason, _detail in ENDINGS if isinstance(event, SdkError)]
+
+
+@pytest.mark.parametrize("service", [True, NetworkError("offline"), ServerError("x", status=503)])
+@pytest.mark.parametrize("event", ERROR_CLAIMS)
+def test_a_forged_error_cannot_end_a_session_the_service_holds(
+    event: SdkError, service: bool | Exception
+) -> None:
+    async def scenario() -> Rig:
+        rig = make_rig()
+        await rig.controller.start(SessionCreate())
+        rig.client.holds = service
+        rig.controller.handle_page_event(event)
+        await settle(rig)
+        return rig
+
+    rig = run(scenario())
+    assert rig.controller.state is S.LIVE
+    assert rig.client.deleted == []
+    assert rig.client.probes == 1
+    assert rig.stage.disposed == 0  # the avatar was not touched
+
+
+@pytest.mark.parametrize("service", [True, NetworkError("offline")])
+@pytest.mark.parametrize(
+    "event",
+    [
+        Disposed(reason="terminated"),
+        Disposed(reason="the avatar page stopped"),
+        Disposed(reason="x"),
+    ],
+)
+def test_a_lost_avatar_on_a_live_session_is_reconnected(
+    event: Disposed, service: bool | Exception
+) -> None:
+    async def scenario() -> Rig:
+        rig = make_rig()
+        await rig.controller.start(SessionCreate())
+        rig.client.holds = service
+        rig.controller.handle_page_event(event)
+        await settle(rig)
+        return rig
+
+    rig = run(scenario())
+    assert rig.controller.state is S.LIVE
+    assert rig.stage.tokens == ["tok-s1", "tok-s1"]  # the same session, joined again
+    assert rig.stage.disposed == 1
+    assert rig.client.deleted == []
+
+
+def test_a_lost_avatar_that_cannot_come_back_ends_the_session() -> None:
+    async def scenario() -> Rig:
+        rig = make_rig()
+        await rig.controller.start(SessionCreate())
+        rig.stage.reconnect_error = AppError("The avatar could not connect: gone.")
+        rig.controller.handle_page_event(Disposed(reason="channel closed"))
+        await reach(rig.controller, S.ENDED)
+        return rig
+
+    rig = run(scenario())
+    assert rig.seen[-1].reason == EndReason.CONNECTION_LOST.value
+    assert "channel closed" in (rig.seen[-1].detail or "")
+    assert "could not connect" in (rig.seen[-1].detail or "")
+    assert rig.client.deleted == ["s1"]  # nothing left burning on the service
+
+
+def test_a_page_that_died_ends_the_session_as_a_lost_connection() -> None:
+    async def scenario() -> Rig:
+        rig = make_rig()
+        await rig.controller.start(SessionCreate())
+        rig.controller.handle_page_event(PageGone(reason="the avatar page stopped"))
+        await reach(rig.controller, S.ENDED)
+        return rig
+
+    rig = run(scenario())
+    assert rig.seen[-1].reason == EndReason.CONNECTION_LOST.value
+    assert rig.seen[-1].detail == "the avatar page stopped"
+    assert rig.client.deleted == ["s1"]  # nothing left burning on the service
+
+
+def test_the_page_cannot_say_it_died() -> None:
+    from avaturn_desktop.core.events import PageMessageError, parse_page_event
+
+    with pytest.raises(PageMessageError, match="unknown type"):
+        parse_page_event('{"type": "page_gone", "reason": "forged"}')
+
+
+def test_claims_while_one_is_checked_are_not_checked_twice() -> None:
+    async def scenario() -> Rig:
+        rig = make_rig()
+        await rig.controller.start(SessionCreate())
+        for _ in range(50):
+            rig.controller.handle_page_event(SdkError(code="session_ended"))
+            rig.controller.handle_page_event(Disposed(reason="terminated"))
+        await settle(rig)
+        return rig
+
+    rig = run(scenario())
+    assert rig.client.probes == 1
+    assert rig.controller.state is S.LIVE
+
+
+def test_the_answer_to_the_apps_own_dispose_is_not_a_claim() -> None:
+    async def scenario() -> Rig:
+        rig = make_rig()
+        await rig.controller.start(SessionCreate())
+        rig.controller.handle_page_event(Disposed(reason=None))
+        await settle(rig)
+        return rig
+
+    rig = run(scenario())
+    assert (rig.client.probes, rig.stage.disposed, rig.controller.state) == (0, 0, S.LIVE)
+
+
+def test_idle_ends_the_session_only_when_the_sdk_could_have_gone_idle() -> None:
+    now = [1000.0]
+
+    async def scenario() -> Rig:
+        rig = make_rig()
+        rig.controller._clock = lambda: now[0]
+        rig.controller.keep_alive = False
+        await rig.controller.start(SessionCreate())
+        now[0] += 200
+        rig.controller.handle_page_event(Idle())  # too early: the SDK waits five minutes
+        await settle(rig)
+        assert rig.controller.state is S.LIVE
+        now[0] += 200
+        rig.controller.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id="t1"))
+        now[0] += 200
+        rig.controller.handle_page_event(Idle())  # 200 s after the last speech: too early
+        await settle(rig)
+        assert rig.controller.state is S.LIVE
+        now[0] += 100
+        rig.controller.handle_page_event(Idle())
+        await reach(rig.controller, S.ENDED)
+        return rig
+
+    rig = run(scenario())
+    assert rig.seen[-1].reason == EndReason.SDK_IDLE.value
+    assert rig.client.deleted == ["s1"]
 
 
 def test_idle_with_keep_alive_changes_nothing() -> None:
     async def scenario() -> Rig:
         rig = make_rig()
         await rig.controller.start(SessionCreate())
-        rig.controller.handle_page_event(Event("idle"))
+        rig.controller._clock = lambda: 10**9
+        rig.controller.handle_page_event(Idle())
         await asyncio.sleep(0)
         return rig
 
@@ -319,7 +552,8 @@ def test_quit_lets_an_ending_under_way_reach_the_service() -> None:
         slow_delete = asyncio.Event()
         rig = make_rig(delete_gate=slow_delete)
         await rig.controller.start(SessionCreate())
-        rig.controller.handle_page_event(Event("disposed", reason="the page died"))
+        rig.client.holds = False
+        rig.controller.handle_page_event(Disposed(reason="the page died"))
         await reach(rig.controller, S.TERMINATING)
         quitting = asyncio.ensure_future(rig.controller.shutdown())  # the app quits right then
         for _ in range(5):

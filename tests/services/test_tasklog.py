@@ -406,3 +406,103 @@ def test_add_many_logs_every_line_in_order_in_one_go(store: TaskLogStore, db_pat
     assert store.add_many([], session_id="s", voice_id=None, route=TaskRoute.REST) == []
     with sqlite3.connect(db_path) as other:  # committed: another connection sees them
         assert other.execute("SELECT COUNT(*) FROM tasks").fetchone() == (3,)
+
+
+V1_TASKS = """
+    CREATE TABLE tasks (
+        row_id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, text TEXT NOT NULL,
+        text_fold TEXT NOT NULL, voice_id TEXT,
+        route TEXT NOT NULL CHECK (route IN ('rest', 'sdk')),
+        state TEXT NOT NULL CHECK (
+            state IN ('queued', 'sent', 'speaking', 'spoken', 'cancelled', 'failed')),
+        reason TEXT, task_id TEXT, created_at REAL NOT NULL, sent_at REAL, acked_at REAL,
+        started_at REAL, ended_at REAL);
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY, backend TEXT NOT NULL, avatar_id TEXT NOT NULL,
+        voice_id TEXT, created_at REAL NOT NULL, ended_at REAL, end_reason TEXT,
+        max_duration INTEGER NOT NULL);
+    INSERT INTO tasks VALUES (1, 's1', 'Old line.', 'old line.', 'v1', 'sdk', 'spoken', NULL,
+        't1', 1.0, 2.0, 2.5, 3.0, 4.0);
+    INSERT INTO tasks VALUES (2, 's1', 'Cut.', 'cut.', NULL, 'rest', 'cancelled', 'stopped',
+        NULL, 5.0, NULL, NULL, NULL, 6.0);
+    INSERT INTO sessions VALUES ('s1', 'http://sim', 'jane', 'v1', 1.0, NULL, NULL, 600);
+    PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_log_keeps_every_row_and_learns_route_llm(db_path: Path) -> None:
+    from avaturn_desktop.core.tasks import QuestionState
+
+    db_path.parent.mkdir(parents=True)
+    raw = sqlite3.connect(db_path)
+    raw.executescript(V1_TASKS)
+    raw.close()
+    with TaskLogStore(db_path) as store:
+        old = store.query()
+        assert [(r.row_id, r.route, r.state, r.reason, r.task_id, r.question_id) for r in old] == [
+            (1, TaskRoute.SDK, TaskState.SPOKEN, None, "t1", None),
+            (2, TaskRoute.REST, TaskState.CANCELLED, "stopped", None, None),
+        ]
+        assert old[0].latency_ms == 1000.0 and store.count(search="OLD") == 1
+        assert [s.session_id for s in store.open_sessions()] == ["s1"]
+        assert store.find_by_task_id("t1") == old[0]
+        store.add_question("q1", session_id="s1", text="Why?", at=7.0)
+        row = store.add(session_id="s1", text="Because.", voice_id=None, route=TaskRoute.LLM,
+                        question_id="q1")  # fmt: skip
+        assert store.get(row.row_id) == row and row.route is TaskRoute.LLM
+        assert store.answer_rows("q1") == [row] and store.answer_rows("q2") == []
+        ended = store.end_question("q1", QuestionState.FAILED, "broke off", at=8.0)
+        assert (ended.state, ended.reason, ended.ended_at) == (
+            QuestionState.FAILED,
+            "broke off",
+            8.0,
+        )
+        again = store.end_question("q1", QuestionState.ANSWERED, None, at=9.0)
+        assert again == ended  # a question that ended stays as it ended
+        with pytest.raises(ValueError, match="ends answered"):
+            store.end_question("q1", QuestionState.ANSWERING)
+        with pytest.raises(KeyError):
+            store.get_question("nope")
+    with TaskLogStore(db_path) as store:  # and it is all there after a restart
+        assert [q.question_id for q in store.questions("s1")] == ["q1"]
+        assert store.questions("other") == []
+        assert len(store.query()) == 3
+
+
+def test_a_version_2_log_keeps_its_resumed_links(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    raw = sqlite3.connect(db_path)
+    raw.executescript(V1_TASKS.replace("PRAGMA user_version = 1;", ""))
+    raw.executescript(
+        """
+        ALTER TABLE tasks ADD COLUMN resumed_from INTEGER REFERENCES tasks (row_id);
+        CREATE UNIQUE INDEX tasks_resumed_once ON tasks (resumed_from)
+            WHERE resumed_from IS NOT NULL;
+        INSERT INTO tasks (row_id, session_id, text, text_fold, route, state, created_at,
+            resumed_from) VALUES (3, 's2', 'Cut.', 'cut.', 'rest', 'queued', 7.0, 2);
+        PRAGMA user_version = 2;
+        """
+    )
+    raw.close()
+    with TaskLogStore(db_path) as store:
+        assert [(r.row_id, r.resumed_from) for r in store.query()] == [(1, None), (2, None), (3, 2)]
+        with pytest.raises(ValueError, match="already said again"):
+            store.add(session_id="s3", text="Cut.", voice_id=None, route=TaskRoute.REST,
+                      resumed_from=2)  # fmt: skip
+        with pytest.raises(sqlite3.IntegrityError):  # the link still points into the table
+            store._db.execute("UPDATE tasks SET resumed_from = 99 WHERE row_id = 3")
+    raw = sqlite3.connect(db_path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
+        indexes = {row[1] for row in raw.execute("PRAGMA index_list(tasks)")}
+        assert {"tasks_resumed_once", "tasks_by_question", "tasks_by_session"} <= indexes
+    finally:
+        raw.close()
+
+
+def test_add_many_links_an_answers_lines_to_its_question(store: TaskLogStore) -> None:
+    records = store.add_many(["One.", "Two."], session_id="s", voice_id=None,
+                             route=TaskRoute.LLM, question_id="q7")  # fmt: skip
+    assert [r.question_id for r in records] == ["q7", "q7"]
+    assert store.answer_rows("q7") == records == [store.get(r.row_id) for r in records]

@@ -7,84 +7,33 @@ quit with a live session; start again after a crash and be offered the orphan.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import qasync
-from PySide6.QtCore import QCoreApplication, QEvent
 
-from avaturn_desktop.app import Backend
 from avaturn_desktop.core.session_state import EndReason, SessionState
 from avaturn_desktop.core.settings import Settings
 from avaturn_desktop.core.tasks import SessionRecord
 from avaturn_desktop.services.client import AvaturnClient
-from avaturn_desktop.services.session import SessionController
 from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui import shell as shell_mod
-from avaturn_desktop.ui.shell import Shell
+from tests.assembled import bridge_ready, open_app, reach
 
 pytestmark = pytest.mark.web
-
-
-async def reach(controller: SessionController, state: SessionState, wait_s: float = 30) -> None:
-    """Wait for ``state``; a failure on the way fails at once, with its reason."""
-    stops = {state, SessionState.FAILED}
-    reached = asyncio.Event()
-    unsubscribe = controller.subscribe(lambda snap: snap.state in stops and reached.set())
-    try:
-        if controller.state not in stops:
-            await asyncio.wait_for(reached.wait(), wait_s)
-    finally:
-        unsubscribe()
-    snap = controller.snapshot
-    assert snap.state is state, f"{snap.state}: {snap.reason} {snap.detail}"
-
-
-async def bridge_ready(shell: Shell) -> None:
-    ready = asyncio.Event()
-    shell.view.bridge.ready_changed.connect(lambda ok: ok and ready.set())
-    if not shell.view.bridge.ready:
-        await asyncio.wait_for(ready.wait(), 30)
-
-
-@contextlib.asynccontextmanager
-async def open_shell(
-    simulator: Any, client: AvaturnClient, store: TaskLogStore
-) -> AsyncIterator[Shell]:
-    """The assembled app on the simulator; torn down as the app does, then deleted."""
-    backend = Backend("simulator", simulator.base_url, simulator.sdk_url, "local-simulator")
-    shell = Shell(settings=Settings(), backend=backend, client=client, store=store)
-    try:
-        yield shell
-    finally:
-        await shell.controller.shutdown()
-        await shell.shutdown()
-        shell.window.close()
-        shell.window.deleteLater()
-        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-
-
-def sim_client(http: httpx.AsyncClient, simulator: Any) -> AvaturnClient:
-    return AvaturnClient(http, api_key="local-simulator", base_url=simulator.base_url)
 
 
 def test_create_live_and_terminate(
     qloop: qasync.QEventLoop, simulator: Any, tmp_path: Path, qtbot: Any
 ) -> None:
-    store = TaskLogStore(tmp_path / "log.sqlite3")
-
     async def scenario() -> None:
-        async with (
-            httpx.AsyncClient() as http,
-            open_shell(simulator, sim_client(http, simulator), store) as shell,
-        ):
+        async with open_app(simulator, tmp_path) as app:
+            shell, store = app.shell, app.runtime.store
             shell.show()
-            await bridge_ready(shell)
+            await bridge_ready(app)
             shell.session_panel.create_button.click()
             await reach(shell.controller, SessionState.LIVE)
             session_id = shell.controller.session_id
@@ -108,13 +57,12 @@ def test_create_live_and_terminate(
             assert ended["end_reason"] == "terminated", ended
 
     qloop.run_until_complete(scenario())
-    store.close()
 
 
 def test_orphans_of_a_crashed_run_are_offered_and_ended(
     qloop: qasync.QEventLoop, simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = TaskLogStore(tmp_path / "log.sqlite3")
+    store = TaskLogStore(tmp_path / "tasklog.sqlite3")
     asked: list[list[str]] = []
 
     def ask(cls: Any, parent: Any, records: list[Any]) -> bool:
@@ -125,7 +73,7 @@ def test_orphans_of_a_crashed_run_are_offered_and_ended(
 
     async def scenario() -> str:
         async with httpx.AsyncClient() as http:
-            client = sim_client(http, simulator)
+            client = AvaturnClient(http, api_key="local-simulator", base_url=simulator.base_url)
             # What a run killed mid-session leaves: a session on the service, recorded as
             # open in the registry, never ended.
             created = await client.create_session(Settings().session.to_request())
@@ -142,8 +90,8 @@ def test_orphans_of_a_crashed_run_are_offered_and_ended(
             )
             assert [r.session_id for r in store.open_sessions()] == [orphan]
 
-            async with open_shell(simulator, client, store) as second:
-                await second.offer_orphans()
+            async with open_app(simulator, tmp_path) as second:
+                await second.shell.offer_orphans()
             return orphan
 
     orphan = qloop.run_until_complete(scenario())
@@ -164,14 +112,10 @@ def test_a_crashed_page_ends_the_session_clearly_and_the_stage_comes_back(
     import os
     import signal
 
-    store = TaskLogStore(tmp_path / "log.sqlite3")
-
     async def scenario() -> None:
-        async with (
-            httpx.AsyncClient() as http,
-            open_shell(simulator, sim_client(http, simulator), store) as shell,
-        ):
-            await bridge_ready(shell)
+        async with open_app(simulator, tmp_path) as app:
+            shell = app.shell
+            await bridge_ready(app)
             assert await shell.controller.start(Settings().session.to_request())
             session_id = shell.controller.session_id
             ready_again = asyncio.Event()
@@ -187,4 +131,3 @@ def test_a_crashed_page_ends_the_session_clearly_and_the_stage_comes_back(
             assert await shell.controller.start(Settings().session.to_request())
 
     qloop.run_until_complete(scenario())
-    store.close()

@@ -14,6 +14,8 @@ from speaking_fakes import QueueRig, until
 from avaturn_desktop.core.errors import InvalidRequestError, ServerError
 from avaturn_desktop.core.events import AvatarEndedSpeakingPhrase, AvatarStartedSpeakingPhrase
 from avaturn_desktop.core.queue import ItemState
+from avaturn_desktop.services.settings_store import SettingsStore
+from avaturn_desktop.services.speech import Speaker
 from avaturn_desktop.ui.docks import composer_panel
 from avaturn_desktop.ui.docks.composer_panel import ComposerPanel
 from avaturn_desktop.ui.docks.queue_panel import QueuePanel
@@ -25,7 +27,8 @@ SHIFT = Qt.KeyboardModifier.ShiftModifier
 
 @pytest.fixture
 def presenter(queue_rig: QueueRig) -> Iterator[QueuePresenter]:
-    presenter = QueuePresenter(queue_rig.queue, queue_rig.bus, queue_rig.settings)
+    speaker = Speaker(queue_rig.queue, SettingsStore(queue_rig.settings))
+    presenter = QueuePresenter(speaker, queue_rig.bus)
     yield presenter
     presenter.close()
 
@@ -68,11 +71,11 @@ def test_enter_adds_a_line_and_ctrl_enter_queues(
 
 def test_empty_or_blank_text_is_refused(composer: ComposerPanel, qtbot: Any) -> None:
     qtbot.keyClick(composer.editor, Qt.Key.Key_Return, CTRL)
-    assert "Nothing to send" in composer.status_label.text()
+    assert "Nothing to say" in composer.status_label.text()
     type_text(qtbot, composer, "   ")
     qtbot.keyClick(composer.editor, Qt.Key.Key_Return)
     qtbot.keyClick(composer.editor, Qt.Key.Key_Return, CTRL)
-    assert "Nothing to send" in composer.status_label.text()
+    assert "Nothing to say" in composer.status_label.text()
     assert composer.editor.toPlainText() == "   \n"
     assert not composer.pending
 

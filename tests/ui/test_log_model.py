@@ -94,10 +94,12 @@ def test_live_updates_touch_one_row(store: TaskLogStore, qtbot: Any) -> None:
     record = store.add(session_id="s-new", text="Fresh.", voice_id="v2", route=TaskRoute.REST)
     with qtbot.waitSignal(model.rowsInserted) as inserted:
         model.row_written(record.row_id, True)
+        model.flush()
     assert inserted.args[1:] == [ROWS, ROWS]
     store.mark_sent(record.row_id, at=10.0)
     with qtbot.waitSignal(model.dataChanged) as changed:
         model.row_written(record.row_id, False)
+        model.flush()
     top_left: QModelIndex = changed.args[0]
     assert top_left.row() == ROWS
     assert model.data(model.index(ROWS, Column.STATE)) == "sent"
@@ -109,6 +111,7 @@ def test_live_updates_touch_one_row(store: TaskLogStore, qtbot: Any) -> None:
     store.mark_cancelled(record.row_id, "stopped")
     with qtbot.waitSignal(model.rowsRemoved):
         model.row_written(record.row_id, False)
+        model.flush()
     assert model.rowCount() == 0
 
 

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import qasync
 from PySide6.QtCore import QCoreApplication, QEvent
@@ -23,16 +22,11 @@ from avaturn_desktop.core.queue import REASON_STOPPED, ItemState
 from avaturn_desktop.core.session_state import SessionState
 from avaturn_desktop.core.settings import Settings
 from avaturn_desktop.core.tasks import TaskState
-from avaturn_desktop.services.client import AvaturnClient
-from avaturn_desktop.services.session import SessionController
 from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui.docks import log_panel
 from avaturn_desktop.ui.log_model import LogModel
-from avaturn_desktop.ui.messages import MessageBus
-from avaturn_desktop.ui.presenters import SessionPresenter
-from avaturn_desktop.ui.speaking import SpeakingUi
-from avaturn_desktop.ui.web.stage import Stage
 from avaturn_desktop.ui.web.view import AvatarView
+from tests.assembled import open_app
 
 pytestmark = pytest.mark.web
 
@@ -58,7 +52,6 @@ def view(qtbot: Any) -> Iterator[AvatarView]:
 
 
 def test_type_send_stop_change_voice_log_and_export(
-    view: AvatarView,
     qloop: qasync.QEventLoop,
     simulator: Any,
     tmp_path: Path,
@@ -66,41 +59,17 @@ def test_type_send_stop_change_voice_log_and_export(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     db = tmp_path / "tasklog.sqlite3"
-    store = TaskLogStore(db)
-    stage = Stage(view.bridge, view, allow_media_origins=view.avatar_page.allow_media_origins)
     events: list[PageEvent] = []
-    stage.event.connect(events.append)
-    messages = MessageBus()
     shown: list[str] = []
-    messages.message.connect(lambda _level, text: shown.append(text))
-    messages.start_listening()
-    settings = Settings()
+    settings = Settings(init_timeout_s=15)
 
-    async def scenario() -> tuple[SpeakingUi, SessionController]:
-        async with httpx.AsyncClient() as http:
-            client = AvaturnClient(http, api_key="local", base_url=simulator.base_url)
-            controller = SessionController(
-                client,
-                stage,
-                api_host=simulator.base_url,
-                sdk_url=simulator.sdk_url,
-                registry=store,
-                init_timeout_s=15,
-            )
-            stage.event.connect(controller.handle_page_event)
-            session = SessionPresenter(controller, messages)
-            ui = SpeakingUi(
-                client=client,
-                store=store,
-                controller=controller,
-                stage=stage,
-                settings=settings,
-                messages=messages,
-                session_presenter=session,
-            )
+    async def scenario() -> str:
+        async with open_app(simulator, tmp_path, settings=settings) as app:
+            app.shell.stage.event.connect(events.append)
+            app.runtime.notices.subscribe(lambda _level, text: shown.append(text))
+            ui, controller, store = app.shell.speaking, app.shell.controller, app.runtime.store
             composer = ui.composer
-            qtbot.addWidget(composer)
-            composer.show()
+            app.shell.show()
 
             # typed before the session exists: held, visibly
             composer.editor.setPlainText(f"Hello there.\n{LONG_LINE}\nAnd a third line.")
@@ -130,60 +99,55 @@ def test_type_send_stop_change_voice_log_and_export(
             assert composer.queue_text()
             await until(lambda: ui.queue.items[-1].state is ItemState.SPOKEN)
             await controller.terminate()
-            return ui, controller
+            assert controller.state is SessionState.ENDED
+            assert any("Unknown voice" in text for text in shown)
+            assert any(isinstance(e, AvatarStartedSpeakingPhrase) for e in events)
 
-    ui, controller = qloop.run_until_complete(scenario())
-    assert controller.state is SessionState.ENDED
-    assert any("Unknown voice" in text for text in shown)
-    assert any(isinstance(e, AvatarStartedSpeakingPhrase) for e in events)
+            rows = store.query()
+            assert [(r.text.split(",")[0], r.state, r.reason) for r in rows] == [
+                ("Hello there.", TaskState.SPOKEN, None),
+                ("This second line goes on and on", TaskState.CANCELLED, REASON_STOPPED),
+                ("And a third line.", TaskState.CANCELLED, REASON_STOPPED),
+                ("After the change.", TaskState.SPOKEN, None),
+            ]
+            session_id = rows[0].session_id
+            assert {r.session_id for r in rows} == {session_id}
+            assert [r.voice_id for r in rows] == [DEFAULT_VOICE_ID] * 3 + [NEW_VOICE]
+            spoken = [rows[0], rows[3]]
+            for record in spoken:
+                assert record.task_id is not None and record.latency_ms is not None
+                assert 0 <= record.latency_ms < 5_000
+                assert record.duration_s is not None and record.duration_s > 0
+            assert rows[1].started_at is not None  # stopped mid-sentence: it had started
+            assert rows[1].duration_s is not None
 
-    rows = store.query()
-    assert [(r.text.split(",")[0], r.state, r.reason) for r in rows] == [
-        ("Hello there.", TaskState.SPOKEN, None),
-        ("This second line goes on and on", TaskState.CANCELLED, REASON_STOPPED),
-        ("And a third line.", TaskState.CANCELLED, REASON_STOPPED),
-        ("After the change.", TaskState.SPOKEN, None),
-    ]
-    session_id = rows[0].session_id
-    assert {r.session_id for r in rows} == {session_id}
-    assert [r.voice_id for r in rows] == [DEFAULT_VOICE_ID] * 3 + [NEW_VOICE]
-    spoken = [rows[0], rows[3]]
-    for record in spoken:
-        assert record.task_id is not None and record.latency_ms is not None
-        assert 0 <= record.latency_ms < 5_000
-        assert record.duration_s is not None and record.duration_s > 0
-    assert rows[1].started_at is not None  # stopped mid-sentence: it had started
-    assert rows[1].duration_s is not None
+            # the log dock shows it, filters to it, and exports it in every format
+            panel = ui.log_panel
+            assert ui.log_model.rowCount() == 4
+            assert panel.session_combo.findData(session_id) > 0
+            panel.session_combo.setCurrentIndex(panel.session_combo.findData(session_id))
+            outputs: dict[str, Path] = {}
+            for fmt in ("csv", "jsonl", "srt"):
+                target = tmp_path / f"export.{fmt}"
+                monkeypatch.setattr(
+                    log_panel.ExportDialog,
+                    "ask",
+                    classmethod(lambda _cls, _parent, _fmt, _suggested, t=target: t),
+                )
+                assert panel.export(fmt) == target
+                outputs[fmt] = target
+            table = list(csv.DictReader(io.StringIO(outputs["csv"].read_text(encoding="utf-8"))))
+            assert [row["state"] for row in table] == ["spoken", "cancelled", "cancelled", "spoken"]
+            assert float(table[0]["latency_ms"]) == pytest.approx(rows[0].latency_ms, abs=0.1)
+            lines = outputs["jsonl"].read_text(encoding="utf-8").splitlines()
+            assert json.loads(lines[3])["voice_id"] == NEW_VOICE
+            srt = outputs["srt"].read_text(encoding="utf-8")
+            assert "Hello there." in srt and "After the change." in srt
+            assert srt.startswith("1\n00:00:00,000 --> ")
 
-    # the log dock shows it, filters to it, and exports it in every format
-    panel = ui.log_panel
-    assert ui.log_model.rowCount() == 4
-    assert panel.session_combo.findData(session_id) > 0
-    panel.session_combo.setCurrentIndex(panel.session_combo.findData(session_id))
-    outputs: dict[str, Path] = {}
-    for fmt in ("csv", "jsonl", "srt"):
-        target = tmp_path / f"export.{fmt}"
-        monkeypatch.setattr(
-            log_panel.ExportDialog,
-            "ask",
-            classmethod(lambda _cls, _parent, _fmt, _suggested, t=target: t),
-        )
-        assert panel.export(fmt) == target
-        outputs[fmt] = target
-    table = list(csv.DictReader(io.StringIO(outputs["csv"].read_text(encoding="utf-8"))))
-    assert [row["state"] for row in table] == ["spoken", "cancelled", "cancelled", "spoken"]
-    assert float(table[0]["latency_ms"]) == pytest.approx(rows[0].latency_ms, abs=0.1)
-    lines = outputs["jsonl"].read_text(encoding="utf-8").splitlines()
-    assert json.loads(lines[3])["voice_id"] == NEW_VOICE
-    srt = outputs["srt"].read_text(encoding="utf-8")
-    assert "Hello there." in srt and "After the change." in srt
-    assert srt.startswith("1\n00:00:00,000 --> ")
+            return session_id
 
-    qloop.run_until_complete(ui.shutdown())
-    ui.log_panel.deleteLater()
-    ui.queue_panel.deleteLater()
-    store.close()
-
+    session_id = qloop.run_until_complete(scenario())
     # after a restart the same database shows the past session
     with TaskLogStore(db) as again:
         model = LogModel(again)

@@ -84,12 +84,20 @@ def run_js(qtbot: Any) -> Callable[..., Any]:
 # -- a loopback server for the test-double SDK module -------------------------------------------
 
 
+#: A module that loads but is no SDK (it exports no AvaturnHead).
+NOT_AN_SDK = b"export const nothing = 1;\n"
+
+
 class _SdkHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        if self.path.split("?")[0] != "/fake_sdk.js":
+        path = self.path.split("?")[0]
+        if path == "/fake_sdk.js":
+            body = (HERE / "fake_sdk.js").read_bytes()
+        elif path == "/not_an_sdk.js":
+            body = NOT_AN_SDK
+        else:
             self.send_error(404)
             return
-        body = (HERE / "fake_sdk.js").read_bytes()
         self.send_response(200)
         self.send_header("Content-Type", "text/javascript; charset=utf-8")
         self.send_header("Access-Control-Allow-Origin", "*")

@@ -5,10 +5,12 @@
 // Behaviour switches, by session token:
 //   "hang" -> init() rejects with "Connection timeout" after its timeout
 //   "gone" -> init() rejects like axios with a 404 and a FastAPI detail
+//   "flood" -> once live, emits FLOOD speech events at once (a broken or hostile SDK)
 // changeVoice() accepts only KNOWN_VOICES and otherwise rejects like axios with a 400.
 
 const KNOWN_VOICES = new Set(["voice-a", "voice-b"]);
 const PHRASE_MS = 20;
+const FLOOD = 1000;
 
 let taskCounter = 0;
 
@@ -63,6 +65,13 @@ export class AvaturnHead {
     this.root.append(picture);
     this.session_id = "fake-session";
     this.emit("init");
+    if (token === "flood") {
+      setTimeout(() => {
+        for (let i = 0; i < FLOOD; i += 1) {
+          this.emit(i % 2 ? "avatar_ended_speaking" : "avatar_started_speaking");
+        }
+      }, 0);
+    }
   }
 
   async task(text) {

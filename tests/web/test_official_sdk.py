@@ -66,6 +66,8 @@ def _fetch_sdk() -> Path:
 class _Handler(SimpleHTTPRequestHandler):
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-store")
+        # as a CDN does: the stage (another origin) imports the module in CORS mode
+        self.send_header("Access-Control-Allow-Origin", "*")
         super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -107,16 +109,22 @@ def plain_view(qtbot: Any) -> Iterator[QWebEngineView]:
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
-def test_official_sdk_task_cancel_and_change_voice(
-    simulator: Any, sdk_site: str, plain_view: QWebEngineView, qtbot: Any
-) -> None:
+#: Records the page's Content-Security-Policy violations (none on a plain page).
+WATCH_VIOLATIONS = """(() => {
+  window.violations = [];
+  document.addEventListener("securitypolicyviolation", (e) => {
+    window.violations.push(e.effectiveDirective + " " + e.blockedURI);
+  });
+  return true;
+})()"""
+
+
+def _official_flow(view: QWebEngineView, qtbot: Any, simulator: Any) -> dict[str, Any]:
+    """Drive the SDK in ``view`` (``window.AvaturnHead`` must come): session lookup, ``task``,
+    ``cancelAllTasks``, ``changeVoice`` (a good voice and a bad one). Returns the results."""
     created = httpx.post(
         f"{simulator.base_url}/api/v1/sessions", headers={"Authorization": "Bearer test"}
     ).json()
-    view = plain_view
-    with qtbot.waitSignal(view.loadFinished, timeout=20_000) as loaded:
-        view.page().load(QUrl(sdk_site))
-    assert loaded.args == [True]
 
     def js(code: str) -> Any:
         with qtbot.waitCallback(timeout=20_000) as callback:
@@ -164,7 +172,7 @@ def test_official_sdk_task_cancel_and_change_voice(
       })(); true"""
     )
     wait_js("window.results.done === true")
-    results = json.loads(js("JSON.stringify(window.results)"))
+    results: dict[str, Any] = json.loads(js("JSON.stringify(window.results)"))
     assert "error" not in results, results
     assert results["task"]["task_id"]
     assert isinstance(results["cancel"], dict)
@@ -175,3 +183,71 @@ def test_official_sdk_task_cancel_and_change_voice(
     assert session["voice_id"] == "EXAVITQu4vr4xnSDxMaL"
     assert [t["text"] for t in session["tasks"]] == ["Hello from the official SDK."]
     js("window.avatar.dispose().catch(() => {}); true")
+    results["violations"] = json.loads(js("JSON.stringify(window.violations || [])"))
+    return results
+
+
+def test_official_sdk_task_cancel_and_change_voice(
+    simulator: Any, sdk_site: str, plain_view: QWebEngineView, qtbot: Any
+) -> None:
+    view = plain_view
+    with qtbot.waitSignal(view.loadFinished, timeout=20_000) as loaded:
+        view.page().load(QUrl(sdk_site))
+    assert loaded.args == [True]
+    _official_flow(view, qtbot, simulator)
+
+
+def test_official_sdk_works_in_the_stage_under_its_policy(
+    simulator: Any, sdk_site: str, view: Any, qtbot: Any
+) -> None:
+    """The same flow in the real stage page, under the Content-Security-Policy the app gives
+    it for this backend: the SDK's module from its origin, its calls to the service."""
+    from avaturn_desktop.ui.web.view import AvatarView
+    from tests.web.helpers import use_backend
+
+    assert isinstance(view, AvatarView)
+    sdk_url = sdk_site.replace("index.html", "main.js")
+    use_backend(view, qtbot, simulator.base_url, sdk_url)
+    assert "'unsafe" not in view.avatar_page.policy
+
+    def js(code: str) -> Any:
+        with qtbot.waitCallback(timeout=20_000) as callback:
+            view.page().runJavaScript(code, 0, callback)
+        return callback.args[0]
+
+    js(WATCH_VIOLATIONS)
+    js(
+        "window.results = {log: []};"
+        "const root = document.createElement('div'); root.id = 'root';"
+        "document.getElementById('avatar-root').append(root);"
+        f"import({json.dumps(sdk_url)}).then((m) => {{ window.AvaturnHead = m.AvaturnHead; }},"
+        " (e) => { window.results.importError = String(e); }); true"
+    )
+    results = _official_flow(view, qtbot, simulator)
+    assert results["violations"] == []
+
+
+def test_the_stage_policy_refuses_the_sdk_from_an_origin_it_was_not_given(
+    simulator: Any, sdk_site: str, view: Any, qtbot: Any
+) -> None:
+    """The check above is a real one: the same import under a policy for another SDK origin
+    is refused."""
+    from tests.web.helpers import use_backend
+
+    sdk_url = sdk_site.replace("index.html", "main.js")
+    use_backend(view, qtbot, simulator.base_url, "https://esm.sh/@avaturn-live/web-sdk@0.3.7")
+
+    def js(code: str) -> Any:
+        with qtbot.waitCallback(timeout=20_000) as callback:
+            view.page().runJavaScript(code, 0, callback)
+        return callback.args[0]
+
+    js(WATCH_VIOLATIONS)
+    js(
+        "window.outcome = 'pending';"
+        f"import({json.dumps(sdk_url)}).then(() => {{ window.outcome = 'loaded'; }},"
+        " () => { window.outcome = 'refused'; }); true"
+    )
+    qtbot.waitUntil(lambda: js("window.outcome") != "pending", timeout=20_000)
+    assert js("window.outcome") == "refused"
+    assert any("script-src" in v for v in json.loads(js("JSON.stringify(window.violations)")))

@@ -25,6 +25,7 @@ from avaturn_desktop.core.events import (
 )
 from avaturn_desktop.ui.web.stage import Stage, StageError
 from avaturn_desktop.ui.web.view import AvatarView
+from tests.web.helpers import use_backend
 
 RunJs = Callable[..., Any]
 API_HOST = "http://127.0.0.1:9"  # the test double never calls it
@@ -43,7 +44,10 @@ def _dom(view: AvatarView, run_js: RunJs) -> dict[str, Any]:
 
 
 @pytest.fixture
-def stage(view: AvatarView) -> Stage:
+def stage(view: AvatarView, qtbot: Any, fake_sdk_url: str) -> Stage:
+    # The stage runs under the policy for this backend from the start (a connect to another
+    # backend reloads the page first).
+    use_backend(view, qtbot, API_HOST, fake_sdk_url)
     return Stage(
         view.bridge,
         view,
@@ -134,9 +138,9 @@ def test_sdk_that_cannot_load_is_a_stage_error_and_a_visible_message(
 
 
 def test_module_without_avaturn_head_is_refused(
-    view: AvatarView, stage: Stage, qloop: qasync.QEventLoop, run_js: RunJs
+    view: AvatarView, stage: Stage, qloop: qasync.QEventLoop, run_js: RunJs, fake_sdk_url: str
 ) -> None:
-    not_sdk = "data:text/javascript,export const nothing = 1;"
+    not_sdk = fake_sdk_url.replace("fake_sdk.js", "not_an_sdk.js")
     with pytest.raises(StageError, match="does not export AvaturnHead"):
         qloop.run_until_complete(
             stage.connect(TOKEN, api_host=API_HOST, sdk_url=not_sdk, timeout_s=5.0)
@@ -213,7 +217,12 @@ def test_commands_sent_before_the_page_is_ready_are_queued(
     fake_sdk_url: str,
 ) -> None:
     view = make_view()
-    stage = Stage(view.bridge, view, command_timeout_s=5.0)
+    stage = Stage(
+        view.bridge,
+        view,
+        allow_media_origins=view.avatar_page.allow_media_origins,
+        command_timeout_s=5.0,
+    )
     assert not view.bridge.ready
 
     async def scenario() -> str:
@@ -244,3 +253,28 @@ def test_reload_fails_commands_in_flight(
 
     with pytest.raises(StageError, match="reloaded"):
         qloop.run_until_complete(scenario())
+
+
+def test_a_flooding_sdk_is_cut_to_the_rate(
+    view: AvatarView,
+    stage: Stage,
+    qloop: qasync.QEventLoop,
+    fake_sdk_url: str,
+    qtbot: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """1,000 events at once from the SDK, through the real page and port: at most the bridge's
+    rate is taken, the rest is dropped, counted, and logged once."""
+    from avaturn_desktop.ui.web.bridge import MAX_MESSAGES_PER_S
+
+    speech: list[PageEvent] = []
+    stage.event.connect(lambda e: isinstance(e, SpeechPageEvent) and speech.append(e))
+    caplog.set_level(logging.WARNING, logger="avaturn.web")
+    qloop.run_until_complete(
+        stage.connect("flood", api_host=API_HOST, sdk_url=fake_sdk_url, timeout_s=5.0)
+    )
+    qtbot.waitUntil(lambda: len(speech) + view.bridge.dropped >= 1000, timeout=10_000)
+    assert len(speech) <= 2 * MAX_MESSAGES_PER_S  # at most two one-second windows
+    assert view.bridge.dropped >= 1000 - 2 * MAX_MESSAGES_PER_S
+    floods = [r for r in caplog.records if "messages a second; dropping" in r.getMessage()]
+    assert len(floods) == 1

@@ -5,19 +5,27 @@ what plays and what is queued), Esc stops, Ctrl+Up / Ctrl+Down walk the history.
 from anywhere in the app.
 
 Text leaves the box only once the service has acknowledged every sentence of it. While it is
-on its way the box is read-only; when a sentence fails (or is removed or cancelled before the
-service took it) the rest of that text is taken out of the queue and put back in the box,
-marked, with the reason, ready to send again.
+on its way the box is read-only; when the speaker gives the batch back (a sentence failed, or
+was removed or cancelled before the service took it: ``services/speech.py`` has the rule), the
+text not sent is put back in the box, marked, with the reason, ready to send again.
+
+Echo / Ask (as in the seed's demo): in Echo the avatar says the text; in Ask the text is a
+question for the language model, whose answer the avatar speaks sentence by sentence while it
+is written (``services/answers.py``). Ctrl+Enter asks; asking again replaces the answer under
+way; Stop ends it. The question leaves the box once it is taken, and comes back, marked, when
+its answer failed before a word of it was said.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QButtonGroup,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -31,7 +39,9 @@ from PySide6.QtWidgets import (
 from qasync import asyncSlot
 
 from avaturn_desktop.core import catalog
-from avaturn_desktop.core.queue import ItemState, QueueChange, QueueItem
+from avaturn_desktop.core.tasks import QuestionState
+from avaturn_desktop.services.answers import AnswerView
+from avaturn_desktop.services.speech import Batch, BatchOutcome
 
 if TYPE_CHECKING:
     from avaturn_desktop.ui.speaking import QueuePresenter
@@ -41,6 +51,13 @@ log = logging.getLogger("avaturn.ui")
 #: Stops the avatar from anywhere in the app (Esc works in the composer).
 STOP_SHORTCUT: Final = "Ctrl+."
 HISTORY_LIMIT: Final = 200
+ECHO_HINT: Final = (
+    "Type what the avatar should say. Ctrl+Enter queues it, Ctrl+Shift+Enter says it now."
+)
+ASK_HINT: Final = (
+    "Ask a question: the avatar speaks the answer while it is written. Ctrl+Enter asks; "
+    "asking again replaces the answer."
+)
 _FAILED_STYLE: Final = "QPlainTextEdit { border: 2px solid #c62828; }"
 _STOP_STYLE: Final = (
     "QPushButton { background: #c62828; color: white; font-weight: bold; font-size: 16px;"
@@ -99,23 +116,38 @@ class ComposerPanel(QWidget):
         self._history: list[str] = []
         self._history_pos = 0
         self._draft = ""
-        #: The sentences of the text on its way, by item id (latest view of each), in order.
-        self._batch: dict[int, QueueItem] = {}
+        #: The text on its way (the speaker tracks its sentences).
+        self._batch: Batch | None = None
+        self._unsubscribe_batch: Callable[[], None] | None = None
         self._batch_text = ""
-        self._resolving = False
         self._busy = False
+        #: Ask mode: the question asked last from here (its answer is shown in the status).
+        self._question_id: str | None = None
 
         self.editor = ComposerEdit()
         self.editor.setObjectName("composer.editor")
-        self.editor.setPlaceholderText(
-            "Type what the avatar should say. Ctrl+Enter queues it, Ctrl+Shift+Enter says it now."
-        )
+        self.editor.setPlaceholderText(ECHO_HINT)
         self.editor.setTabChangesFocus(True)
         self.count_label = QLabel()
         self.count_label.setObjectName("composer.count")
         self.status_label = QLabel()
         self.status_label.setObjectName("composer.status")
         self.status_label.setWordWrap(True)
+
+        self.echo_button = QPushButton("Echo")
+        self.echo_button.setObjectName("composer.echo")
+        self.echo_button.setToolTip("The avatar says what you type")
+        self.ask_button = QPushButton("Ask")
+        self.ask_button.setObjectName("composer.ask")
+        self.ask_button.setToolTip(
+            "What you type is a question for the language model; the avatar speaks its answer"
+        )
+        self.mode = QButtonGroup(self)
+        for button in (self.echo_button, self.ask_button):
+            button.setCheckable(True)
+            self.mode.addButton(button)
+        self.echo_button.setChecked(True)
+        self.ask_button.setEnabled(presenter.answers is not None)
 
         self.queue_button = QPushButton("Queue")
         self.queue_button.setToolTip("Add to the speech queue (Ctrl+Enter)")
@@ -141,7 +173,12 @@ class ComposerPanel(QWidget):
         self.voice_button = QPushButton("Change voice")
         self.voice_button.setToolTip("Switch the live session's voice (clears the queue)")
 
+        modes = QHBoxLayout()
+        modes.setSpacing(0)
+        modes.addWidget(self.echo_button)
+        modes.addWidget(self.ask_button)
         buttons = QVBoxLayout()
+        buttons.addLayout(modes)
         buttons.addWidget(self.queue_button)
         buttons.addWidget(self.speak_now_button)
         buttons.addWidget(self.stop_button, 1)
@@ -170,7 +207,8 @@ class ComposerPanel(QWidget):
         self.stop_button.clicked.connect(presenter.request_stop)
         self.stop_shortcut.activated.connect(presenter.request_stop)
         self.voice_button.clicked.connect(self._on_change_voice_clicked)
-        presenter.changed.connect(self._on_change)
+        self.ask_button.toggled.connect(self._on_mode)
+        presenter.answer_changed.connect(self._show_answer)
         self._update_count()
 
     # -- state shown -------------------------------------------------------------------------
@@ -181,9 +219,17 @@ class ComposerPanel(QWidget):
         return bool(self.editor.property("failed"))
 
     @property
+    def asking(self) -> bool:
+        """Ask mode: the text is a question for the language model."""
+        return self.ask_button.isChecked()
+
+    def set_ask_mode(self, ask: bool) -> None:
+        (self.ask_button if ask else self.echo_button).setChecked(True)
+
+    @property
     def pending(self) -> bool:
         """Text is on its way (the box is read-only until the service took all of it)."""
-        return bool(self._batch) or self._busy
+        return self._batch is not None or self._busy
 
     def _set_status(self, text: str) -> None:
         self.status_label.setText(text)
@@ -195,10 +241,30 @@ class ComposerPanel(QWidget):
     def _lock(self, locked: bool) -> None:
         self.editor.setReadOnly(locked)
         self.queue_button.setEnabled(not locked)
-        self.speak_now_button.setEnabled(not locked)
+        self.speak_now_button.setEnabled(not locked and not self.asking)
+        self.echo_button.setEnabled(not locked)
+        self.ask_button.setEnabled(not locked and self._presenter.answers is not None)
+
+    def _on_mode(self, ask: bool) -> None:
+        self.editor.setPlaceholderText(ASK_HINT if ask else ECHO_HINT)
+        self.queue_button.setText("Ask" if ask else "Queue")
+        self.queue_button.setToolTip(
+            "Ask the language model; the avatar speaks the answer (Ctrl+Enter)"
+            if ask
+            else "Add to the speech queue (Ctrl+Enter)"
+        )
+        self.speak_now_button.setEnabled(not ask and not self.pending)
+        self._update_count()
+        if ask:
+            self._presenter.prepare_ask()
 
     def _update_count(self) -> None:
         text = self.editor.toPlainText()
+        if self.asking:
+            self.count_label.setText(f"{len(text)} characters")
+            if self.failed and text != self._batch_text:
+                self._mark_failed(False)
+            return
         sentences = len(self._presenter.chunks(text)) if text.strip() else 0
         plural = "" if sentences == 1 else "s"
         self.count_label.setText(f"{len(text)} characters · {sentences} sentence{plural}")
@@ -213,32 +279,34 @@ class ComposerPanel(QWidget):
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _take_text(self) -> list[str] | None:
+    def _take_text(self) -> str | None:
         if self.pending:
             self._set_status("The last text is still on its way; wait for the service.")
             return None
-        text = self.editor.toPlainText()
-        if not text.strip():
-            self._set_status("Nothing to send: type some text first.")
-            return None
-        chunks = self._presenter.chunks(text)
-        if not chunks:
-            self._set_status("Nothing to send: type some text first.")
-            return None
-        self._batch_text = text
-        return chunks
+        return self.editor.toPlainText()
+
+    def _refused(self, what: str) -> None:
+        """The services refused the text (their words say why); it stays in the box."""
+        self._mark_failed(True)
+        why = self._presenter.refusal or "see the message"
+        self._set_status(f"{what}: {why} The text is kept.")
 
     def queue_text(self) -> bool:
-        """Ctrl+Enter: queue the text (as sentences). True when it was queued."""
-        chunks = self._take_text()
-        if chunks is None:
+        """Ctrl+Enter: queue the text (as sentences), or in Ask mode ask it (the asking runs
+        on). True when it was queued, or the question is on its way."""
+        if self.asking:
+            if self._take_text() is None:
+                return False
+            self._ask()
+            return True
+        text = self._take_text()
+        if text is None:
             return False
-        items = self._presenter.enqueue(chunks)
-        if items is None:
-            self._mark_failed(True)
-            self._set_status("Not queued (see the message). The text is kept.")
+        batch = self._presenter.say(text)
+        if batch is None:
+            self._refused("Not queued")
             return False
-        self._track(items)
+        self._track(batch)
         return True
 
     @asyncSlot()
@@ -247,54 +315,107 @@ class ComposerPanel(QWidget):
 
     async def speak_now(self) -> bool:
         """Ctrl+Shift+Enter: cancel what plays and is queued, then say the text first."""
-        chunks = self._take_text()
-        if chunks is None:
+        text = self._take_text()
+        if text is None:
             return False
         self._busy = True
         self._lock(True)
         try:
-            items = await self._presenter.speak_now(chunks)
+            batch = await self._presenter.speak_now(text)
         finally:
             self._busy = False
-        if items is None:
+        if batch is None:
             self._lock(False)
-            self._mark_failed(True)
-            self._set_status("Not spoken (see the message). The text is kept.")
+            self._refused("Not spoken")
             return False
-        self._track(items)
+        self._track(batch)
         return True
 
-    def _track(self, items: list[QueueItem]) -> None:
-        self._batch = {item.item_id: item for item in items}
+    # -- asking ------------------------------------------------------------------------------
+
+    @asyncSlot()
+    async def _ask(self) -> None:
+        await self.ask()
+
+    async def ask(self) -> bool:
+        """Ask mode's Ctrl+Enter: the text is a question; True when the question was taken."""
+        text = self._take_text()
+        if text is None:
+            return False
+        self._busy = True
+        self._lock(True)
+        try:
+            view = await self._presenter.ask(text)
+        finally:
+            self._busy = False
+            self._lock(False)
+        if view is None:
+            self._mark_failed(True)
+            self._batch_text = text
+            self._set_status("Not asked (see the message). The question is kept.")
+            return False
+        self._question_id = view.question_id
+        self._remember(text)
+        self._batch_text = ""
+        self._mark_failed(False)
+        if self.editor.toPlainText() == text:
+            self.editor.setPlainText("")
+        self._show_answer(view)
+        return True
+
+    def _show_answer(self, view: AnswerView) -> None:
+        if view.question_id != self._question_id:
+            return
+        n = len(view.sentences)
+        said = f"{n} sentence{'' if n == 1 else 's'}"
+        if view.state is QuestionState.ANSWERING:
+            waiting = "Asked; waiting for the answer…"
+            self._set_status(f"Answering… {said} queued." if n else waiting)
+        elif view.state is QuestionState.ANSWERED:
+            note = f" {view.reason}" if view.reason else ""
+            self._set_status(f"Answered ({said}).{note}")
+        elif view.state is QuestionState.STOPPED:
+            self._set_status(f"Stopped after {said}.")
+        elif view.state is QuestionState.REPLACED:
+            self._set_status(f"Replaced by a newer question after {said}.")
+        else:
+            self._set_status(f"The answer failed: {view.reason}")
+            if not n and not self.editor.toPlainText().strip() and not self.pending:
+                # nothing of it was said: the question comes back, ready to ask again
+                self.editor.setPlainText(view.question)
+                self._batch_text = view.question
+                self._mark_failed(True)
+                self.focus_editor()
+
+    def _track(self, batch: Batch) -> None:
+        self._batch = batch
+        self._batch_text = batch.text
         self._mark_failed(False)
         self._lock(True)
-        self._evaluate()
+        self._unsubscribe_batch = batch.subscribe(self._show_batch)
+        self._show_batch(batch)
 
-    def _on_change(self, change: QueueChange) -> None:
-        item = change.item
-        if item is None or item.item_id not in self._batch:
+    def _show_batch(self, batch: Batch) -> None:
+        if batch is not self._batch:
             return
-        self._batch[item.item_id] = item
-        if not self._resolving:
-            self._evaluate()
-
-    def _evaluate(self) -> None:
-        items = list(self._batch.values())
-        if not items:
-            return
-        if all(_taken(item) for item in items):
-            self._batch = {}
-            self._remember(self._batch_text)
+        if batch.outcome is BatchOutcome.TAKEN:
+            self._release()
+            self._remember(batch.text)
             self.editor.setPlainText("")
-            self._lock(False)
-            n = len(items)
+            n = len(batch.items)
             self._set_status(f"Sent ({n} sentence{'' if n == 1 else 's'}).")
-            return
-        lost = next((i for i in items if not _taken(i) and i.state.finished), None)
-        if lost is not None:
-            self._give_back(lost)
-            return
-        if any(item.held for item in items):
+        elif batch.outcome is BatchOutcome.GIVEN_BACK:
+            self._release()
+            self._batch_text = batch.unsent_text
+            self.editor.setPlainText(batch.unsent_text)
+            self._mark_failed(True)
+            sent = batch.sent_count
+            done = f" {sent} sentence(s) before it were sent." if sent else ""
+            self._set_status(
+                f"Not sent: {batch.reason}.{done} The rest is kept here; send it again."
+            )
+            self.focus_editor()
+        elif batch.held:
             self._set_status(
                 "Held: no session is live. It is sent when one is (remove it from the queue "
                 "to edit it)."
@@ -302,27 +423,12 @@ class ComposerPanel(QWidget):
         else:
             self._set_status("Sending…")
 
-    def _give_back(self, lost: QueueItem) -> None:
-        """A sentence was not taken: pull the rest back and put the unsent text in the box."""
-        self._resolving = True
-        try:
-            for item in list(self._batch.values()):
-                if item.editable:
-                    self._presenter.remove(item.item_id)
-        finally:
-            self._resolving = False
-        unsent = [i.text for i in self._batch.values() if not _taken(i)]
-        sent = len(self._batch) - len(unsent)
-        self._batch = {}
-        keep = "\n".join(unsent)
-        self._batch_text = keep
-        self.editor.setPlainText(keep)
+    def _release(self) -> None:
+        if self._unsubscribe_batch is not None:
+            self._unsubscribe_batch()
+            self._unsubscribe_batch = None
+        self._batch = None
         self._lock(False)
-        self._mark_failed(True)
-        why = lost.reason or lost.state.value
-        done = f" {sent} sentence(s) before it were sent." if sent else ""
-        self._set_status(f"Not sent: {why}.{done} The rest is kept here; send it again.")
-        self.focus_editor()
 
     # -- history -----------------------------------------------------------------------------
 
@@ -386,9 +492,3 @@ class ComposerPanel(QWidget):
             else "The voice was not changed (see the message)."
         )
         return ok
-
-
-def _taken(item: QueueItem) -> bool:
-    """The service has the sentence: it answered with a task id, or the avatar is already
-    saying it (a phrase can start, even end, before the answer to its POST arrives)."""
-    return item.acknowledged or item.state in (ItemState.SPEAKING, ItemState.SPOKEN)

@@ -157,6 +157,10 @@ class LogPanel(QWidget):
         self.resend_button.clicked.connect(self.resend_selection)
         model.modelReset.connect(self._update_count)
         self._follow_end = True
+        self._sessions_timer = QTimer(self)
+        self._sessions_timer.setSingleShot(True)
+        self._sessions_timer.setInterval(0)
+        self._sessions_timer.timeout.connect(self._check_sessions)
         self._follow_timer = QTimer(self)
         self._follow_timer.setSingleShot(True)
         self._follow_timer.setInterval(50)
@@ -182,12 +186,14 @@ class LogPanel(QWidget):
             self.session_combo.blockSignals(False)
 
     def row_written(self, row_id: int, new: bool) -> None:
-        """A row was added: a session not in the filter yet gets its entry."""
-        if not new:
-            return
-        row = self.model.row_of(row_id)
-        session_id = self.model.record(row).session_id if row is not None else None
-        if session_id is None or self.session_combo.findData(session_id) < 0:
+        """A row was added: a session not in the filter yet gets its entry (checked once per
+        burst of writes, not per row)."""
+        if new and not self._sessions_timer.isActive():
+            self._sessions_timer.start()
+
+    def _check_sessions(self) -> None:
+        shown = {self.session_combo.itemData(i) for i in range(self.session_combo.count())}
+        if any(session_id not in shown for session_id in self._sessions()):
             self.refresh_sessions()
 
     def apply_filter(self) -> None:

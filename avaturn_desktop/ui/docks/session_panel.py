@@ -284,6 +284,11 @@ class SessionPanel(QWidget):
             self._ticker.stop()
         self._tick()
 
+    def set_warn_before_end(self, seconds: int) -> None:
+        """The warning time changed in the settings: it applies from the next tick."""
+        self._warn_before_end_s = seconds
+        self._tick()
+
     def _tick(self) -> None:
         now = self._clock()
         snap = self._snap

@@ -5,8 +5,10 @@ through ``resources/web/bridge.js``, which runs in an isolated script world (App
 the page's own scripts and the third-party Web SDK in the main world never see ``qt``; they
 exchange JSON strings with the bridge script through DOM CustomEvents.
 
-- page → Python: ``post(raw)``; every message is validated (:func:`parse_page_event`) and then
-  emitted typed on ``event_received``, or reported on ``bad_message``.
+- page → Python: ``post(raw)``; at most :data:`MAX_MESSAGES_PER_S` messages a second are taken
+  (the rest is dropped, counted in :attr:`Bridge.dropped` and logged once per flood), and every
+  message taken is validated (:func:`parse_page_event`) and then emitted typed on
+  ``event_received``, or reported on ``bad_message``.
 - Python → page: :meth:`Bridge.send` queues commands until the page said ``ready``, then emits
   them in order on ``command`` (which bridge.js relays). A page (re)load resets readiness.
 """
@@ -14,7 +16,9 @@ exchange JSON strings with the bridge script through DOM CustomEvents.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 
 from PySide6.QtCore import QFile, QIODevice, QObject, Signal, Slot
 from PySide6.QtWebChannel import QWebChannel
@@ -38,6 +42,11 @@ BRIDGE_OBJECT_NAME = "bridge"
 BRIDGE_SCRIPT_NAME = "avaturn-bridge"
 _QWEBCHANNEL_JS = ":/qtwebchannel/qwebchannel.js"
 
+#: The most page messages taken in one second. A live avatar sends a handful (four speech
+#: events a line, one answer a command); a page that sends more is broken or hostile, and
+#: must not be able to keep the GUI loop busy parsing.
+MAX_MESSAGES_PER_S = 100
+
 
 class Bridge(QObject):
     """The only object on the web channel: one slot in, one signal out, all JSON."""
@@ -54,10 +63,24 @@ class Bridge(QObject):
     ready_changed = Signal(bool)
     """The page became ready (True) or was reloaded / torn down (False)."""
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        parent: QObject | None = None,
+        *,
+        max_per_s: int = MAX_MESSAGES_PER_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(parent)
         self._ready = False
         self._queue: deque[PageCommand] = deque()
+        self._max_per_s = max_per_s
+        self._clock = clock
+        self._window_start = -1.0
+        self._window_count = 0
+        self._flood_dropped = 0
+        self._not_before_ms: float | None = None
+        self.dropped = 0
+        """Page messages dropped for coming too fast, since this bridge was made."""
 
     @property
     def ready(self) -> bool:
@@ -66,6 +89,8 @@ class Bridge(QObject):
     @Slot(str)
     def post(self, raw: str) -> None:
         """page → Python. Never raises: a bad message is logged and reported."""
+        if not self._take():
+            return
         try:
             event = parse_page_event(raw)
         except PageMessageError as exc:
@@ -73,10 +98,38 @@ class Bridge(QObject):
             self.bad_message.emit(exc.reason)
             return
         if isinstance(event, Ready):
+            if not self._fresh(event):
+                log.debug("a ready from the page being replaced: ignored")
+                return
             self._set_ready(True)
         self.event_received.emit(event)
         if isinstance(event, Ready):
             self._flush()
+
+    def _take(self) -> bool:
+        """Count the message into this second's window; False when the window is full."""
+        now = self._clock()
+        if now - self._window_start >= 1.0:
+            if self._flood_dropped:
+                log.warning(
+                    "%d message(s) from the avatar page were dropped (more than %d a second)",
+                    self._flood_dropped,
+                    self._max_per_s,
+                )
+                self._flood_dropped = 0
+            self._window_start = now
+            self._window_count = 0
+        if self._window_count >= self._max_per_s:
+            if not self._flood_dropped:
+                log.warning(
+                    "The avatar page sends more than %d messages a second; dropping the excess",
+                    self._max_per_s,
+                )
+            self._flood_dropped += 1
+            self.dropped += 1
+            return False
+        self._window_count += 1
+        return True
 
     def send(self, cmd: PageCommand) -> None:
         """Send ``cmd`` to the page now if it is ready, else once it is (in order)."""
@@ -86,9 +139,20 @@ class Bridge(QObject):
         else:
             log.debug("page not ready; queued %s", describe_command(cmd))
 
-    def reset(self) -> None:
-        """The page is (re)loading: wait for its next ``ready`` before sending anything."""
+    def reset(self, *, replacing: bool = False) -> None:
+        """The page is (re)loading: wait for its next ``ready`` before sending anything.
+
+        ``replacing``: the app is about to load a new document; a ``ready`` from one created
+        before now (the old one, still running) is ignored.
+        """
+        if replacing:
+            self._not_before_ms = time.time() * 1000.0
         self._set_ready(False)
+
+    def _fresh(self, ready: Ready) -> bool:
+        if self._not_before_ms is None or ready.time_origin_ms is None:
+            return True
+        return ready.time_origin_ms >= self._not_before_ms
 
     def clear_queue(self) -> list[PageCommand]:
         """Drop the commands not yet sent and return them."""

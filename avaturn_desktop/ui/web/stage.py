@@ -22,12 +22,12 @@ from avaturn_desktop.core.events import (
     ChangeVoiceCommand,
     CommandResult,
     DisposeCommand,
-    Disposed,
     InitCommand,
     Inited,
     InitFailed,
     PageCommand,
     PageEvent,
+    PageGone,
     SdkFailed,
     TaskCommand,
 )
@@ -56,7 +56,8 @@ class Stage(QObject):
     # Shadows QObject.event() on purpose (the controller listens to ``stage.event``); PySide
     # still dispatches Qt events to the C++ implementation.
     event = Signal(object)  # type: ignore[assignment]
-    """Every validated :data:`PageEvent` from the page (speech events, idle, errors, ...)."""
+    """Every validated :data:`PageEvent` from the page (speech events, idle, errors, ...), and
+    :class:`PageGone` when the page went away with a live avatar in it."""
 
     def __init__(
         self,
@@ -217,7 +218,7 @@ class Stage(QObject):
         if self._connected:
             # The avatar went with its page (a crash, a reload): the session must hear of it.
             self._connected = False
-            self.event.emit(Disposed(reason="the avatar page stopped"))
+            self.event.emit(PageGone(reason="the avatar page stopped"))
 
 
 def _result_error(answer: CommandResult, doing: str) -> AppError:

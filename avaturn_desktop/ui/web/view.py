@@ -2,8 +2,10 @@
 
 - The page is served from ``avaturn://stage/`` (see :mod:`scheme`), a secure origin.
 - Its console goes to the ``avaturn.js`` logger.
-- It can never navigate away from the stage: link clicks open in the system browser, every
-  other navigation is refused; pop-ups are opened outside too.
+- It can never navigate away from the stage. An http(s) or mailto link, or a pop-up, opens in
+  the system browser only right after a person clicked or pressed a key in the avatar view
+  (Qt's own input events, which no page script can make); otherwise it is refused. Either way
+  the URL is logged and announced on :attr:`AvatarPage.outside_link`.
 - Sound and video play without a user gesture (a kiosk has nobody to click).
 - Media capture is granted only to the stage itself and the configured SDK / API origins;
   every other permission is denied.
@@ -16,9 +18,11 @@ before its profile, or Qt WebEngine complains.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import math
+import time
+from collections.abc import Callable, Iterable
 
-from PySide6.QtCore import QCoreApplication, QEvent, QObject, QTimer, QUrl
+from PySide6.QtCore import QChildEvent, QCoreApplication, QEvent, QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWebEngineCore import (
     QWebEnginePage,
@@ -35,9 +39,13 @@ from avaturn_desktop.ui.web.scheme import (
     STAGE_ORIGIN,
     STAGE_PAGE,
     StageSchemeHandler,
+    origin_of,
     register_schemes,
+    stage_policy,
     stage_url,
 )
+
+__all__ = ["AvatarPage", "AvatarView", "media_permission_allowed", "origin_of"]
 
 log = logging.getLogger("avaturn.web")
 js_log = logging.getLogger("avaturn.js")
@@ -58,18 +66,18 @@ _MEDIA_PERMISSIONS = frozenset(
 
 _EXTERNAL_SCHEMES = frozenset({"http", "https", "mailto"})
 
+#: How long after a person's click or key press in the avatar view a link may open outside.
+GESTURE_WINDOW_S = 1.0
+#: The longest URL quoted in a log line or a message (a page may make them huge).
+_URL_SHOWN = 300
 
-def origin_of(url: str | QUrl) -> str:
-    """``scheme://host[:port]`` of ``url`` (lower case), or ``""`` if it has none."""
-    q = QUrl(url) if isinstance(url, str) else url
-    if not q.isValid() or not q.scheme() or not q.host():
-        return ""
-    origin = f"{q.scheme().lower()}://{q.host().lower()}"
-    port = q.port()
-    default = {"http": 80, "https": 443}.get(q.scheme().lower())
-    if port != -1 and port != default:
-        origin += f":{port}"
-    return origin
+_GESTURE_EVENTS = frozenset(
+    {
+        QEvent.Type.MouseButtonRelease,
+        QEvent.Type.KeyPress,
+        QEvent.Type.TouchEnd,
+    }
+)
 
 
 def media_permission_allowed(
@@ -91,18 +99,56 @@ def _is_stage(url: QUrl) -> bool:
     )
 
 
+def shown_url(url: QUrl) -> str:
+    """``url`` for a log line or a message: no password, at most :data:`_URL_SHOWN` chars."""
+    text = url.toDisplayString()  # without the password, if any
+    return text if len(text) <= _URL_SHOWN else text[: _URL_SHOWN - 1] + "…"
+
+
+class GestureWatch(QObject):
+    """When a person last clicked or pressed a key in a widget (or any widget inside it).
+
+    Only input from the window system counts (``QEvent.spontaneous``): the page's script
+    cannot make such events, so a recent one is a real user gesture.
+    """
+
+    def __init__(self, widget: QWidget, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(widget)
+        self._clock = clock
+        self._last = -math.inf
+        self._watch(widget)
+
+    def _watch(self, widget: QWidget) -> None:
+        widget.installEventFilter(self)
+        for child in widget.findChildren(QWidget):
+            child.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        kind = event.type()
+        if kind in _GESTURE_EVENTS and event.spontaneous():
+            self._last = self._clock()
+        elif kind == QEvent.Type.ChildAdded:
+            child = event.child() if isinstance(event, QChildEvent) else None
+            if isinstance(child, QWidget):
+                self._watch(child)
+        return False
+
+    def recent(self, within_s: float = GESTURE_WINDOW_S) -> bool:
+        """Whether a person clicked or typed in the widget within the last ``within_s``."""
+        return self._clock() - self._last <= within_s
+
+
 class _PopupCatcher(QWebEnginePage):
-    """Stands in for a pop-up window: opens its first URL outside, then goes away."""
+    """Stands in for a pop-up window: hands its first URL to the stage page, then goes away."""
+
+    def __init__(self, profile: QWebEngineProfile, opener: AvatarPage) -> None:
+        super().__init__(profile, opener)
+        self._opener = opener
 
     def acceptNavigationRequest(
         self, url: QUrl | str, _type: QWebEnginePage.NavigationType, _is_main_frame: bool
     ) -> bool:
-        url = QUrl(url)
-        if url.scheme() in _EXTERNAL_SCHEMES:
-            log.info("pop-up opened outside: %s", url.toDisplayString())
-            open_externally(url)
-        else:
-            log.warning("pop-up to %s refused", url.scheme())
+        self._opener.open_outside(QUrl(url), "pop-up")
         self.deleteLater()
         return False
 
@@ -110,16 +156,53 @@ class _PopupCatcher(QWebEnginePage):
 class AvatarPage(QWebEnginePage):
     """The stage page: console to logging, navigation locked to the stage, narrow permissions."""
 
-    def __init__(self, profile: QWebEngineProfile, parent: QObject | None = None) -> None:
+    policy_changed = Signal(str)
+    """The page's Content-Security-Policy changed: the stage must be loaded again to use it."""
+
+    outside_link = Signal(str, bool)
+    """The page asked to open a URL outside: the URL as shown to people, and whether it was
+    opened (True) or refused for want of a click or key press in the view (False)."""
+
+    def __init__(
+        self,
+        profile: QWebEngineProfile,
+        parent: QObject | None = None,
+        *,
+        scheme_handler: StageSchemeHandler | None = None,
+    ) -> None:
         super().__init__(profile, parent)
         self._media_origins: set[str] = {STAGE_ORIGIN}
+        self._scheme_handler = scheme_handler
+        #: Whether a person just clicked or typed in the view (its view sets it).
+        self.user_gesture: Callable[[], bool] = lambda: False
         self.permissionRequested.connect(self._on_permission_requested)
 
     # -- permissions ---------------------------------------------------------------------------
 
     def allow_media_origins(self, urls: Iterable[str]) -> None:
-        """Allow media capture for the origins of ``urls`` (besides the stage itself)."""
+        """Set the backend the page works with: ``[api_host, sdk_url]``.
+
+        Media capture is allowed for their origins (besides the stage itself), and the page's
+        Content-Security-Policy lets the SDK load from the SDK's origin and connect to the
+        service (see :func:`~avaturn_desktop.ui.web.scheme.stage_policy`). A changed policy
+        is announced on :attr:`policy_changed`, before this returns.
+        """
+        urls = list(urls)
         self._media_origins = {STAGE_ORIGIN} | {o for o in map(origin_of, urls) if o}
+        if self._scheme_handler is None:
+            return
+        api_host = urls[0] if urls else None
+        sdk_url = urls[1] if len(urls) > 1 else None
+        policy = stage_policy(api_host, sdk_url)
+        if policy != self._scheme_handler.policy:
+            self._scheme_handler.policy = policy
+            log.info("Stage page policy: %s", policy)
+            self.policy_changed.emit(policy)
+
+    @property
+    def policy(self) -> str:
+        """The Content-Security-Policy the stage is served with."""
+        return self._scheme_handler.policy if self._scheme_handler is not None else ""
 
     @property
     def media_origins(self) -> frozenset[str]:
@@ -146,14 +229,27 @@ class AvatarPage(QWebEnginePage):
             return url.scheme() in ("https", "http", "about", "blob", "data")
         if _is_stage(url):
             return True
-        if nav_type == QWebEnginePage.NavigationType.NavigationTypeLinkClicked and (
-            url.scheme() in _EXTERNAL_SCHEMES
-        ):
-            log.info("link opened outside: %s", url.toDisplayString())
-            open_externally(url)
+        if nav_type == QWebEnginePage.NavigationType.NavigationTypeLinkClicked:
+            self.open_outside(url, "link")
         else:
-            log.warning("navigation away from the stage refused: %s", url.toDisplayString())
+            log.warning("navigation away from the stage refused: %s", shown_url(url))
         return False
+
+    def open_outside(self, url: QUrl, what: str) -> bool:
+        """Open ``url`` in the system's browser if it is an outside link and a person just
+        clicked or typed in the view; say which URL either way. True when it was opened."""
+        shown = shown_url(url)
+        if url.scheme() not in _EXTERNAL_SCHEMES:
+            log.warning("%s to %s refused: not a web or mail address", what, shown)
+            return False
+        if not self.user_gesture():
+            log.warning("%s to %s not opened: nobody clicked in the avatar view", what, shown)
+            self.outside_link.emit(shown, False)
+            return False
+        log.info("Opening %s in your browser (%s in the avatar view)", shown, what)
+        self.outside_link.emit(shown, True)
+        open_externally(url)
+        return True
 
     def createWindow(self, _type: QWebEnginePage.WebWindowType) -> QWebEnginePage:
         return _PopupCatcher(self.profile(), self)
@@ -183,7 +279,9 @@ class AvatarView(QWebEngineView):
         self._profile: QWebEngineProfile | None = QWebEngineProfile(self)
         self._scheme_handler = StageSchemeHandler(parent=self._profile)
         self._profile.installUrlSchemeHandler(SCHEME_BYTES, self._scheme_handler)
-        self._avatar_page: AvatarPage | None = AvatarPage(self._profile, self._profile)
+        self._avatar_page: AvatarPage | None = AvatarPage(
+            self._profile, self._profile, scheme_handler=self._scheme_handler
+        )
         settings = self._avatar_page.settings()
         WA = QWebEngineSettings.WebAttribute
         settings.setAttribute(WA.PlaybackRequiresUserGesture, False)
@@ -194,9 +292,13 @@ class AvatarView(QWebEngineView):
         settings.setAttribute(WA.PluginsEnabled, False)
         settings.setAttribute(WA.PdfViewerEnabled, False)
         settings.setAttribute(WA.ScreenCaptureEnabled, False)
+        self._stage_requested = False
+        self.gestures = GestureWatch(self)
+        self._avatar_page.user_gesture = self.gestures.recent
         self.bridge = Bridge(self)
         self._channel = install_bridge(self._avatar_page, self.bridge)
         self._avatar_page.renderProcessTerminated.connect(self._on_render_process_gone)
+        self._avatar_page.policy_changed.connect(self._reload_for_policy)
         self.setPage(self._avatar_page)
 
     @property
@@ -216,12 +318,21 @@ class AvatarView(QWebEngineView):
         if self._avatar_page is not None:
             QTimer.singleShot(500, self._reload_after_crash)
 
+    def _reload_for_policy(self, _policy: str) -> None:
+        """A new backend: the stage is loaded again under its policy (a CSP cannot be relaxed
+        in place). Readiness drops now, so nothing is sent to the old page meanwhile."""
+        if self._avatar_page is None or not self._stage_requested:
+            return  # not loaded yet: the first load gets the new policy anyway
+        self.bridge.reset(replacing=True)
+        self.load_stage()
+
     def _reload_after_crash(self) -> None:
         if self._avatar_page is not None:
             self.load_stage()
 
     def load_stage(self) -> None:
         """(Re)load the stage page; the bridge becomes ready when the page says so."""
+        self._stage_requested = True
         self.avatar_page.load(stage_url(STAGE_PAGE))
 
     def shutdown(self) -> None:
@@ -235,6 +346,7 @@ class AvatarView(QWebEngineView):
         page.loadStarted.disconnect(self.bridge.reset)
         page.permissionRequested.disconnect(page._on_permission_requested)
         page.renderProcessTerminated.disconnect(self._on_render_process_gone)
+        page.policy_changed.disconnect(self._reload_for_policy)
         # The view must not keep using the page we delete: give it an inert, default one.
         self.setPage(QWebEnginePage(self))
         # The page goes first, the profile after it: otherwise Qt warns that the profile was

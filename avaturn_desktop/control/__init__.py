@@ -1,0 +1,1 @@
+"""The local control API: the app's second door, for programs (Qt-free)."""
