@@ -246,7 +246,7 @@ async def _act(rig: Rig, p: Plan, step: Step, session_id: str, killed: asyncio.E
             rig.composer.editor.setPlainText(p.speak_now_text)
             await rig.composer.speak_now()
         else:  # the composer is busy: another door (a control surface) speaks now
-            await rig.speaking.presenter.speak_now([p.speak_now_text])
+            await rig.speaking.presenter.speak_now(p.speak_now_text)
     elif step.action == "drop":
         rig.set_faults(**p.faults, drop_event_channels=True)
     elif step.action == "kill":

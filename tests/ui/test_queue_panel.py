@@ -12,6 +12,8 @@ from speaking_fakes import QueueRig, until
 
 from avaturn_desktop.core.errors import RETRY_AFTER_CEILING_S, RateLimitedError, UnclearOutcomeError
 from avaturn_desktop.core.queue import ItemState
+from avaturn_desktop.services.settings_store import SettingsStore
+from avaturn_desktop.services.speech import Speaker
 from avaturn_desktop.ui.docks import queue_panel
 from avaturn_desktop.ui.docks.queue_panel import QueuePanel, describe
 from avaturn_desktop.ui.speaking import QueuePresenter
@@ -19,7 +21,8 @@ from avaturn_desktop.ui.speaking import QueuePresenter
 
 @pytest.fixture
 def panel(queue_rig: QueueRig, qtbot: Any) -> Iterator[QueuePanel]:
-    presenter = QueuePresenter(queue_rig.queue, queue_rig.bus, queue_rig.settings)
+    speaker = Speaker(queue_rig.queue, SettingsStore(queue_rig.settings))
+    presenter = QueuePresenter(speaker, queue_rig.bus)
     widget = QueuePanel(presenter)
     qtbot.addWidget(widget)
     yield widget
