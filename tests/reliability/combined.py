@@ -120,6 +120,10 @@ class Outcome:
     resent: int = 0
     #: Lines the app gave back that the person did not send again (the flood moved on).
     given_up: list[str] = dataclasses.field(default_factory=list)
+    #: Every text the person gave the app (batches queued, the Speak now line).
+    typed: list[str] = dataclasses.field(default_factory=list)
+    #: The queue did not settle (something left waiting or sending) in time.
+    stuck: bool = False
     #: Stop was pressed and what follows it (Resume, Speak now) is not done yet
     chain_open: bool = False
     errors: list[str] = dataclasses.field(default_factory=list)
@@ -146,7 +150,7 @@ async def run(rig: Rig, p: Plan) -> Outcome:
 
     async def act(step: Step) -> None:
         try:
-            await _act(rig, p, step, session_id, killed)
+            await _act(rig, p, step, session_id, killed, out.typed)
             out.done.append(f"{step.action}@{out.sends}")
         except Exception as exc:  # a step failing is a finding, not a crash of the rig
             out.errors.append(f"{step.action}: {type(exc).__name__}: {exc}")
@@ -187,6 +191,7 @@ async def run(rig: Rig, p: Plan) -> Outcome:
             if rig.composer_text():  # what came back of the last batch: the person moves on
                 out.given_up.extend(rig.composer_text().splitlines())
             assert rig.type_and_queue(" ".join(batch)), rig.composer.status_label.text()
+            out.typed.extend(batch)
             for _ in range(p.resend_limit):
                 await _until_free(rig, over)
                 if over() or not rig.composer_text():
@@ -221,6 +226,7 @@ async def run(rig: Rig, p: Plan) -> Outcome:
             "the queue to settle",
         )
     except AssertionError as exc:
+        out.stuck = True
         items = [(i.item_id, i.state.value, i.reason, i.text) for i in rig.queue.items]
         out.errors.append(
             f"stuck: {exc}; session {rig.controller.state}; composer pending "
@@ -234,7 +240,19 @@ async def _until_free(rig: Rig, over: Callable[[], bool]) -> None:
     await until(lambda: over() or not rig.composer.pending, 20, "the composer to be free")
 
 
-async def _act(rig: Rig, p: Plan, step: Step, session_id: str, killed: asyncio.Event) -> None:
+def lost(rig: Rig, out: Outcome, received: set[str]) -> list[str]:
+    """Texts the person gave that left no trace: not received by the service, not back in
+    the box or given up there, not held, and not in the log as cancelled or failed with a
+    reason."""
+    box = set(rig.composer_text().splitlines()) | set(out.given_up)
+    held = {i.text for i in rig.queue.items if i.held}
+    explained = {r.text for r in rig.rows() if r.reason and r.reason.strip()}
+    return [t for t in out.typed if t not in received | box | held | explained]
+
+
+async def _act(
+    rig: Rig, p: Plan, step: Step, session_id: str, killed: asyncio.Event, out_typed: list[str]
+) -> None:
     if step.action == "stop":
         await rig.speaking.presenter.stop()
     elif step.action == "resume":
@@ -242,6 +260,7 @@ async def _act(rig: Rig, p: Plan, step: Step, session_id: str, killed: asyncio.E
     elif step.action == "speak_now":
         if not rig.queue.live:
             return
+        out_typed.append(p.speak_now_text)
         if not rig.composer.pending and not rig.composer_text():
             rig.composer.editor.setPlainText(p.speak_now_text)
             await rig.composer.speak_now()

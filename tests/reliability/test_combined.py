@@ -26,7 +26,7 @@ SimFactory = Callable[..., SimulatorServer]
 
 #: Seeds of the default run: each doubled a line, run after run, on the code before the queue
 #: owned "this line may be sent" (2, 6, 14, 15, 18 and 27 of 0-40 did; all six on every rerun).
-QUICK_SEEDS = (14, 27, 2)
+QUICK_SEEDS = (14, 2)
 #: The slow soak (``-m slow``); ``AVATURN_COMBINED_SEEDS`` replaces it.
 SOAK_SEEDS = range(0, 300)
 
@@ -47,6 +47,7 @@ def play(
     tmp_path: Path,
     seeds: list[int],
     ledger: FaultLedger,
+    tally: Tally,
 ) -> list[str]:
     """Run each seed on its own simulator and app; return the findings (empty: all held)."""
     findings: list[str] = []
@@ -61,13 +62,16 @@ def play(
                 await rig.start()
                 outcome = await combined.run(rig, p)
                 found = await check_invariants(rig)
+                received = {t["text"] for t in await rig.sim_tasks()}
+                missing = combined.lost(rig, outcome, received)
                 injected = sim.app.state.faults.injected
                 for kind, count in injected.items():
                     ledger.inject(kind, count)
                 ledger.inject("stop_speak_now_kill")
-                if not found.ok or outcome.errors:
+                tally.combined(seed, found, lost=len(missing), stuck=outcome.stuck)
+                if not found.ok or outcome.errors or missing:
                     findings.append(
-                        f"seed {seed}: {found.explain()} errors={outcome.errors} "
+                        f"seed {seed}: {found.explain()} lost={missing} errors={outcome.errors} "
                         f"steps={outcome.done}"
                     )
             finally:
@@ -86,12 +90,12 @@ def test_combined_faults_quick_seeds(
     ledger: FaultLedger,
     tally: Tally,
 ) -> None:
-    findings = play(loop, make_sim, tmp_path, list(QUICK_SEEDS), ledger)
+    findings = play(loop, make_sim, tmp_path, list(QUICK_SEEDS), ledger, tally)
     assert not findings, "\n".join(findings)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)
+@pytest.mark.timeout(7200)
 def test_combined_faults_soak(
     loop: asyncio.AbstractEventLoop,
     make_sim: SimFactory,
@@ -100,7 +104,7 @@ def test_combined_faults_soak(
     tally: Tally,
 ) -> None:
     seeds = _seeds(SOAK_SEEDS)
-    findings = play(loop, make_sim, tmp_path, seeds, ledger)
+    findings = play(loop, make_sim, tmp_path, seeds, ledger, tally)
     assert not findings, f"{len(findings)} of {len(seeds)} seeds:\n" + "\n".join(findings)
 
 
