@@ -573,7 +573,11 @@ class SpeechQueue:
         self._voice_override = None
         self._phrase_events = False
         self._by_phrase_id.clear()
-        held = [e for e in self._entries if e.state is ItemState.WAITING and e.row_id is None]
+        held = [
+            e
+            for e in self._entries
+            if e.state is ItemState.WAITING and e.row_id is None and e.replaced is None
+        ]
         self._add_rows(held)
         for entry in held:
             self._notify(ChangeKind.CHANGED, entry)

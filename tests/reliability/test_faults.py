@@ -157,8 +157,8 @@ def test_429_with_retry_after_waits_and_sends_once(
     async def scenario(rig: Rig) -> None:
         session_id = await rig.start()
         rig.watchdog.start()
-        # 3 refusals: the client waits out one itself, gives up on the next (max_retries=1);
-        # the queue shows "busy", waits Retry-After, sends again, and the third is waited out.
+        # 3 refusals: a task's 429 goes straight to the queue, which shows "busy" with the
+        # time it sends again, waits Retry-After (where the person can skip it), and sends again.
         rig.set_faults(rate_limit_burst=3, retry_after_s=1)
         started = time.monotonic()
         assert rig.type_and_queue(" ".join(lines))
