@@ -210,6 +210,17 @@ class _Entry:
         )
 
 
+@dataclasses.dataclass
+class _Early:
+    """A phrase that started while the only line it could be was still on its way: it is that
+    line's only if the service acknowledges it (else it was some other phrase)."""
+
+    phrase_id: str | None
+    by_phrase: bool
+    started_at: float
+    ended_at: float | None = None
+
+
 class SpeechQueue:
     """See the module docs. All methods run on the event loop's thread."""
 
@@ -251,6 +262,8 @@ class SpeechQueue:
         self._pump: asyncio.Task[None] | None = None
         #: The item whose request is on its way (one at a time; see ``_claim``).
         self._in_flight: _Entry | None = None
+        #: A phrase that started before the answer to the line in flight (see ``_Early``).
+        self._early: _Early | None = None
         #: Set to wake the sender from a wait (skip, remove, stop, resume, a new session, ...).
         self._wake: asyncio.Event | None = None
         self._wake_loop: asyncio.AbstractEventLoop | None = None
@@ -500,8 +513,10 @@ class SpeechQueue:
         finally:
             for entry in targets:
                 entry.stopping = None
-        if not result.confirmed:
+        if not result.confirmed and self.live:
             raise StopUnconfirmedError(result)
+        if not result.confirmed:  # the session ended meanwhile: nothing is left to talk
+            result = StopResult(True, (), (*result.problems, "the session has ended"))
         for entry in list(self._entries):
             if entry.state in (ItemState.SENT, ItemState.SPEAKING):
                 self._cancel(entry, reason)
@@ -553,6 +568,8 @@ class SpeechQueue:
             await asyncio.wait_for(self._client.cancel_all(token), STOP_BUDGET_S)
         except TimeoutError:
             return f"no answer within {STOP_BUDGET_S:g} s"
+        except NotFoundError:
+            return None  # the session is over on the service: nothing is talking
         except AppError as exc:
             return exc.user_message
         return None
@@ -585,6 +602,7 @@ class SpeechQueue:
 
     def _session_over(self) -> None:
         self._live_session = None
+        self._early = None
         for entry in list(self._entries):
             if entry.state in (ItemState.SENT, ItemState.SPEAKING):
                 self._cancel(entry, REASON_SESSION_ENDED)
@@ -760,6 +778,7 @@ class SpeechQueue:
         try:
             await self._request(entry, session_id)
         finally:
+            self._early = None  # not acknowledged: that phrase was not this line's
             if self._in_flight is entry:
                 self._in_flight = None
 
@@ -863,6 +882,16 @@ class SpeechQueue:
         reason = entry.cancel_on_ack
         if reason is None and self._live_session != session_id:
             reason = REASON_SESSION_ENDED
+        early, self._early = self._early, None
+        if early is not None and reason is None and entry.state is ItemState.SENT:
+            # it started (maybe ended) before this answer came: it was this line
+            if early.phrase_id and early.phrase_id != task_id:
+                self._by_phrase_id[early.phrase_id] = entry
+            entry.provisional = not early.by_phrase
+            self._start(entry, at=early.started_at)
+            if early.ended_at is not None:
+                self._finish(entry, at=early.ended_at)
+            return
         if reason is not None and not entry.state.finished:
             # Stopped (or replaced) while on its way: it may have reached the service after
             # the cancel-all, so cancel again before anything else is sent.
@@ -923,8 +952,17 @@ class SpeechQueue:
                 if phrase_id:
                     self._by_phrase_id[phrase_id] = provisional
                 return
-        entry = self._oldest([ItemState.SENDING, ItemState.SENT])
+        # By order, only among lines the service acknowledged: a line is never logged as
+        # speaking (or spoken) before the service has it.
+        entry = self._oldest([ItemState.SENT])
         if entry is None:
+            flying = self._in_flight
+            if flying is not None and flying.state is ItemState.SENDING:
+                # a phrase can start before its POST is answered: the answer decides
+                self._early = _Early(phrase_id, by_phrase, self._clock())
+                for other in [e for e in self._entries if e.state is ItemState.SPEAKING]:
+                    self._finish(other)
+                return
             log.debug("Speaking started with nothing sent (phrase %s): ignored", phrase_id)
             return
         if phrase_id:
@@ -940,15 +978,25 @@ class SpeechQueue:
                     self._finish(entry)
                 return
         entry = self._oldest([ItemState.SPEAKING])
+        early = self._early
+        if (
+            entry is None
+            and early is not None
+            and early.ended_at is None
+            and (not phrase_id or not early.phrase_id or phrase_id == early.phrase_id)
+        ):
+            early.ended_at = self._clock()
+            return
         if entry is None:
             log.debug("Speaking ended with nothing speaking (phrase %s): ignored", phrase_id)
             return
         self._finish(entry)
 
-    def _start(self, entry: _Entry) -> None:
+    def _start(self, entry: _Entry, at: float | None = None) -> None:
         assert entry.row_id is not None
         self._mark_sent(entry)
-        if self._write(self._store.mark_speaking, entry.row_id, at=self._clock()) is None:
+        started = self._clock() if at is None else at
+        if self._write(self._store.mark_speaking, entry.row_id, at=started) is None:
             return
         entry.state = ItemState.SPEAKING
         self._notify(ChangeKind.CHANGED, entry)
@@ -957,13 +1005,14 @@ class SpeechQueue:
         for other in [e for e in self._entries if e.state is ItemState.SPEAKING and e is not entry]:
             self._finish(other)
 
-    def _finish(self, entry: _Entry) -> None:
+    def _finish(self, entry: _Entry, at: float | None = None) -> None:
         assert entry.row_id is not None
         if entry.stopping is not None:
             self._cancel(entry, entry.stopping)
             return
         self._mark_sent(entry)
-        if self._write(self._store.mark_spoken, entry.row_id, at=self._clock()) is None:
+        ended = self._clock() if at is None else at
+        if self._write(self._store.mark_spoken, entry.row_id, at=ended) is None:
             return
         entry.state = ItemState.SPOKEN
         self._notify(ChangeKind.CHANGED, entry)

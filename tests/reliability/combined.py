@@ -124,6 +124,8 @@ class Outcome:
     typed: list[str] = dataclasses.field(default_factory=list)
     #: The queue did not settle (something left waiting or sending) in time.
     stuck: bool = False
+    #: Texts a door was refused with a message (the person was told it was not said).
+    refused: list[str] = dataclasses.field(default_factory=list)
     #: Stop was pressed and what follows it (Resume, Speak now) is not done yet
     chain_open: bool = False
     errors: list[str] = dataclasses.field(default_factory=list)
@@ -150,7 +152,7 @@ async def run(rig: Rig, p: Plan) -> Outcome:
 
     async def act(step: Step) -> None:
         try:
-            await _act(rig, p, step, session_id, killed, out.typed)
+            await _act(rig, p, step, session_id, killed, out)
             out.done.append(f"{step.action}@{out.sends}")
         except Exception as exc:  # a step failing is a finding, not a crash of the rig
             out.errors.append(f"{step.action}: {type(exc).__name__}: {exc}")
@@ -244,14 +246,14 @@ def lost(rig: Rig, out: Outcome, received: set[str]) -> list[str]:
     """Texts the person gave that left no trace: not received by the service, not back in
     the box or given up there, not held, and not in the log as cancelled or failed with a
     reason."""
-    box = set(rig.composer_text().splitlines()) | set(out.given_up)
+    box = set(rig.composer_text().splitlines()) | set(out.given_up) | set(out.refused)
     held = {i.text for i in rig.queue.items if i.held}
     explained = {r.text for r in rig.rows() if r.reason and r.reason.strip()}
     return [t for t in out.typed if t not in received | box | held | explained]
 
 
 async def _act(
-    rig: Rig, p: Plan, step: Step, session_id: str, killed: asyncio.Event, out_typed: list[str]
+    rig: Rig, p: Plan, step: Step, session_id: str, killed: asyncio.Event, out: Outcome
 ) -> None:
     if step.action == "stop":
         await rig.speaking.presenter.stop()
@@ -260,12 +262,14 @@ async def _act(
     elif step.action == "speak_now":
         if not rig.queue.live:
             return
-        out_typed.append(p.speak_now_text)
+        out.typed.append(p.speak_now_text)
         if not rig.composer.pending and not rig.composer_text():
             rig.composer.editor.setPlainText(p.speak_now_text)
             await rig.composer.speak_now()
-        else:  # the composer is busy: another door (a control surface) speaks now
-            await rig.speaking.presenter.speak_now(p.speak_now_text)
+        elif await rig.speaking.presenter.speak_now(p.speak_now_text) is None:
+            # the composer is busy: another door (a control surface) speaks now, and was
+            # refused with a message (the stop did not get through, the session ended)
+            out.refused.append(p.speak_now_text)
     elif step.action == "drop":
         rig.set_faults(**p.faults, drop_event_channels=True)
     elif step.action == "kill":

@@ -60,10 +60,11 @@ class Tally:
         if samples:
             self.stall_samples[test] = samples[-1]
 
-    def combined(self, seed: int, found: Any, *, lost: int, stuck: bool) -> None:
+    def combined(self, seed: int, found: Any, *, lost: int, stuck: bool, refused: int = 0) -> None:
         """One seed of the combined scenario and what ``check_invariants`` found."""
         c = self.combined_counts
         c["seeds"] += 1
+        c["speak_now_refused_with_a_message"] += refused
         c["lines_received"] += found.received
         c["lines_doubled"] += len(found.doubled)
         c["spoken_not_received"] += len(found.spoken_unreceived)

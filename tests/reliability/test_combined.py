@@ -68,7 +68,13 @@ def play(
                 for kind, count in injected.items():
                     ledger.inject(kind, count)
                 ledger.inject("stop_speak_now_kill")
-                tally.combined(seed, found, lost=len(missing), stuck=outcome.stuck)
+                tally.combined(
+                    seed,
+                    found,
+                    lost=len(missing),
+                    stuck=outcome.stuck,
+                    refused=len(outcome.refused),
+                )
                 if not found.ok or outcome.errors or missing:
                     findings.append(
                         f"seed {seed}: {found.explain()} lost={missing} errors={outcome.errors} "

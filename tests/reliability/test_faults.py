@@ -42,7 +42,7 @@ from avaturn_desktop.simulator.faults import AFTER_ACCEPT_KINDS
 from avaturn_desktop.simulator.server import FaultConfig, SimulatorServer
 from tests.reliability.conftest import FaultLedger
 from tests.reliability.flood_child import NoPage
-from tests.reliability.rig import Rig, until
+from tests.reliability.rig import Rig, check_invariants, until
 from tests.reliability.tally import Tally
 
 pytestmark = [pytest.mark.web, pytest.mark.timeout(90)]
@@ -97,7 +97,9 @@ async def check_promises(rig: Rig, composed: list[str]) -> Counter[str]:
 def rig_factory(
     loop: asyncio.AbstractEventLoop, tmp_path: Path, tally: Tally, request: pytest.FixtureRequest
 ) -> Callable[..., Any]:
-    """``run(sim, scenario, **rig_options)``: build a rig, run ``scenario(rig)``, close it."""
+    """``run(sim, scenario, **rig_options)``: build a rig, run ``scenario(rig)``, check the
+    invariants (``rig.check_invariants``: no text twice at the service, nothing logged as
+    spoken that it never received, nothing left sending), close it."""
 
     def run(sim: SimulatorServer, scenario: Callable[[Rig], Any], **options: Any) -> None:
         async def main() -> None:
@@ -105,6 +107,14 @@ def rig_factory(
             try:
                 await rig.open()
                 await scenario(rig)
+                await until(
+                    lambda: not any(i.state is ItemState.SENDING for i in rig.queue.items),
+                    10,
+                    "nothing sending",
+                )
+                live = rig.controller.state is SessionState.LIVE
+                found = await check_invariants(rig, session_ended=not live)
+                assert found.ok, found.explain()
             finally:
                 tally.stall(request.node.name, rig.watchdog.max_gap_ms, rig.watchdog.stalls)
                 await rig.close()

@@ -193,9 +193,12 @@ def test_speaking_before_the_answer_arrives(rig: Rig) -> None:
         await until(lambda: rig.states() == [St.SENDING])
         rig.clock.now = 1000.1
         rig.queue.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id="t-quick"))
-        assert rig.states() == [St.SPEAKING]
+        # not logged as speaking before the service has it: its answer decides
+        assert rig.states() == [St.SENDING]
+        rig.clock.now = 1000.2
         gate.set_result("t-quick")
         await until(lambda: rig.queue.items[0].acknowledged)
+        assert rig.states() == [St.SPEAKING]
         rig.queue.handle_page_event(AvatarEndedSpeakingPhrase(phrase_id="t-quick"))
 
     run(scenario())
@@ -817,3 +820,63 @@ def test_speak_now_whose_cancel_fails_changes_nothing(rig: Rig) -> None:
 
     run(scenario())
     assert [(i.text, i.state) for i in rig.queue.items] == [("Waiting.", St.WAITING)]
+
+
+@pytest.mark.parametrize("ids", ["task", "own"])
+def test_a_phrase_that_ends_before_the_answer_is_spoken_once_acknowledged(
+    rig: Rig, ids: str
+) -> None:
+    async def scenario() -> None:
+        gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        rig.client.script = [gate]
+        rig.controller.go_live()
+        rig.queue.enqueue("Quick.")
+        await until(lambda: rig.states() == [St.SENDING])
+        phrase = "t-q" if ids == "task" else "ph-1"
+        rig.clock.now = 1000.1
+        rig.queue.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id=phrase))
+        rig.clock.now = 1000.5
+        rig.queue.handle_page_event(AvatarEndedSpeakingPhrase(phrase_id=phrase))
+        assert rig.states() == [St.SENDING]
+        rig.clock.now = 1000.7
+        gate.set_result("t-q")
+        await settle(rig)
+
+    run(scenario())
+    (row,) = rig.store.query()
+    assert row.state is TaskState.SPOKEN
+    assert (row.started_at, row.ended_at) == (1000.1, 1000.5)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        RateLimitedError("Busy.", retry_after=0),
+        UnclearOutcomeError("Reset."),
+        NotFoundError("Gone.", status=404),
+        InvalidRequestError("Bad.", status=400),
+    ],
+    ids=["429", "unclear", "404", "400"],
+)
+def test_a_phrase_meanwhile_is_not_the_line_in_flight_if_the_service_did_not_take_it(
+    rig: Rig, answer: Exception
+) -> None:
+    """With phrase ids unrelated to task ids, a stray phrase (one the app no longer counts)
+    used to be pinned on the line in flight; a line whose POST then failed was logged as
+    spoken though the service never had it."""
+
+    async def scenario() -> None:
+        gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        rig.client.script = [gate, "t2"]
+        rig.controller.go_live()
+        rig.queue.enqueue("Never taken.")
+        await until(lambda: rig.states() == [St.SENDING])
+        rig.queue.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id="ph-stray"))
+        rig.queue.handle_page_event(AvatarEndedSpeakingPhrase(phrase_id="ph-stray"))
+        gate.set_exception(answer)
+        await until(lambda: rig.queue.items[0].state is not St.SENDING)
+        rig.controller.end()
+
+    run(scenario())
+    first = rig.store.query()[0]
+    assert first.state is not TaskState.SPOKEN and first.started_at is None
