@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -126,6 +127,8 @@ class Outcome:
     stuck: bool = False
     #: Texts a door was refused with a message (the person was told it was not said).
     refused: list[str] = dataclasses.field(default_factory=list)
+    #: The faults the simulator injected, by kind.
+    injected: Counter[str] = dataclasses.field(default_factory=Counter)
     #: Stop was pressed and what follows it (Resume, Speak now) is not done yet
     chain_open: bool = False
     errors: list[str] = dataclasses.field(default_factory=list)
@@ -219,6 +222,7 @@ async def run(rig: Rig, p: Plan) -> Outcome:
             await running.pop(0)
     finally:
         unsubscribe()
+        out.injected.update(rig.sim.app.state.faults.injected)
         rig.set_faults()
     try:
         await until(lambda: rig.controller.state is not SessionState.LIVE, 10, "the end")

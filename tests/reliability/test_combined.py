@@ -64,8 +64,7 @@ def play(
                 found = await check_invariants(rig)
                 received = {t["text"] for t in await rig.sim_tasks()}
                 missing = combined.lost(rig, outcome, received)
-                injected = sim.app.state.faults.injected
-                for kind, count in injected.items():
+                for kind, count in outcome.injected.items():
                     ledger.inject(kind, count)
                 ledger.inject("stop_speak_now_kill")
                 tally.combined(
