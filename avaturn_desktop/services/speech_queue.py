@@ -852,12 +852,11 @@ class SpeechQueue:
         """End lines that never left. While a request is in flight they are only marked (never
         sent) and end once it is answered: a door that hands unsent lines back (the composer)
         then never hands back the one in flight, which may still arrive."""
-        if self._in_flight is None:
-            for entry in entries:
-                self._cancel(entry, reason)
-            return
         for entry in entries:
-            if entry is self._in_flight or entry.state.finished:
+            if entry.state.finished:
+                continue
+            if self._in_flight is None or entry is self._in_flight:  # (refused: answered)
+                self._cancel(entry, reason)
                 continue
             entry.replaced = reason
             entry.retry_at = None

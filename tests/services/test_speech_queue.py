@@ -880,3 +880,26 @@ def test_a_phrase_meanwhile_is_not_the_line_in_flight_if_the_service_did_not_tak
     run(scenario())
     first = rig.store.query()[0]
     assert first.state is not TaskState.SPOKEN and first.started_at is None
+
+
+def test_refused_while_its_session_ended_it_is_not_sent_to_the_next(rig: Rig) -> None:
+    """Refuse policy: a line whose session ended while its POST was refused (429) ends
+    "session ended before it was sent"; it is not sent to the next session."""
+    rig.queue.policy = "refuse"
+
+    async def scenario() -> None:
+        gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        rig.client.script = [gate]
+        rig.controller.go_live("s1")
+        rig.queue.enqueue(["In flight.", "Waiting."])
+        await until(lambda: rig.states()[0] is St.SENDING)
+        rig.controller.end()
+        assert rig.states() == [St.SENDING, St.WAITING]  # not ended while one is in flight
+        gate.set_exception(RateLimitedError("Busy.", retry_after=1))
+        await until(lambda: all(s is St.CANCELLED for s in rig.states()))
+        rig.controller.go_live("s2")
+        await asyncio.sleep(0)
+
+    run(scenario())
+    assert rig.client.calls == [("s1", "In flight.")]
+    assert {i.reason for i in rig.queue.items} == {"session ended before it was sent"}
