@@ -262,6 +262,8 @@ class SpeechQueue:
         self._pump: asyncio.Task[None] | None = None
         #: The item whose request is on its way (one at a time; see ``_claim``).
         self._in_flight: _Entry | None = None
+        #: Speak now's cancel is on its way: nothing new is sent meanwhile.
+        self._interrupting = 0
         #: A phrase that started before the answer to the line in flight (see ``_Early``).
         self._early: _Early | None = None
         #: Set to wake the sender from a wait (skip, remove, stop, resume, a new session, ...).
@@ -463,7 +465,13 @@ class SpeechQueue:
             check_text(text)
         if not self.live and self.policy == "refuse":
             raise QueueRefusedError("No session is live, so the text was not spoken.")
-        await self._cancel_on_service(REASON_SPEAK_NOW)
+        # nothing new leaves while the cancel is on its way (it could land after the cancel)
+        self._interrupting += 1
+        try:
+            await self._cancel_on_service(REASON_SPEAK_NOW)
+        finally:
+            self._interrupting -= 1
+            self._kick()
         if self._in_flight is not None and not self._in_flight.state.finished:
             # refused after all (a 429)? then it stays unsent and ends with the rest
             self._in_flight.replaced = REASON_SPEAK_NOW
@@ -652,7 +660,12 @@ class SpeechQueue:
 
     def _next(self) -> _Entry | None:
         """The item to send next (it may still have a wait to sit out), or None."""
-        if self._paused or self._live_session is None or self._in_flight is not None:
+        if (
+            self._paused
+            or self._interrupting
+            or self._live_session is None
+            or self._in_flight is not None
+        ):
             return None
         for entry in self._entries:
             if entry.state is ItemState.WAITING and entry.row_id is not None and not entry.replaced:
@@ -678,6 +691,7 @@ class SpeechQueue:
             or entry.row_id is None
             or entry.retry_at is not None
             or self._paused
+            or self._interrupting
             or self._live_session is None
             or self._in_flight is not None
         ):

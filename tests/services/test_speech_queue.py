@@ -903,3 +903,24 @@ def test_refused_while_its_session_ended_it_is_not_sent_to_the_next(rig: Rig) ->
     run(scenario())
     assert rig.client.calls == [("s1", "In flight.")]
     assert {i.reason for i in rig.queue.items} == {"session ended before it was sent"}
+
+
+def test_nothing_new_leaves_while_speak_nows_cancel_is_on_its_way(rig: Rig) -> None:
+    """A line sent while the cancel-all travels could land after it and be spoken although
+    the log calls it cancelled: sending waits for the cancel."""
+
+    async def scenario() -> None:
+        gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        rig.client.script = [gate]
+        rig.controller.go_live()
+        rig.queue.enqueue(["In flight.", "Waiting."])
+        await until(lambda: rig.states()[0] is St.SENDING)
+        rig.stage.during_cancel = lambda: gate.set_result("t-a")  # answered mid-cancel
+        await rig.queue.speak_now("Now!")
+        await settle(rig)
+
+    run(scenario())
+    assert [text for _, text in rig.client.calls] == ["In flight.", "Now!"]
+    by_text = {i.text: (i.state, i.reason) for i in rig.queue.items}
+    assert by_text["Waiting."] == (St.CANCELLED, REASON_SPEAK_NOW)
+    assert by_text["In flight."] == (St.CANCELLED, REASON_SPEAK_NOW)
