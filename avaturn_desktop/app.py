@@ -18,10 +18,12 @@ from avaturn_desktop import logs, qtenv
 from avaturn_desktop.core import paths
 from avaturn_desktop.core import settings as settings_mod
 from avaturn_desktop.core.backend import Backend
+from avaturn_desktop.core.errors import AppError
 
 if TYPE_CHECKING:
     from avaturn_desktop.control.server import ControlServer
     from avaturn_desktop.services.runtime import Runtime
+    from avaturn_desktop.simulator.child import ChildSimulator
     from avaturn_desktop.simulator.server import SimulatorServer
     from avaturn_desktop.ui.shell import Shell
 
@@ -85,6 +87,23 @@ def main(args: argparse.Namespace) -> int:
     settings = settings_mod.load(paths.config_dir())
     api_key, source = load_api_key()
     backend = choose_backend(args, settings, api_key)
+    child = None
+    if backend is None:
+        # The built-in simulator in its own process, started now so that it comes up while Qt
+        # is imported (its imports, memory and interpreter lock are not the window's). It dies
+        # with the app, even on kill -9; its key is new each run and never on a command line.
+        import secrets
+
+        from avaturn_desktop.simulator.child import start_child
+
+        child_key = secrets.token_urlsafe(24)
+        child = (
+            start_child(
+                api_key=child_key,
+                extra_args=["--llm-tokens-per-second", f"{settings.llm.sim_tokens_per_second:g}"],
+            ),
+            child_key,
+        )
 
     import qasync
     from PySide6.QtWidgets import QApplication
@@ -117,13 +136,16 @@ def main(args: argparse.Namespace) -> int:
             control_port=args.control_port,
             control_host=args.control_host or "127.0.0.1",
             kiosk=args.kiosk,
+            script=Path(args.script) if args.script else None,
+            child_simulator=child,
+            say=tuple(args.say),
         )
         try:
             return runner.run(
                 run(
                     app,
                     options,
-                    auto_start=args.auto_start or args.exit_after == "live",
+                    auto_start=args.auto_start or args.exit_after in ("live", "first-word"),
                     exit_after=args.exit_after,
                     started=started,
                     headless=args.headless,
@@ -156,6 +178,13 @@ class LaunchOptions:
     http_transport: Any = None
     #: How often the client retries a call that is safe to retry.
     max_retries: int = 3
+    #: A script to open in the cue list at start (``--script FILE``).
+    script: Path | None = None
+    #: The built-in simulator already started as a child process, and its key (``main``
+    #: starts it before Qt); None with no backend: an in-process one, for tests and tools.
+    child_simulator: tuple[ChildSimulator, str] | None = None
+    #: Texts to queue at start (``--say``), spoken once a session is live.
+    say: tuple[str, ...] = ()
 
 
 @dataclass
@@ -180,17 +209,27 @@ def build(options: LaunchOptions) -> Assembled:
     data = options.data_dir or paths.data_dir()
     simulator: SimulatorServer | None = None
     backend = options.backend
-    if backend is None:
+    closers: list[Callable[[], Any]] = []
+    if backend is None and options.child_simulator is not None:
+        child, key = options.child_simulator
+        child.wait_ready()  # started before Qt: normally up already (see assemble)
+        backend = Backend("simulator", child.base_url, child.sdk_url, key)
+        closers.append(child.stop)
+        log.info("No API key: the local simulator runs at %s (pid %d)", child.base_url, child.pid)
+    elif backend is None:
+        import secrets
+
         from avaturn_desktop.simulator.llm import LlmConfig
         from avaturn_desktop.simulator.server import SimulatorConfig, SimulatorServer
 
         llm = LlmConfig(tokens_per_second=options.settings.llm.sim_tokens_per_second)
-        simulator = SimulatorServer(SimulatorConfig(port=0, llm=llm))
+        key = secrets.token_urlsafe(24)
+        simulator = SimulatorServer(SimulatorConfig(port=0, llm=llm, api_key=key))
         simulator.start()
-        backend = Backend("simulator", simulator.base_url, simulator.sdk_url, SIMULATOR_KEY)
+        backend = Backend("simulator", simulator.base_url, simulator.sdk_url, key)
+        closers.append(simulator.stop)
         log.info("No API key: running the local simulator at %s", simulator.base_url)
     log.info("Using %r", backend)
-    closers: list[Callable[[], Any]] = [simulator.stop] if simulator is not None else []
     runtime = Runtime.open(
         backend=backend,
         settings=SettingsStore(options.settings, options.config_dir),
@@ -207,7 +246,15 @@ def build(options: LaunchOptions) -> Assembled:
 
 
 async def open_doors(app: Assembled, options: LaunchOptions) -> None:
-    """Open the control API when asked for (flag, or the settings' switch)."""
+    """Open the script asked for, then the control API when asked for (flag, or the
+    settings' switch)."""
+    if options.script is not None:
+        from avaturn_desktop.core.errors import AppError
+
+        try:
+            app.runtime.slot(0).cues.load_path(options.script)
+        except AppError as exc:
+            app.runtime.notices.error(f"The script was not opened: {exc.user_message}")
     port = options.control_port
     if port is None and (options.settings.control_enabled or options.kiosk):
         port = options.settings.control_port
@@ -234,6 +281,14 @@ async def teardown(app: Assembled) -> None:
 @contextlib.asynccontextmanager
 async def assemble(options: LaunchOptions) -> AsyncIterator[Assembled]:
     """:func:`build`, :func:`open_doors`, and :func:`teardown` on the way out."""
+    if options.child_simulator is not None:
+        child = options.child_simulator[0]
+        try:
+            async with asyncio.timeout(30):
+                await child.started()  # without blocking the loop
+        except BaseException:
+            child.stop()
+            raise
     app = build(options)
     try:
         await open_doors(app, options)
@@ -308,6 +363,14 @@ async def run(
                 slot.supervise()
         elif auto_start:
             shell.start_session()
+        first_word = _say_at_start(parts, options.say)
+        if exit_after == "first-word":
+            if first_word is None:
+                _report("nothing to say (give --say TEXT)", None)
+            else:
+                await first_word
+                _report("first word", started)
+            shell.window.close()
         if exit_after == "live":
             ok = await shell.wait_live_or_failed()
             _report("session live" if ok else "session failed", started)
@@ -315,6 +378,36 @@ async def run(
         await shell.wait_closed()
     log.info("Bye")
     return 0
+
+
+def _say_at_start(parts: Assembled, texts: tuple[str, ...]) -> asyncio.Future[None] | None:
+    """Queue ``--say`` texts on the first slot (held until a session is live); the future is
+    done when the first of them starts speaking."""
+    if not texts:
+        return None
+    from avaturn_desktop.core.queue import ItemState
+
+    slot = parts.runtime.slot(0)
+    speaking: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    first: set[int] = set()
+
+    def on_change(change: Any) -> None:
+        item = change.item
+        started = item is not None and item.state is ItemState.SPEAKING
+        if started and item.item_id in first and not speaking.done():
+            speaking.set_result(None)
+
+    unsubscribe = slot.queue.subscribe(on_change)
+    speaking.add_done_callback(lambda _f: unsubscribe())
+    for text in texts:
+        try:
+            batch = slot.speaker.say(text)
+        except AppError as exc:
+            parts.runtime.notices.warning(f"--say was not queued: {exc.user_message}")
+            continue
+        if not first:
+            first.update(item.item_id for item in batch.items[:1])
+    return speaking
 
 
 def _close_on_signals(window: Any) -> None:

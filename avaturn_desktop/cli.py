@@ -81,10 +81,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="run without a screen (Qt's offscreen platform), e.g. on a server or in CI",
     )
     parser.add_argument(
+        "--say",
+        metavar="TEXT",
+        action="append",
+        default=[],
+        help="queue this text at start (repeatable); it is spoken once a session is live "
+        "(with --auto-start or --kiosk, as soon as it is)",
+    )
+    parser.add_argument(
         "--exit-after",
-        choices=["shown", "live"],
-        help="quit once the window is shown, or once a session went live (it is then "
-        "terminated); prints the seconds it took. For smoke tests and benchmarks",
+        choices=["shown", "live", "first-word"],
+        help="quit once the window is shown, once a session went live, or once the first "
+        "line of --say started speaking (the session is then terminated); prints the seconds "
+        "it took. For smoke tests and benchmarks",
     )
     parser.add_argument(
         "--control-port",
@@ -105,6 +114,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="bind the control API to this address instead of loopback (it is then reachable "
         "from the network; the app says so)",
+    )
+    parser.add_argument(
+        "--script",
+        metavar="FILE",
+        help="open this script (.txt or .md: one cue a paragraph, '# ' section titles, '// ' "
+        "presenter notes) in the cue list",
     )
     parser.add_argument(
         "--log-level",

@@ -27,12 +27,16 @@ KEYS = (
     "send_to_speaking_overhead_ms_p99",
     "control_say_overhead_ms_p99",
     "llm_sentence_to_task_ms_p99",
+    "cues_max_stall_ms",
+    "ui_two_avatars_max_stall_ms",
+    "time_to_first_word_s",
+    "first_word_vs_bare_page",
 )
 
 
 def ui_stall(quick: bool) -> list[Figure]:
     tasks = 200 if quick else 1000
-    with simulator_process("--chars-per-second", "5000") as url:
+    with simulator_process("--chars-per-second", "1500") as url:
         data = run_child(
             "bench.ui_stall",
             ["--api-base", url, "--tasks", str(tasks), "--settle-s", "20" if quick else "120"],
@@ -47,6 +51,30 @@ def ui_stall(quick: bool) -> list[Figure]:
             f"{tasks} tasks ({data['spoken']} spoken) in {data['run_s']:.1f} s: queueing call "
             f"{data['queue_call_ms']:.0f} ms, worst stall while streaming "
             f"{data['max_stall_stream_ms']:.0f} ms, p99 {data['p99_stall_ms']:.1f} ms"
+            + ("" if data["all_finished"] else f"; never finished: {data['unfinished_by_state']}"),
+            data,
+        )
+    ]
+
+
+def ui_stall_avatars(quick: bool) -> list[Figure]:
+    lines = 100 if quick else 500
+    # 1,200 chars/s keeps each page under the bridge's 100 messages a second (ui_stall_avatars)
+    with simulator_process("--chars-per-second", "1200") as url:
+        data = run_child(
+            "bench.ui_stall_avatars",
+            ["--api-base", url, "--lines", str(lines), "--settle-s", "60" if quick else "240"],
+            timeout=900,
+        )
+    return [
+        Figure(
+            "ui_two_avatars_max_stall_ms",
+            rounded(data["max_stall_ms"]),
+            "< 16",
+            "ms",
+            f"2 live avatars x {lines} lines ({data['spoken']} spoken) in {data['run_s']:.1f} s, "
+            f"plots drawn: queueing calls {data['queue_calls_ms']:.0f} ms, worst stall while "
+            f"streaming {data['max_stall_stream_ms']:.0f} ms, p99 {data['p99_stall_ms']:.1f} ms"
             + ("" if data["all_finished"] else f"; never finished: {data['unfinished_by_state']}"),
             data,
         )
@@ -92,14 +120,40 @@ def control_say(quick: bool) -> list[Figure]:
     ]
 
 
+def cues(quick: bool) -> list[Figure]:
+    count = 200  # the script: 200 cues, quick or not
+    # a pace whose speech events stay under the page's ration of messages (100 a second)
+    with simulator_process("--chars-per-second", "600") as url:
+        data = run_child(
+            "bench.cues",
+            ["--api-base", url, "--cues", str(count), "--settle-s", "60" if quick else "120"],
+            timeout=900,
+        )
+    return [
+        Figure(
+            "cues_max_stall_ms",
+            rounded(data["max_stall_ms"]),
+            "< 16",
+            "ms",
+            f"{count} cues ({data['spoken']} of {data['lines']} lines spoken): opening "
+            f"{data['max_stall_opening_ms']:.0f} ms, 200 GOs {data['max_stall_firing_ms']:.0f} "
+            f"ms, stream {data['max_stall_stream_ms']:.0f} ms, p99 {data['p99_stall_ms']:.1f} "
+            f"ms; audience mirror grab p50 {data['mirror_grab_p50_ms']:.1f} ms",
+            data,
+        )
+    ]
+
+
 BENCHMARKS: dict[str, tuple[Callable[[bool], list[Figure]], tuple[str, ...]]] = {
     "dispatch": (dispatch.run, KEYS[0:2]),
     "ui_stall": (ui_stall, KEYS[2:3]),
     "tasklog": (tasklog.run, KEYS[3:5]),
-    "startup": (startup.run, KEYS[5:7]),
+    "startup": (startup.run, (*KEYS[5:7], *KEYS[12:14])),
     "send_to_speaking": (send_to_speaking, KEYS[7:8]),
     "control_say": (control_say, KEYS[8:9]),
     "llm": (llm.run, KEYS[9:10]),
+    "cues": (cues, KEYS[10:11]),
+    "ui_stall_avatars": (ui_stall_avatars, KEYS[11:12]),
 }
 
 

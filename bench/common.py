@@ -42,6 +42,8 @@ class Figure:
     def met(self) -> bool | None:
         if self.value is None:
             return None
+        if self.goal.strip() in ("", "-"):  # a figure with no goal of its own
+            return True
         op, _, bound = self.goal.partition(" ")
         limit = float(bound.rstrip("%")) / (100 if bound.endswith("%") else 1)
         return {

@@ -4,9 +4,9 @@ the control API and its task POST leaving for the service.
 Child process: the app as it builds itself (``app.assemble``) with the control API on a free
 port, over a simulator in its own process, with a live session. One line at a time, on an
 idle queue: a plain ``httpx`` client in a worker thread sends ``POST /api/v1/say`` (``A_i``,
-taken just before the request is written), and the runtime's request hook notes when that
-line's task POST leaves (``L_i``). Both read ``time.perf_counter``. ``L_i - A_i`` counts the
-client's write and the loopback hop too, so it is an upper bound of the app's own time.
+taken by its request hook, as the request goes to the wire), and the runtime's request hook
+notes when that line's task POST leaves (``L_i``). Both read ``time.perf_counter``.
+``L_i - A_i`` counts the loopback hop too, so it is an upper bound of the app's own time.
 """
 
 from __future__ import annotations
@@ -48,16 +48,20 @@ def main() -> int:
             token = control.token()
             queue = parts.speaking.queue
             loop = asyncio.get_running_loop()
+            written: list[float] = []
             client = httpx.Client(
-                base_url=control.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+                base_url=control.url,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+                # stamped as the request goes to the wire, after the client built it
+                event_hooks={"request": [lambda _request: written.append(time.perf_counter())]},
             )
             overheads: list[float] = []
 
             def say(text: str) -> float:
-                sent = time.perf_counter()
                 answer = client.post("/api/v1/say", json={"text": text})
                 answer.raise_for_status()
-                return sent
+                return written[-1]
 
             try:
                 for i in range(args.sends + 5):

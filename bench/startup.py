@@ -25,6 +25,8 @@ from typing import Any
 from bench.common import ROOT, Figure, child_env, median, rounded
 
 APP = [sys.executable, "-m", "avaturn_desktop", "--headless", "--log-level", "ERROR"]
+#: The text given on the command line for the time to the first word.
+FIRST_WORDS = "Good evening, and welcome to the launch."
 
 
 def time_markers(cmd: Sequence[str], markers: dict[str, str], timeout: float = 60.0
@@ -72,6 +74,10 @@ def _once() -> dict[str, dict[str, float]]:
         "app_live": time_markers(
             [*APP, "--exit-after", "live"], {"t": r"session live after ([\d.]+) s"}
         ),
+        "app_first_word": time_markers(
+            [*APP, "--say", FIRST_WORDS, "--exit-after", "first-word"],
+            {"t": r"first word after ([\d.]+) s"},
+        ),
     }
 
 
@@ -81,12 +87,14 @@ def run(quick: bool) -> list[Figure]:
     samples = [_once() for _ in range(runs)]
     shown = median([s["app_shown"]["t"] for s in samples])
     live = median([s["app_live"]["t"] for s in samples])
+    first_word = median([s["app_first_word"]["t"] for s in samples])
     base_shown = median([s["baseline"]["shown"] for s in samples])
     base_loaded = median([s["baseline"]["loaded"] for s in samples])
     detail: dict[str, Any] = {
         "runs": runs,
         "app_shown_s": shown,
         "app_live_s": live,
+        "app_first_word_s": first_word,
         "baseline_shown_s": base_shown,
         "baseline_loaded_s": base_loaded,
         "app_shown_vs_baseline_loaded": shown / base_loaded,
@@ -110,5 +118,19 @@ def run(quick: bool) -> list[Figure]:
             "<= 2.5",
             "x",
             f"app live {live:.2f} s, bare page loaded {base_loaded:.2f} s (median of {runs})",
+        ),
+        Figure(
+            "time_to_first_word_s",
+            rounded(first_word),
+            "-",
+            "s",
+            f"process start -> the first phrase of --say started speaking (median of {runs})",
+        ),
+        Figure(
+            "first_word_vs_bare_page",
+            rounded(first_word / base_loaded),
+            "<= 3",
+            "x",
+            f"first word {first_word:.2f} s, bare page loaded {base_loaded:.2f} s",
         ),
     ]

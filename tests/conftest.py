@@ -16,6 +16,7 @@ if hasattr(os, "geteuid") and os.geteuid() == 0:
     os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
 # The API key must never come from the developer's shell into a test.
 os.environ.pop("AVATURN_API_KEY", None)
+os.environ.pop("ELEVENLABS_API_KEY", None)
 os.environ.pop("AVATURN_DESKTOP_LLM_API_KEY", None)
 
 

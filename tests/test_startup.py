@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +89,23 @@ def test_a_session_goes_live_on_the_built_in_simulator(tmp_path: Path) -> None:
     result = run_app(tmp_path, "--headless", "--exit-after", "live")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "session live after" in result.stdout, result.stderr[-3000:]
-    assert "running the local simulator" in result.stderr
+    # the built-in simulator ran as a child process, and is gone with the app
+    found = re.search(
+        r"the local simulator runs at http://127\.0\.0\.1:\d+ \(pid (\d+)\)", result.stderr
+    )
+    assert found, result.stderr[-3000:]
+    assert not Path(f"/proc/{found.group(1)}").exists() or _zombie(int(found.group(1)))
     # Quitting with the session live ended it, and the registry says so.
     with sqlite3.connect(tmp_path / "tasklog.sqlite3") as db:
         rows = db.execute("SELECT session_id, ended_at, end_reason FROM sessions").fetchall()
     assert len(rows) == 1 and rows[0][1] is not None, rows
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
 
 
 @pytest.mark.web
@@ -118,6 +132,12 @@ def test_after_a_kill_the_next_start_ends_the_orphan(tmp_path: Path) -> None:
             proc.wait(30)
     if not any(": live" in line for line in seen):
         pytest.fail("the app never went live:\n" + "".join(seen[-30:]))
+    # kill -9 of the app takes its simulator with it: no orphaned child process
+    (child,) = {m.group(1) for line in seen if (m := re.search(r"\(pid (\d+)\)", line))}
+    deadline = time.monotonic() + 10
+    while not _zombie(int(child)):
+        assert time.monotonic() < deadline, f"the simulator (pid {child}) outlived the app"
+        time.sleep(0.05)
     db_path = tmp_path / "tasklog.sqlite3"
     with sqlite3.connect(db_path) as db:
         open_rows: list[Any] = db.execute(
@@ -131,3 +151,48 @@ def test_after_a_kill_the_next_start_ends_the_orphan(tmp_path: Path) -> None:
     with sqlite3.connect(db_path) as db:
         still_open = db.execute("SELECT session_id FROM sessions WHERE ended_at IS NULL").fetchall()
     assert still_open == []
+
+
+@pytest.mark.web
+def test_the_built_in_simulator_is_locked_to_the_app(tmp_path: Path) -> None:
+    """Any web page the user visits could reach a loopback server: the app's own simulator
+    takes only the key the app made for this run, from the stage's origin, at its own address."""
+    import httpx
+
+    env = {**os.environ, "AVATURN_DESKTOP_HOME": str(tmp_path)}
+    env.pop("AVATURN_API_KEY", None)
+    with subprocess.Popen(
+        [sys.executable, "-m", "avaturn_desktop", "--headless", "--auto-start"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        url = None
+        try:
+            for line in proc.stdout:
+                if m := re.search(r"the local simulator runs at (http://\S+)", line):
+                    url = m.group(1)
+                if "avaturn.session" in line and ": live" in line:
+                    break
+            assert url is not None
+            state = httpx.get(f"{url}/_sim/state")
+            assert state.status_code == 401
+            guessed = {"Authorization": "Bearer local-simulator"}
+            assert httpx.get(f"{url}/_sim/state", headers=guessed).status_code == 401
+            create = httpx.post(f"{url}/api/v1/sessions", json={}, headers=guessed)
+            assert create.status_code == 401
+            page = {"Origin": "https://evil.example", "Authorization": "Bearer x"}
+            assert httpx.get(f"{url}/_sim/state", headers=page).status_code in (401, 403)
+            rebound = {"Host": "evil.example", "Authorization": "Bearer x"}
+            assert httpx.get(f"{url}/_sim/state", headers=rebound).status_code == 403
+            preflight = httpx.options(
+                f"{url}/api/v1/sessions",
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            )
+            assert preflight.headers.get("access-control-allow-origin") in (None, "")
+        finally:
+            proc.terminate()
+            proc.wait(30)

@@ -19,7 +19,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, WebSocket
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,9 +29,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from avaturn_desktop import __version__
+from avaturn_desktop.control import show
 from avaturn_desktop.core.errors import AppError, ConfigError, NotFoundError
 from avaturn_desktop.core.queue import QueueItem
-from avaturn_desktop.services.runtime import AvatarSlot, NoSuchSlotError, Runtime
+from avaturn_desktop.services.cues import NoCueError
+from avaturn_desktop.services.outputs import NoWindowError
+from avaturn_desktop.services.runtime import (
+    AvatarSlot,
+    NoSuchSlotError,
+    Runtime,
+    SlotQuotaError,
+)
 from avaturn_desktop.services.session import SessionBusyError
 from avaturn_desktop.services.speech_queue import NotLiveError, QueueRefusedError
 
@@ -51,7 +59,15 @@ class ApiProblem(Exception):
 
 def problem_for(exc: AppError) -> ApiProblem:
     """The status an :class:`AppError` deserves at this door."""
-    if isinstance(exc, SessionBusyError | QueueRefusedError | NotLiveError):
+    if isinstance(
+        exc,
+        SessionBusyError
+        | QueueRefusedError
+        | NotLiveError
+        | NoCueError
+        | NoWindowError
+        | SlotQuotaError,
+    ):
         return ApiProblem(409, exc.user_message)
     if isinstance(exc, NotFoundError | NoSuchSlotError):
         return ApiProblem(404, exc.user_message)
@@ -195,11 +211,24 @@ def create_app(
 ) -> FastAPI:
     """The control API over ``runtime``; ``token`` and ``allowed_hosts`` are read per call."""
 
-    def slot_of(slot: Annotated[int, Query(ge=0, le=63)] = 0) -> AvatarSlot:
+    async def slot_of(slot: Annotated[int, Query(ge=0, le=63)] = 0) -> AvatarSlot:
+        # async: FastAPI runs a plain ``def`` dependency in a worker thread, a hop there and
+        # back on every call (and the runtime is the loop's alone)
         try:
             return runtime.slot(slot)
         except NoSuchSlotError as exc:
             raise ApiProblem(404, exc.user_message) from None
+
+    async def new_or_slot(slot: Annotated[int, Query(ge=0, le=63)] = 0) -> AvatarSlot:
+        """``session/start`` may name a slot that does not exist yet: it is made (within the
+        quota; past it, 409). ``async``: FastAPI runs a plain ``def`` dependency in a worker
+        thread, and a slot's page (Qt widgets) must be made on the GUI thread."""
+        try:
+            return runtime.ensure_slot(slot)
+        except NoSuchSlotError as exc:
+            raise ApiProblem(404, exc.user_message) from None
+        except SlotQuotaError as exc:
+            raise ApiProblem(409, exc.user_message) from None
 
     app = FastAPI(
         title="Avaturn Desktop control API",
@@ -266,7 +295,8 @@ def create_app(
 
     @api.post("/session/start", status_code=202)
     async def session_start(
-        slot: Slot, body: Annotated[SessionStartBody | None, Body()] = None
+        slot: Annotated[AvatarSlot, Depends(new_or_slot)],
+        body: Annotated[SessionStartBody | None, Body()] = None,
     ) -> dict[str, Any]:
         overrides = body.overrides() if body is not None else {}
         defaults = await doing(lambda: slot.session_request(overrides))
@@ -338,9 +368,77 @@ def create_app(
         ids = runtime.store.row_ids(session_id=session)
         newest = list(reversed(ids[-limit:]))
         rows = runtime.store.get_many(newest)
-        return {"rows": [record_json(r) for r in rows]}
+        who = runtime.store.slots_by_session()
+        return {"rows": [_with_slot(record_json(r), who.get(r.session_id)) for r in rows]}
+
+    # -- the show: cues and outputs (control/show.py) --------------------------------------
+
+    @api.get("/cues")
+    async def cues(slot: Slot) -> dict[str, Any]:
+        return await show.list_cues(slot, None)
+
+    @api.post("/cues/load")
+    async def cues_load(body: show.LoadBody, slot: Slot) -> dict[str, Any]:
+        return await doing(show.load(slot, body))
+
+    @api.post("/cues/go")
+    async def cues_go(
+        slot: Slot, body: Annotated[show.GoBody | None, Body()] = None
+    ) -> dict[str, Any]:
+        return await doing(show.go(slot, body))
+
+    @api.post("/cues/back")
+    async def cues_back(slot: Slot) -> dict[str, Any]:
+        return await doing(show.back(slot, None))
+
+    @api.post("/cues/skip")
+    async def cues_skip(slot: Slot) -> dict[str, Any]:
+        return await doing(show.skip(slot, None))
+
+    @api.post("/cues/standby")
+    async def cues_standby(body: show.StandbyBody, slot: Slot) -> dict[str, Any]:
+        return await doing(show.standby(slot, body))
+
+    @api.put("/cues/{index}")
+    async def cues_edit(
+        index: Annotated[int, Path(ge=0, le=1_000_000)], body: show.EditBody, slot: Slot
+    ) -> dict[str, Any]:
+        return await doing(show.edit(slot, index, body))
+
+    @api.post("/cues/save")
+    async def cues_save(
+        slot: Slot, body: Annotated[show.SaveBody | None, Body()] = None
+    ) -> dict[str, Any]:
+        return await doing(show.save(slot, body))
+
+    @api.post("/cues/reload")
+    async def cues_reload(slot: Slot) -> dict[str, Any]:
+        return await doing(show.reload(slot, None))
+
+    @api.get("/output")
+    async def output(slot: Slot) -> dict[str, Any]:
+        return await show.output(slot, None)
+
+    @api.post("/output/audience")
+    async def output_audience(
+        slot: Slot, body: Annotated[show.AudienceBody | None, Body()] = None
+    ) -> dict[str, Any]:
+        return await doing(show.audience(slot, body))
+
+    @api.post("/output/captions")
+    async def output_captions(
+        slot: Slot, body: Annotated[show.CaptionsBody | None, Body()] = None
+    ) -> dict[str, Any]:
+        return await doing(show.captions(slot, body))
+
+    @api.post("/output/background")
+    async def output_background(body: show.BackgroundBody, slot: Slot) -> dict[str, Any]:
+        return await doing(show.background(slot, body))
 
     app.include_router(api)
+    from avaturn_desktop.control.bench_routes import bench_router
+
+    app.include_router(bench_router(runtime, doing=doing), prefix=PREFIX)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
@@ -353,6 +451,12 @@ def create_app(
         await events.serve(ws, lambda op, args: run_op(runtime, op, args))
 
     return app
+
+
+def _with_slot(row: dict[str, Any], who: tuple[int | None, str] | None) -> dict[str, Any]:
+    """A log row with the slot and avatar that said it (from its session's record)."""
+    slot, avatar = who if who is not None else (None, None)
+    return {**row, "slot": slot, "avatar_id": avatar}
 
 
 def plain(value: Any) -> str:
@@ -392,17 +496,22 @@ OPS = (
     "queue.remove",
     "state",
     "queue",
+    *show.OP_NAMES,
 )
 
 
 async def run_op(runtime: Runtime, op: str, args: dict[str, Any]) -> Any:
     """A command by name, as the HTTP routes run it; raises :class:`ApiProblem`."""
     try:
-        slot = runtime.slot(int(args.pop("slot", 0)))
+        index = int(args.pop("slot", 0))
+        # a session may be started on a slot that does not exist yet (within the quota)
+        slot = runtime.ensure_slot(index) if op == "session.start" else runtime.slot(index)
     except (TypeError, ValueError):
         raise ApiProblem(422, "slot: must be a number.") from None
     except NoSuchSlotError as exc:
         raise ApiProblem(404, exc.user_message) from None
+    except SlotQuotaError as exc:
+        raise ApiProblem(409, exc.user_message) from None
     try:
         if op == "say":
             body = SayBody.model_validate(args)
@@ -438,6 +547,8 @@ async def run_op(runtime: Runtime, op: str, args: dict[str, Any]) -> Any:
             return runtime.state(slot.index)
         if op == "queue":
             return {"items": [item_json(i) for i in slot.queue.items]}
+        if op in show.OP_NAMES:
+            return await show.run_op(slot, op, args)
     except AppError as exc:
         raise problem_for(exc) from None
     except ValueError as exc:  # pydantic's ValidationError is one
@@ -462,12 +573,18 @@ class EventHub:
         self._unsubscribe: list[Callable[[], None]] = []
 
     def watch(self) -> None:
-        """Listen to every slot (call once the slots are there)."""
+        """Listen to every slot, and to the slots added later."""
         for slot in self._runtime.slots:
-            self._unsubscribe.append(slot.controller.subscribe(lambda _s: self.state_changed()))
-            self._unsubscribe.append(slot.queue.subscribe(self._queue_changed))
-            if slot.supervisor is not None:
-                self._unsubscribe.append(slot.supervisor.subscribe(lambda _s: self.state_changed()))
+            self._watch_slot(slot)
+        self._unsubscribe.append(self._runtime.subscribe_slots(self._watch_slot))
+
+    def _watch_slot(self, slot: AvatarSlot) -> None:
+        self._unsubscribe.append(slot.controller.subscribe(lambda _s: self.state_changed()))
+        self._unsubscribe.append(slot.queue.subscribe(self._queue_changed))
+        self._unsubscribe.append(slot.cues.subscribe(self.state_changed))
+        self._unsubscribe.append(slot.outputs.subscribe(lambda _what: self.state_changed()))
+        if slot.supervisor is not None:
+            self._unsubscribe.append(slot.supervisor.subscribe(lambda _s: self.state_changed()))
 
     def _queue_changed(self, change: Any) -> None:
         if change.item is not None:

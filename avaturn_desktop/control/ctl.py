@@ -22,6 +22,7 @@ SIMPLE = {
     "end": ("POST", "/api/v1/session/end"),
     "go": ("POST", "/api/v1/cues/go"),
     "back": ("POST", "/api/v1/cues/back"),
+    "skip": ("POST", "/api/v1/cues/skip"),
     "queue": ("GET", "/api/v1/queue"),
     "cues": ("GET", "/api/v1/cues"),
     "health": ("GET", "/api/v1/health"),
@@ -54,7 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     log.add_argument("--session")
     go = sub.add_parser("go", help="speak the standby cue")
     go.add_argument("--now", action="store_true", help="cut off what plays")
-    for name in ("stop", "resume", "end", "back", "queue", "cues", "health"):
+    standby = sub.add_parser("standby", help="put a cue on standby (numbered from 0)")
+    standby.add_argument("index", type=int)
+    load = sub.add_parser("load", help="load a script (.txt or .md) into the cue list")
+    load.add_argument("path", help="the script's file (read by the app)")
+    audience = sub.add_parser("audience", help="open or close the audience output")
+    audience.add_argument("state", choices=["on", "off"])
+    audience.add_argument("--screen", type=int, help="the screen, numbered from 0")
+    audience.add_argument("--windowed", action="store_true", help="not full screen")
+    captions = sub.add_parser("captions", help="captions on or off")
+    captions.add_argument("state", choices=["on", "off"])
+    for name in ("stop", "resume", "end", "back", "skip", "queue", "cues", "health"):
         sub.add_parser(name, help=f"{SIMPLE[name][0]} {SIMPLE[name][1]}")
 
 
@@ -81,6 +92,19 @@ def request_for(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | No
         return "GET", "/api/v1/log" + query, None
     if command == "go":
         return "POST", "/api/v1/cues/go", {"now": True} if args.now else None
+    if command == "standby":
+        return "POST", "/api/v1/cues/standby", {"index": args.index}
+    if command == "load":
+        return "POST", "/api/v1/cues/load", {"path": str(Path(args.path).expanduser().resolve())}
+    if command == "audience":
+        output: dict[str, Any] = {"open": args.state == "on"}
+        if args.screen is not None:
+            output["screen"] = args.screen
+        if args.state == "on":
+            output["fullscreen"] = not args.windowed
+        return "POST", "/api/v1/output/audience", output
+    if command == "captions":
+        return "POST", "/api/v1/output/captions", {"on": args.state == "on"}
     method, path = SIMPLE[command]
     return method, path, None
 

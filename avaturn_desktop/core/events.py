@@ -145,6 +145,49 @@ class PageGone(_Event):
     reason: str
 
 
+#: What the stage's watchdog can find wrong with what the audience sees and hears.
+StageProblemKind = Literal["black", "frozen", "silent"]
+
+
+class Heartbeat(_Timed):
+    """The stage page is alive (its watchdog, ``resources/web/watchdog.js``, sends one every
+    few seconds once the app turned it on with :class:`WatchdogCommand`)."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    seq: Annotated[int, Field(ge=0)] = 0
+    #: A live avatar's picture and sound are being checked.
+    watching: bool = False
+    #: The page is shown (a hidden page's timers are slowed, and its picture is not judged).
+    visible: bool = True
+    #: The problems found and not cleared yet.
+    problems: Annotated[list[StageProblemKind], Field(max_length=3)] = []
+
+
+class StageProblem(_Timed):
+    """The watchdog found the stage black, frozen or silent (``cleared``: it is over)."""
+
+    type: Literal["stage_problem"] = "stage_problem"
+    problem: StageProblemKind
+    cleared: bool = False
+    detail: Annotated[str, Field(max_length=300)] = ""
+
+
+class FirstFrame(_Timed):
+    """The live avatar's first frame was shown (a video frame, or the first paint of the
+    SDK's canvas): the last phase of connecting."""
+
+    type: Literal["first_frame"] = "first_frame"
+    source: Literal["video", "paint"] = "paint"
+
+
+class AudioLevel(_Timed):
+    """The avatar's sound level (0 silent … 1 full scale), a few times a second while its
+    media has sound; ``None`` when the page cannot measure it."""
+
+    type: Literal["audio_level"] = "audio_level"
+    level: float | None = None
+
+
 class CommandResult(_Event):
     """The answer to one command, matched by ``ref``."""
 
@@ -168,6 +211,10 @@ PageEvent = Annotated[
     | Idle
     | SdkError
     | Disposed
+    | Heartbeat
+    | StageProblem
+    | FirstFrame
+    | AudioLevel
     | CommandResult,
     Field(discriminator="type"),
 ]
@@ -188,6 +235,10 @@ _EVENT_TYPES = frozenset(
         Idle,
         SdkError,
         Disposed,
+        Heartbeat,
+        StageProblem,
+        FirstFrame,
+        AudioLevel,
         CommandResult,
     )
 )
@@ -281,8 +332,81 @@ class DisposeCommand(_Message):
     ref: int
 
 
+class WatchdogCommand(_Message):
+    """Turn the stage's watchdog on with its times, in ms (see ``resources/web/watchdog.js``):
+    a heartbeat every ``heartbeat_ms``; while an avatar is live, a sample every ``sample_ms``,
+    and a problem once the picture was black ``black_ms``, unchanged ``frozen_ms``, or the
+    avatar spoke without a sound ``silent_ms`` (0 turns that check off)."""
+
+    type: Literal["watchdog"] = "watchdog"
+    ref: int
+    heartbeat_ms: Annotated[int, Field(ge=100, le=60_000)] = 2000
+    sample_ms: Annotated[int, Field(ge=50, le=10_000)] = 500
+    black_ms: Annotated[int, Field(ge=0, le=600_000)] = 3000
+    frozen_ms: Annotated[int, Field(ge=0, le=600_000)] = 4000
+    silent_ms: Annotated[int, Field(ge=0, le=600_000)] = 3000
+
+
+class AttractCommand(_Message):
+    """Show the attract screen over the stage (``show``), or take it away. ``image`` is a
+    ``data:image/...`` URL (the page reads no files)."""
+
+    type: Literal["attract"] = "attract"
+    ref: int
+    show: bool
+    text: Annotated[str, Field(max_length=500)] = ""
+    image: str | None = Field(default=None, repr=False)
+
+
+class LookCommand(_Message):
+    """How the stage looks (``core/look.py``): what it paints behind the avatar, the caption
+    style, and whether it is the audience output (then it shows no placeholder or messages).
+    ``background_image`` is a ``data:`` URL (the page reads no files)."""
+
+    type: Literal["look"] = "look"
+    ref: int
+    background: Literal["default", "transparent", "colour", "image"] = "default"
+    background_colour: str | None = None
+    background_image: str | None = Field(default=None, repr=False)
+    captions: bool = False
+    caption_size_pct: float = 4.5
+    caption_position: Literal["bottom", "top"] = "bottom"
+    caption_colour: str = "#ffffff"
+    caption_background: str = "#000000b3"
+    audience: bool = False
+
+
+class CaptionCommand(_Message):
+    """The phrase being spoken, shown as the caption when captions are on (None: none)."""
+
+    type: Literal["caption"] = "caption"
+    ref: int
+    text: str | None = None
+
+
+class AudioOutputCommand(_Message):
+    """Where the page's sound goes: ``sink_id`` through ``HTMLMediaElement.setSinkId`` ("" is
+    the default device), ``volume`` 0…1, ``muted``. The answer's data lists the output devices
+    the page sees (``[{"id", "label"}]``) and whether the device could be chosen."""
+
+    type: Literal["audio_output"] = "audio_output"
+    ref: int
+    sink_id: Annotated[str, Field(max_length=500)] = ""
+    volume: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    muted: bool = False
+
+
 PageCommand = Annotated[
-    InitCommand | TaskCommand | CancelAllCommand | ChangeVoiceCommand | DisposeCommand,
+    InitCommand
+    | TaskCommand
+    | CancelAllCommand
+    | ChangeVoiceCommand
+    | DisposeCommand
+    | WatchdogCommand
+    | AttractCommand
+    | LookCommand
+    | CaptionCommand
+    | AudioOutputCommand,
     Field(discriminator="type"),
 ]
 

@@ -7,6 +7,7 @@ not break an older client.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -15,6 +16,9 @@ DEFAULT_AVATAR_ID = "jane_20240829"
 DEFAULT_USER_ABSENT_TIMEOUT = 60
 DEFAULT_MAX_DURATION = 3600
 MIN_USER_ABSENT_TIMEOUT = 10
+#: No session outlives ``MAX_MAX_DURATION``, so a longer nobody-watching timeout means nothing;
+#: the bound also keeps a 400-digit number from reaching arithmetic that overflows a float.
+MAX_USER_ABSENT_TIMEOUT = 86_400
 MIN_MAX_DURATION = 60
 MAX_MAX_DURATION = 86_400
 #: The longest text one task may carry. The service documents no limit; this one keeps a
@@ -56,6 +60,16 @@ class OtherEngine(BaseModel):
             raise ValueError("a text-echo engine needs a 'tts' config")
         return self
 
+    @model_validator(mode="after")
+    def _plain_json(self) -> OtherEngine:
+        # Passed through unvalidated, so at least it must be JSON that can be sent on: no
+        # infinities or NaN (``1e400`` parses as one) and no lone surrogates.
+        try:
+            json.dumps(self.model_extra, allow_nan=False, ensure_ascii=False).encode()
+        except (ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
+            raise ValueError(f"the engine's settings are not plain JSON: {exc}") from None
+        return self
+
 
 def _engine_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
@@ -77,9 +91,9 @@ class SessionCreate(_Request):
     conversation_engine: ConversationEngine | None = None
     background: Literal["default", "transparent"] = "default"
     model: Literal["delta", "golf"] = "delta"
-    user_absent_timeout: Annotated[int, Field(ge=MIN_USER_ABSENT_TIMEOUT)] = (
-        DEFAULT_USER_ABSENT_TIMEOUT
-    )
+    user_absent_timeout: Annotated[
+        int, Field(ge=MIN_USER_ABSENT_TIMEOUT, le=MAX_USER_ABSENT_TIMEOUT)
+    ] = DEFAULT_USER_ABSENT_TIMEOUT
     max_duration: Annotated[int, Field(ge=MIN_MAX_DURATION, le=MAX_MAX_DURATION)] = (
         DEFAULT_MAX_DURATION
     )

@@ -60,6 +60,10 @@ class EndReason(StrEnum):
     SERVER = "ended by the service"
     CONNECTION_LOST = "connection to the avatar lost"
     APP_QUIT = "the app was closed"
+    #: Kiosk mode: nobody used it for a while; the attract screen shows (no quota burnt).
+    ATTRACT = "nobody used the kiosk"
+    #: Kiosk mode: outside its opening hours.
+    CLOSED = "outside the opening hours"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from avaturn_desktop.core import catalog, models
 from avaturn_desktop.core.errors import ConfigError
+from avaturn_desktop.core.kiosk import KioskSettings
+from avaturn_desktop.core.look import CaptionStyle, StageBackground
 
 log = logging.getLogger("avaturn.settings")
 
@@ -28,6 +30,10 @@ DEFAULT_SDK_URL = "https://esm.sh/@avaturn-live/web-sdk@0.3.7"
 SETTINGS_FILE = "settings.json"
 #: The control API's port when it is turned on in Settings (``--control-port`` overrides).
 DEFAULT_CONTROL_PORT = 8770
+#: How many avatars may run side by side unless the user says otherwise (each is a session on
+#: the service, and the service's plan caps how many run at once).
+DEFAULT_SLOT_QUOTA = 2
+MAX_SLOT_QUOTA = 8
 
 
 class SessionDefaults(BaseModel):
@@ -95,6 +101,32 @@ class LlmSettings(BaseModel):
         return value
 
 
+class AudioOutput(BaseModel):
+    """Where an avatar's sound goes: the output device, the level and mute.
+
+    ``device_id`` is the page's (Chromium's) id of the device, which changes between runs of an
+    off-the-record page; ``device_label`` is what it is matched by when the id no longer is.
+    Empty: the system's default output.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    device_id: Annotated[str, Field(max_length=500)] = ""
+    device_label: Annotated[str, Field(max_length=500)] = ""
+    volume: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    muted: bool = False
+
+
+class SlotSettings(BaseModel):
+    """One avatar slot's own choices (slot 0's session form is :attr:`Settings.session`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    #: The session form of this slot as last used (None: the first slot's).
+    session: SessionDefaults | None = None
+    audio: AudioOutput = AudioOutput()
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=True)
 
@@ -119,8 +151,40 @@ class Settings(BaseModel):
     #: The local control API (``control-api.md``): on, and on which loopback port.
     control_enabled: bool = False
     control_port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_CONTROL_PORT
+    #: The show (``core/look.py``, ``core/keys.py``): what the stage paints behind the avatar,
+    #: the app's captions, the audience output's screen, and keys that differ from the defaults.
+    stage_background: StageBackground = StageBackground()
+    captions: CaptionStyle = CaptionStyle()
+    audience_screen: Annotated[int, Field(ge=0, le=63)] = 0
+    audience_fullscreen: bool = True
+    keys: dict[str, str] = Field(default_factory=dict)
     #: Ask mode's language model.
     llm: LlmSettings = LlmSettings()
+    #: Kiosk mode: the stage watchdog, the attract screen, the opening hours.
+    kiosk: KioskSettings = KioskSettings()
+    #: How many avatars may run side by side (each one a session on the service).
+    slot_quota: Annotated[int, Field(ge=1, le=MAX_SLOT_QUOTA)] = DEFAULT_SLOT_QUOTA
+    #: Per slot (by index): its session form and where its sound goes.
+    slots: Annotated[list[SlotSettings], Field(max_length=MAX_SLOT_QUOTA)] = []
+    #: A session that takes longer than this from create to its first frame is called slow.
+    slow_connect_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+
+    def slot_settings(self, index: int) -> SlotSettings:
+        """Slot ``index``'s own choices (defaults when none were saved)."""
+        return self.slots[index] if 0 <= index < len(self.slots) else SlotSettings()
+
+    def slot_session(self, index: int) -> SessionDefaults:
+        """The session form slot ``index`` starts with: its own, else the first slot's."""
+        own = self.slot_settings(index).session if index > 0 else None
+        return own if own is not None else self.session
+
+    def with_slot(self, index: int, **changes: Any) -> list[SlotSettings]:
+        """:attr:`slots` with slot ``index``'s fields changed (for ``update(slots=...)``)."""
+        slots = list(self.slots)
+        while len(slots) <= index:
+            slots.append(SlotSettings())
+        slots[index] = slots[index].model_copy(update=changes)
+        return slots
 
     @field_validator("api_base", "sdk_url")
     @classmethod

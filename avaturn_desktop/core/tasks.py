@@ -103,6 +103,15 @@ class SessionRecord(BaseModel):
     ended_at: float | None = None
     end_reason: str | None = None
     max_duration: int
+    #: Which avatar slot of the app ran it (0 the first; None: logged before slots were kept).
+    slot: int | None = None
+    #: The phases of connecting (unix seconds): the create request left, the page's SDK was
+    #: loaded, the avatar went live, its first frame was shown. ``created_at`` is when the
+    #: service answered the create with the session's token.
+    requested_at: float | None = None
+    sdk_ready_at: float | None = None
+    live_at: float | None = None
+    first_frame_at: float | None = None
 
     @property
     def is_open(self) -> bool:

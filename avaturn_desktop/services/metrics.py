@@ -17,6 +17,8 @@ The numbers are fed by the same listeners the panels use, not by extra calls in 
 * the supervisor (kiosk): ``avaturn_supervisor_restarts_total{reason}``,
   ``avaturn_supervisor_next_try_seconds``, ``avaturn_supervisor_paused``; the page's
   ``avaturn_page_heartbeat_age_seconds`` (NaN before the first heartbeat);
+* the stage page's watchdog: ``avaturn_stage_problems_total{problem}`` (black, frozen,
+  silent, and ``page_crashed`` for a page process that died), and the heartbeat's age;
 * memory: the library's ``process_*`` series (resident memory, CPU, open files, start time) for
   the app, and ``avaturn_child_processes_resident_memory_bytes{name}`` for its child processes
   by name (QtWebEngine's renderers, the simulator), which is where a leaking page shows.
@@ -28,7 +30,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -80,6 +82,18 @@ class RowReader(Protocol):
 class SupervisorSource(Protocol):
     @property
     def state(self) -> SupervisorState: ...
+
+    def heartbeat_age(self) -> float | None: ...
+
+
+class StageSource(Protocol):
+    """The stage page's watch (``services/stage_watch.py``)."""
+
+    @property
+    def problems(self) -> Mapping[str, int]: ...
+
+    @property
+    def crashes(self) -> int: ...
 
     def heartbeat_age(self) -> float | None: ...
 
@@ -151,6 +165,11 @@ class AppMetrics:
     def watch_supervisor(self, supervisor: SupervisorSource) -> None:
         self.registry.register(_SupervisorCollector(lambda: supervisor.state))
         self.watch_heartbeat(supervisor.heartbeat_age)
+
+    def watch_stage(self, stage: StageSource) -> None:
+        """The page's watchdog: its problems by kind, its crashes, its heartbeat's age."""
+        self.registry.register(_StageCollector(stage))
+        self.watch_heartbeat(stage.heartbeat_age)
 
     def watch_heartbeat(self, age: Callable[[], float | None]) -> None:
         """Where the page's heartbeat age comes from (seconds, ``None`` before the first)."""
@@ -248,6 +267,27 @@ class _SupervisorCollector(Collector):
             "1 while the supervisor stands down (ended by hand, paused).",
             value=1.0 if state.paused_reason is not None else 0.0,
         )
+
+
+class _StageCollector(Collector):
+    """The stage watch's counts, read at scrape time."""
+
+    KINDS: Final = ("black", "frozen", "silent")
+
+    def __init__(self, stage: StageSource) -> None:
+        self._stage = stage
+
+    def collect(self) -> Iterable[Metric]:
+        problems = CounterMetricFamily(
+            "avaturn_stage_problems",
+            "What the stage's watchdog found (black, frozen, silent) and page processes that "
+            "died (page_crashed).",
+            labels=["problem"],
+        )
+        for kind in self.KINDS:
+            problems.add_metric([kind], self._stage.problems.get(kind, 0))
+        problems.add_metric(["page_crashed"], self._stage.crashes)
+        yield problems
 
 
 class _ChildrenCollector(Collector):

@@ -9,18 +9,26 @@ controller, speech queue and :class:`~avaturn_desktop.services.speech.Speaker` o
 The doors (the window, the control API) only display the runtime and forward what people and
 programs do; neither keeps state of its own about sessions or lines. Shutdown happens here,
 in one order: sessions end, queues stop, the HTTP pool closes, the log closes.
+
+Avatars side by side: the window gives the runtime a stage factory
+(:meth:`Runtime.set_stage_factory`), so a slot can be made on demand, by the window's "Add
+avatar" or by the control API addressing a slot that does not exist yet, within the quota the
+user set (``Settings.slot_quota``); past it, :class:`SlotQuotaError`. Each slot has its own
+session form (``Settings.slots``), its own registry entries (the task log says which slot ran a
+session) and its own record of the phases of connecting (:class:`ConnectWatch`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import httpx
 from pydantic import ValidationError
@@ -40,13 +48,19 @@ from avaturn_desktop.services.answers import (
     SpeechQueueSink,
     resolve_endpoint,
 )
+from avaturn_desktop.services.attract import AttractMode
 from avaturn_desktop.services.client import AvaturnClient
+from avaturn_desktop.services.connect_phases import ConnectWatch
+from avaturn_desktop.services.cues import CuePlayer
+from avaturn_desktop.services.outputs import Outputs
 from avaturn_desktop.services.session import SessionBusyError, SessionController, StagePort
 from avaturn_desktop.services.settings_store import SettingsStore
 from avaturn_desktop.services.speech import Speaker
 from avaturn_desktop.services.speech_queue import SpeechQueue, SpeechStage
-from avaturn_desktop.services.supervisor import Supervisor
+from avaturn_desktop.services.stage_watch import StageWatch
+from avaturn_desktop.services.supervisor import BackoffPolicy, Supervisor
 from avaturn_desktop.services.tasklog import TaskLogStore
+from avaturn_desktop.services.voices import VoiceLibrary
 
 if TYPE_CHECKING:
     from avaturn_desktop.services.metrics import AppMetrics
@@ -112,8 +126,46 @@ class NoSuchSlotError(AppError):
     """An avatar slot was asked for by a number the app does not have."""
 
 
+class SlotQuotaError(AppError):
+    """A slot past the number of avatars the user allows side by side was asked for."""
+
+
 class SlotStage(StagePort, SpeechStage, Protocol):
     """An avatar page as a slot drives it (``ui.web.stage.Stage`` implements it)."""
+
+
+@runtime_checkable
+class AttractStage(Protocol):
+    """A stage that shows the kiosk's attract screen (``services/attract.py``)."""
+
+    async def attract(self, show: bool, text: str = "", image: str | None = None) -> None: ...
+
+
+@runtime_checkable
+class ReloadableStage(Protocol):
+    """A stage whose page can be loaded again (the supervisor's recovery of a page that hung,
+    crashed or shows nothing)."""
+
+    async def reload(self) -> None: ...
+
+
+#: Makes the stage of a new slot (its index given); the window provides it.
+StageFactory = Callable[[int], SlotStage]
+SlotListener = Callable[["AvatarSlot"], None]
+
+
+class _SlotRegistry:
+    """The session registry as one slot writes to it: every session recorded with the slot."""
+
+    def __init__(self, store: TaskLogStore, index: int) -> None:
+        self._store = store
+        self._index = index
+
+    def record_session(self, record: SessionRecord) -> None:
+        self._store.record_session(record.model_copy(update={"slot": self._index}))
+
+    def end_session(self, session_id: str, reason: str, *, at: float | None = None) -> None:
+        self._store.end_session(session_id, reason, at=at)
 
 
 class CurrentClient:
@@ -140,7 +192,8 @@ class CurrentClient:
 
 
 class AvatarSlot:
-    """One avatar: its stage, session, queue and speaker."""
+    """One avatar: its stage, session, queue and speaker; its cue player (the script) and
+    its outputs (the audience output, the stage's look, captions)."""
 
     def __init__(self, index: int, runtime: Runtime, stage: SlotStage) -> None:
         settings = runtime.settings.value
@@ -152,7 +205,7 @@ class AvatarSlot:
             stage,
             api_host=runtime.backend.api_base,
             sdk_url=runtime.backend.sdk_url,
-            registry=runtime.store,
+            registry=_SlotRegistry(runtime.store, index),
             init_timeout_s=settings.init_timeout_s,
             keep_alive=settings.keep_alive,
         )
@@ -164,6 +217,14 @@ class AvatarSlot:
             policy=settings.offline_policy,
         )
         self.speaker = Speaker(self.queue, runtime.settings)
+        self.cues = CuePlayer(
+            self.speaker,
+            rate=lambda: runtime.store.speaking_rate(
+                self.queue.voice_id or runtime.settings.value.session.voice_id
+            ),
+            notify=lambda level, text: runtime.notices.post(Level(level), text),
+        )
+        self.outputs = Outputs(self.queue, runtime.settings)
         #: Ask mode: a language model's answers, queued sentence by sentence as they stream;
         #: Stop from any door ends the answer being written too.
         self.answers = AnswerService(
@@ -177,28 +238,92 @@ class AvatarSlot:
         self._unfollow_stops = self.answers.follow_queue_stops(self.queue)
         #: Kiosk mode: restarts a session after every ending (see ``services/supervisor.py``);
         #: made with the slot, started by :meth:`supervise` once leftovers are ended.
-        self.supervisor: Supervisor | None = (
-            Supervisor(self.controller, lambda: runtime.settings.value.session.to_request())
-            if runtime.kiosk
-            else None
+        self.supervisor: Supervisor | None = self._make_supervisor() if runtime.kiosk else None
+        #: The stage page's heartbeats and what its watchdog finds (shown; in kiosk mode the
+        #: supervisor recovers from it).
+        self.watch = StageWatch(
+            runtime.notices,
+            self.controller,
+            lambda: self.supervisor,
+            heartbeat_timeout_s=lambda: runtime.settings.value.kiosk.heartbeat_timeout_s,
         )
+        #: Kiosk mode: the attract screen and the opening hours (made by :meth:`supervise`).
+        self.attract: AttractMode | None = None
+        #: The phases of connecting of this slot's sessions (and the slow-connect warning).
+        self.connect = ConnectWatch(
+            index,
+            recorder=runtime.store,
+            notices=runtime.notices,
+            threshold_s=lambda: runtime.settings.value.slow_connect_s,
+            label=lambda: self.label,
+        )
+        self.controller.subscribe(self.connect.on_snapshot)
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _make_supervisor(self) -> Supervisor:
+        kiosk = self._runtime.settings.value.kiosk
+        stage = self.stage
+        return Supervisor(
+            self.controller,
+            lambda: self.start_request().to_request(),
+            policy=BackoffPolicy(
+                heartbeat_timeout_s=kiosk.heartbeat_timeout_s if kiosk.watchdog else None
+            ),
+            recover_page=stage.reload if isinstance(stage, ReloadableStage) else None,
+        )
+
+    @property
+    def label(self) -> str:
+        """How people call this slot: "Avatar 1", "Avatar 2", ..."""
+        return f"Avatar {self.index + 1}"
+
+    def defaults(self) -> SessionDefaults:
+        """This slot's session form as last used (the first slot's when it has none)."""
+        return self._runtime.settings.value.slot_session(self.index)
 
     def handle_page_event(self, event: object) -> None:
         """Every event from this slot's page: the lifecycle ones and the speech ones."""
         if self.supervisor is not None:
             self.supervisor.handle_page_event(event)
+        self.watch.handle_page_event(event)
         self.controller.handle_page_event(event)
         self.queue.handle_page_event(event)
+        self.connect.handle_page_event(event)
+
+    def page_crashed(self, detail: str) -> None:
+        """The page's process died (the view says so, before the page's bridge resets)."""
+        self.watch.page_crashed(detail)
 
     def supervise(self) -> Supervisor:
-        """Keep a session live from now on: start one, and another after every ending."""
+        """Keep a session live from now on: start one, and another after every ending; with
+        the attract screen after idle minutes and none outside the opening hours."""
         if self.supervisor is None:
-            self.supervisor = Supervisor(
-                self.controller, lambda: self._runtime.settings.value.session.to_request()
+            self.supervisor = self._make_supervisor()
+        stage = self.stage
+        if self.attract is None and isinstance(stage, AttractStage):
+
+            async def display(screen: tuple[str, str | None] | None) -> None:
+                if screen is None:
+                    await stage.attract(False)
+                else:
+                    await stage.attract(True, screen[0], screen[1])
+
+            self.attract = AttractMode(
+                session=self.controller,
+                supervisor=self.supervisor,
+                queue=self.queue,
+                display=display,
+                settings=lambda: self._runtime.settings.value.kiosk,
+                notices=self._runtime.notices,
             )
+            self.attract.start()  # first: closed now, no session is started
         self.supervisor.start()
         return self.supervisor
+
+    def wake(self, source: str) -> None:
+        """A person touched the stage or pressed a key: the attract screen makes way."""
+        if self.attract is not None:
+            self.attract.trigger(source)
 
     def apply_settings(self, settings: Settings) -> None:
         self.controller.keep_alive = settings.keep_alive
@@ -208,8 +333,8 @@ class AvatarSlot:
     # -- commands, shared by every door ---------------------------------------------------
 
     def session_request(self, overrides: dict[str, Any] | None = None) -> SessionDefaults:
-        """The session form's fields: the saved ones with ``overrides``, checked."""
-        base = self._runtime.settings.value.session
+        """The session form's fields: the slot's saved ones with ``overrides``, checked."""
+        base = self.defaults()
         if not overrides:
             return base
         try:
@@ -224,8 +349,26 @@ class AvatarSlot:
                 f"A session is already {self.controller.state.value}; end it before "
                 "starting another."
             )
-        request = (defaults or self._runtime.settings.value.session).to_request()
-        return self._spawn(self._start(request))
+        return self._spawn(self._start(self.start_request(defaults).to_request()))
+
+    def start_request(self, defaults: SessionDefaults | None = None) -> SessionDefaults:
+        """What a session is started with: ``defaults`` (else the saved form), on a
+        transparent background when the stage paints one of its own (``core/look.py``)."""
+        defaults = defaults or self.defaults()
+        if self.outputs.background.needs_alpha:
+            # the stage paints the background: the avatar must come without its own
+            defaults = defaults.model_copy(update={"background": "transparent"})
+        return defaults
+
+    def remember(self, defaults: SessionDefaults) -> None:
+        """Keep ``defaults`` as this slot's session form (slot 0's is ``Settings.session``).
+
+        Raises ``OSError`` when the settings could not be written (they hold all the same)."""
+        settings = self._runtime.settings
+        if self.index == 0:
+            settings.update(session=defaults)
+        else:
+            settings.update(slots=settings.value.with_slot(self.index, session=defaults))
 
     async def _start(self, request: Any) -> bool:
         try:
@@ -266,7 +409,9 @@ class AvatarSlot:
         left = snap.time_left(now)
         items = self.queue.items
         speaking = self.speaking_item()
+        connect = self.connect.current
         return {
+            "slot": self.index,
             "session": {
                 "state": snap.state.value,
                 "id": snap.session_id,
@@ -277,7 +422,8 @@ class AvatarSlot:
             },
             "speaking": speaking is not None,
             "current_text": None if speaking is None else speaking.text,
-            "voice_id": self.queue.voice_id or self._runtime.settings.value.session.voice_id,
+            "voice_id": self.queue.voice_id or snap.voice_id or self.defaults().voice_id,
+            "connect": None if connect is None else connect.as_json(),
             "queue": {
                 "waiting": sum(1 for i in items if i.state is ItemState.WAITING),
                 "on_service": sum(
@@ -287,7 +433,13 @@ class AvatarSlot:
                 ),
                 "paused": self.queue.paused,
             },
-            "cues": {"count": 0, "standby": None, "standby_text": None},
+            "cues": self.cues.state(),
+            "output": {
+                "audience": self.outputs.audience.open,
+                "captions": self.outputs.captions.on,
+            },
+            "stage": self.watch.state(),
+            **({"attract": self.attract.as_dict()} if self.attract is not None else {}),
             **(
                 {"supervisor": self.supervisor.state.as_dict()}
                 if self.supervisor is not None
@@ -297,12 +449,17 @@ class AvatarSlot:
 
     async def shutdown(self) -> None:
         """End the session (or a start under way), then stop the queue."""
+        if self.attract is not None:
+            await self.attract.stop()
         if self.supervisor is not None:
             await self.supervisor.stop()
+        await self.watch.stop()
         await self.answers.shutdown()
         self._unfollow_stops()
         await self.controller.shutdown()
         await self.queue.shutdown()
+        await self.cues.close()
+        self.outputs.close()
         self.speaker.close()
         for task in list(self._tasks):
             task.cancel()
@@ -322,7 +479,7 @@ class Runtime:
         kiosk: bool = False,
         max_retries: int = 3,
         data_dir: Path | None = None,
-        on_close: Sequence[Callable[[], Awaitable[None] | None]] = (),
+        on_close: Sequence[Callable[[], object]] = (),
     ) -> None:
         self.backend = backend
         #: The data directory (the control token, control.json); None in bare tests.
@@ -339,6 +496,10 @@ class Runtime:
         )
         self.notices = Notices()
         self.slots: list[AvatarSlot] = []
+        #: The voices an operator knows (see ``services/voices.py``).
+        self.voices = VoiceLibrary.open(data_dir)
+        self._stage_factory: StageFactory | None = None
+        self._slot_listeners: list[SlotListener] = []
         self._backend_listeners: list[Callable[[Backend], None]] = []
         self._metrics: AppMetrics | None = None
         self.started_at = time.time()
@@ -357,7 +518,7 @@ class Runtime:
         http_transport: httpx.AsyncBaseTransport | None = None,
         max_retries: int = 3,
         data_dir: Path | None = None,
-        on_close: Sequence[Callable[[], Awaitable[None] | None]] = (),
+        on_close: Sequence[Callable[[], object]] = (),
     ) -> Runtime:
         """The runtime with its own pooled HTTP client (closed by :meth:`shutdown`)."""
         http = httpx.AsyncClient(
@@ -418,7 +579,63 @@ class Runtime:
     def add_slot(self, stage: SlotStage) -> AvatarSlot:
         slot = AvatarSlot(len(self.slots), self, stage)
         self.slots.append(slot)
+        if self._metrics is not None:
+            self._watch(self._metrics, slot)
+        for listener in list(self._slot_listeners):
+            try:
+                listener(slot)
+            except Exception:
+                log.exception("A slot listener failed")
         return slot
+
+    # -- avatars side by side -------------------------------------------------------------
+
+    def set_stage_factory(self, factory: StageFactory | None) -> None:
+        """How a new slot's stage is made (the window's views); None: no more slots."""
+        self._stage_factory = factory
+
+    def subscribe_slots(self, listener: SlotListener) -> Callable[[], None]:
+        """Call ``listener`` with every slot added from now on."""
+        self._slot_listeners.append(listener)
+        return lambda: self._slot_listeners.remove(listener)
+
+    @property
+    def quota(self) -> int:
+        """How many avatars may run side by side (the user's setting)."""
+        return self.settings.value.slot_quota
+
+    @property
+    def can_add_slot(self) -> bool:
+        return self._stage_factory is not None and len(self.slots) < self.quota
+
+    def ensure_slot(self, index: int) -> AvatarSlot:
+        """The slot at ``index``, made now (with the ones before it) when it does not exist.
+
+        :class:`SlotQuotaError` past the quota; :class:`NoSuchSlotError` when this runtime
+        cannot make slots (no window gave it a stage factory).
+        """
+        if 0 <= index < len(self.slots):
+            return self.slots[index]
+        if index < 0:
+            return self.slot(index)
+        if index >= self.quota:
+            raise SlotQuotaError(
+                f"Avatar slot {index} is past the limit of {self.quota} avatar(s) side by side "
+                "(numbered from 0); raise it in Settings (Avatars side by side) or end one."
+            )
+        factory = self._stage_factory
+        if factory is None:
+            raise NoSuchSlotError(
+                f"There is no avatar slot {index}, and this app cannot add one (it has no "
+                "avatar view to give it)."
+            )
+        while len(self.slots) <= index:
+            self.add_slot(factory(len(self.slots)))
+        return self.slots[index]
+
+    def add_next_slot(self) -> AvatarSlot:
+        """One more avatar (the window's "Add avatar"), within the quota."""
+        return self.ensure_slot(len(self.slots))
 
     def slot(self, index: int = 0) -> AvatarSlot:
         """The slot at ``index``; :class:`NoSuchSlotError` when there is none."""
@@ -437,12 +654,19 @@ class Runtime:
 
             metrics = AppMetrics()
             for slot in self.slots:
-                metrics.watch_session(slot.controller)
-                metrics.watch_rows(slot.queue, self.store)
-                if slot.supervisor is not None:
-                    metrics.watch_supervisor(slot.supervisor)
+                self._watch(metrics, slot)
             self._metrics = metrics
         return self._metrics
+
+    def _watch(self, metrics: AppMetrics, slot: AvatarSlot) -> None:
+        metrics.watch_session(slot.controller)
+        metrics.watch_rows(slot.queue, self.store)
+        # the supervisor's series have no slot label: the first slot's (a second collector of
+        # the same names would be refused by the registry)
+        if slot.supervisor is not None and slot.index == 0:
+            metrics.watch_supervisor(slot.supervisor)
+        if slot.index == 0:  # the same: the stage's series are the first slot's
+            metrics.watch_stage(slot.watch)
 
     def _settings_changed(self, new: Settings, _old: Settings) -> None:
         for slot in self.slots:
@@ -457,6 +681,7 @@ class Runtime:
                 "backend": self.backend.kind,
                 "kiosk": self.kiosk,
                 "slots": len(self.slots),
+                "slot_quota": self.quota,
             },
             **self.slot(slot).state(),
         }
@@ -521,7 +746,7 @@ class Runtime:
         for close in reversed(self._on_close):
             try:
                 result = close()
-                if result is not None:
+                if inspect.isawaitable(result):
                     await result
             except Exception:
                 log.exception("Closing a part of the runtime failed")
@@ -551,5 +776,7 @@ __all__ = [
     "Level",
     "Notices",
     "Runtime",
+    "SlotQuotaError",
     "SlotStage",
+    "StageFactory",
 ]

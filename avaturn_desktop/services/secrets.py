@@ -7,6 +7,8 @@ Two keys, each with its own variable and keyring entry (service ``avaturn-deskto
   ``llm-api-key``. Deliberately not ``OPENAI_API_KEY``: the key goes to whatever endpoint the
   settings name, and a key that happens to be in a developer's shell should not start paid
   requests (or go to another host) unasked.
+* ElevenLabs' (optional: the voice library imports the account's voices with their names):
+  ``ELEVENLABS_API_KEY``, keyring user ``elevenlabs-api-key``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ KEYRING_SERVICE = "avaturn-desktop"
 KEYRING_USER = "api-key"
 LLM_ENV_VAR = "AVATURN_DESKTOP_LLM_API_KEY"
 LLM_KEYRING_USER = "llm-api-key"
+ELEVENLABS_ENV_VAR = "ELEVENLABS_API_KEY"
+ELEVENLABS_KEYRING_USER = "elevenlabs-api-key"
 
 KeySource = Literal["environment", "keyring", "none"]
 
@@ -49,6 +53,13 @@ def load_llm_api_key() -> tuple[str | None, KeySource]:
     return _load(LLM_ENV_VAR, LLM_KEYRING_USER, _withdrawn.get(LLM_ENV_VAR, ""))
 
 
+def load_elevenlabs_key() -> tuple[str | None, KeySource]:
+    """The ElevenLabs key (optional) and where it came from; the environment wins."""
+    return _load(
+        ELEVENLABS_ENV_VAR, ELEVENLABS_KEYRING_USER, _withdrawn.get(ELEVENLABS_ENV_VAR, "")
+    )
+
+
 def _load(env_var: str, user: str, withdrawn: str = "") -> tuple[str | None, KeySource]:
     env = os.environ.get(env_var, "").strip() or withdrawn
     if env:
@@ -65,7 +76,7 @@ def _load(env_var: str, user: str, withdrawn: str = "") -> tuple[str | None, Key
 
 
 #: Every variable that may hold a secret the app reads.
-SECRET_ENV_VARS: tuple[str, ...] = (ENV_VAR, LLM_ENV_VAR)
+SECRET_ENV_VARS: tuple[str, ...] = (ENV_VAR, LLM_ENV_VAR, ELEVENLABS_ENV_VAR)
 
 
 def withdraw_from_environment(name: str = ENV_VAR) -> bool:
@@ -97,6 +108,11 @@ def store_api_key(key: str | None) -> None:
 def store_llm_api_key(key: str | None) -> None:
     """Save the language model's key in the OS keyring, or delete it when ``key`` is empty."""
     _store(key, LLM_ENV_VAR, LLM_KEYRING_USER)
+
+
+def store_elevenlabs_key(key: str | None) -> None:
+    """Save the ElevenLabs key in the OS keyring, or delete it when ``key`` is empty."""
+    _store(key, ELEVENLABS_ENV_VAR, ELEVENLABS_KEYRING_USER)
 
 
 def _store(key: str | None, env_var: str, user: str) -> None:

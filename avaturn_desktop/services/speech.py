@@ -82,6 +82,22 @@ class Batch:
         self._rest: _Cutter | None = None
         #: Sentences never queued (given back before their slice came).
         self._unqueued: list[str] = []
+        #: The ids of the sentences not taken yet (a person's removals left out): kept up to
+        #: date change by change, so a change costs the same in a batch of 1 or 1,000.
+        self._untaken: set[int] = set()
+        self._recount()
+
+    def _recount(self) -> None:
+        self._untaken = {
+            i.item_id for i in self._items.values() if not taken(i) and not _removed(i)
+        }
+
+    def _note(self, item: QueueItem) -> None:
+        """``item`` changed: keep :attr:`_untaken` true."""
+        if taken(item) or _removed(item):
+            self._untaken.discard(item.item_id)
+        else:
+            self._untaken.add(item.item_id)
 
     @property
     def items(self) -> tuple[QueueItem, ...]:
@@ -189,12 +205,14 @@ class Speaker:
         sentences = cutter.take(None if budget_s is None else SLICE, budget_s)
         if cutter.done:
             batch._rest = None
+        items: list[QueueItem] = []
         if sentences:
             items = self.queue.enqueue(sentences)
             for item in items:
                 batch._items[item.item_id] = item
+                batch._note(item)
                 self._pending[item.item_id] = batch
-        self._evaluate(batch)
+        self._evaluate(batch, items)
         batch._notify()
 
     def _finish_continuation(self) -> None:
@@ -229,19 +247,24 @@ class Speaker:
         if batch is None:
             return
         batch._items[item.item_id] = item
+        batch._note(item)
         if not self._resolving:
-            self._evaluate(batch)
+            self._evaluate(batch, [item])
             batch._notify()
 
-    def _evaluate(self, batch: Batch) -> None:
+    def _evaluate(self, batch: Batch, changed: Sequence[QueueItem] | None = None) -> None:
+        """Settle ``batch`` when its sentences say so. ``changed``: only these changed since
+        the last look (only they can have been lost); None: look at all of them."""
         if batch.outcome is not BatchOutcome.PENDING:
             return
+        if changed is None:
+            batch._recount()
+            changed = batch.items
         # A line a person removed from the queue is theirs to drop: the rest goes on.
-        items = [i for i in batch.items if not _removed(i)]
-        if batch._rest is None and all(taken(item) for item in items):
+        if batch._rest is None and not batch._untaken:
             self._settle(batch, BatchOutcome.TAKEN)
             return
-        lost = next((i for i in items if not taken(i) and i.state.finished), None)
+        lost = next((i for i in changed if i.item_id in batch._untaken and i.state.finished), None)
         if lost is not None:
             self._give_back(batch, lost)
 

@@ -27,6 +27,11 @@ ended (answered, stopped, replaced by a newer question, failed) with a reason th
 was not said. The answer's lines are ordinary task rows, route ``llm``, with the question's id
 (schema 3).
 
+Schema 4 (avatars side by side, the voice bench): a session remembers which avatar slot ran it
+and when each phase of connecting happened (create sent, SDK ready, live, first frame); the
+task rows say which slot through their session. A/B comparisons keep their takes (which voice
+said which line, as which task row) and the operator's ratings in ``ab_takes``.
+
 The session registry remembers every avatar session the app created and whether it was ended,
 so after a crash the app can find and terminate the sessions it left open. Task rows do not
 reference it with a foreign key: a task may be logged for a session the registry never saw.
@@ -38,6 +43,7 @@ import sqlite3
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -54,7 +60,7 @@ from avaturn_desktop.core.tasks import (
 )
 
 DEFAULT_FILE_NAME: Final = "tasklog.sqlite3"
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 _MIGRATIONS: Final[dict[int, str]] = {
     1: """
@@ -144,6 +150,29 @@ _MIGRATIONS: Final[dict[int, str]] = {
             ended_at REAL
         );
     """,
+    # Avatars side by side: the slot that ran a session, and its phases of connecting; A/B
+    # takes with their ratings (a take is one line said by one voice, as one task row).
+    4: """
+        ALTER TABLE sessions ADD COLUMN slot INTEGER;
+        ALTER TABLE sessions ADD COLUMN requested_at REAL;
+        ALTER TABLE sessions ADD COLUMN sdk_ready_at REAL;
+        ALTER TABLE sessions ADD COLUMN live_at REAL;
+        ALTER TABLE sessions ADD COLUMN first_frame_at REAL;
+        CREATE TABLE ab_takes (
+            run_id TEXT NOT NULL,
+            take INTEGER NOT NULL,
+            label TEXT NOT NULL,
+            voice_id TEXT NOT NULL,
+            slot INTEGER,
+            line INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            row_id INTEGER REFERENCES tasks (row_id),
+            rating INTEGER CHECK (rating BETWEEN 1 AND 5),
+            rated_at REAL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (run_id, take)
+        );
+    """,
 }
 
 _TASK_COLUMNS: Final = (
@@ -154,8 +183,16 @@ _TASK_FIELDS: Final = tuple(_TASK_COLUMNS.split(", "))
 _QUESTION_COLUMNS: Final = "question_id, session_id, text, state, reason, asked_at, ended_at"
 _QUESTION_FIELDS: Final = tuple(_QUESTION_COLUMNS.split(", "))
 _SESSION_COLUMNS: Final = (
-    "session_id, backend, avatar_id, voice_id, created_at, ended_at, end_reason, max_duration"
+    "session_id, backend, avatar_id, voice_id, created_at, ended_at, end_reason, max_duration, "
+    "slot, requested_at, sdk_ready_at, live_at, first_frame_at"
 )
+_SESSION_FIELDS: Final = tuple(_SESSION_COLUMNS.split(", "))
+#: The phases of connecting a session may have recorded (see :meth:`TaskLogStore.record_phases`).
+PHASE_COLUMNS: Final = ("requested_at", "sdk_ready_at", "live_at", "first_frame_at")
+_AB_COLUMNS: Final = (
+    "run_id, take, label, voice_id, slot, line, text, row_id, rating, rated_at, created_at"
+)
+_AB_FIELDS: Final = tuple(_AB_COLUMNS.split(", "))
 _IN_CHUNK: Final = 500  # ids per "IN (...)" query, well under SQLite's variable limit
 
 
@@ -175,16 +212,50 @@ def _task(row: tuple[Any, ...]) -> TaskRecord:
 
 
 def _session(row: tuple[Any, ...]) -> SessionRecord:
-    return SessionRecord(
-        session_id=row[0],
-        backend=row[1],
-        avatar_id=row[2],
-        voice_id=row[3],
-        created_at=row[4],
-        ended_at=row[5],
-        end_reason=row[6],
-        max_duration=row[7],
-    )
+    return SessionRecord.model_validate(dict(zip(_SESSION_FIELDS, row, strict=True)))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One line that was sent, as the latency figures read it (:meth:`TaskLogStore.timings`)."""
+
+    row_id: int
+    session_id: str
+    voice_id: str | None
+    slot: int | None
+    chars: int
+    state: TaskState
+    sent_at: float
+    started_at: float | None
+    ended_at: float | None
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.started_at is None else (self.started_at - self.sent_at) * 1000.0
+
+    @property
+    def speaking_s(self) -> float | None:
+        """How long the avatar spoke it, for a line it finished (None otherwise)."""
+        if self.state is not TaskState.SPOKEN or self.started_at is None or self.ended_at is None:
+            return None
+        return max(0.0, self.ended_at - self.started_at)
+
+
+@dataclass(frozen=True)
+class AbTake:
+    """One line said by one voice in an A/B comparison, and what the operator made of it."""
+
+    run_id: str
+    take: int
+    label: str
+    voice_id: str
+    slot: int | None
+    line: int
+    text: str
+    row_id: int | None = None
+    rating: int | None = None
+    rated_at: float | None = None
+    created_at: float = 0.0
 
 
 def _now(at: float | None) -> float:
@@ -522,6 +593,26 @@ class TaskLogStore:
             raise KeyError(f"no task {missing[0]} in the log ({len(missing)} missing)")
         return [found[i] for i in row_ids]
 
+    def speaking_rate(
+        self, voice_id: str | None, *, recent: int = 200, min_lines: int = 3, min_s: float = 5.0
+    ) -> float | None:
+        """The voice's measured pace in characters per second, from its ``recent`` lines
+        spoken to the end (start to end of speaking); None until at least ``min_lines`` lines
+        and ``min_s`` seconds of speech were measured (the script's estimates then use a
+        default)."""
+        row = self._db.execute(
+            "SELECT count(*), sum(length(text)), sum(ended_at - started_at) FROM ("
+            "  SELECT text, started_at, ended_at FROM tasks"
+            "  WHERE state = 'spoken' AND voice_id IS ? AND started_at IS NOT NULL"
+            "    AND ended_at > started_at"
+            "  ORDER BY row_id DESC LIMIT ?)",
+            (voice_id, recent),
+        ).fetchone()
+        lines, chars, seconds = row
+        if lines < min_lines or not seconds or seconds < min_s:
+            return None
+        return float(chars) / float(seconds)
+
     def session_ids(self) -> list[str]:
         """Every session that has tasks in the log, oldest first (for browsing past sessions)."""
         rows = self._db.execute(
@@ -632,23 +723,36 @@ class TaskLogStore:
     # -- session registry ------------------------------------------------------------------
 
     def record_session(self, record: SessionRecord) -> None:
-        """Remember a session the app created (recording the same id again updates it)."""
+        """Remember a session the app created (recording the same id again updates it; the
+        slot and the phases already recorded are kept when the new record has none)."""
         self._db.execute(
-            f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO sessions ({_SESSION_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (session_id) DO UPDATE SET backend = excluded.backend,"
             " avatar_id = excluded.avatar_id, voice_id = excluded.voice_id,"
             " created_at = excluded.created_at, ended_at = excluded.ended_at,"
-            " end_reason = excluded.end_reason, max_duration = excluded.max_duration",
-            (
-                record.session_id,
-                record.backend,
-                record.avatar_id,
-                record.voice_id,
-                record.created_at,
-                record.ended_at,
-                record.end_reason,
-                record.max_duration,
-            ),
+            " end_reason = excluded.end_reason, max_duration = excluded.max_duration,"
+            " slot = coalesce(excluded.slot, slot),"
+            " requested_at = coalesce(excluded.requested_at, requested_at),"
+            " sdk_ready_at = coalesce(excluded.sdk_ready_at, sdk_ready_at),"
+            " live_at = coalesce(excluded.live_at, live_at),"
+            " first_frame_at = coalesce(excluded.first_frame_at, first_frame_at)",
+            tuple(getattr(record, name) for name in _SESSION_FIELDS),
+        )
+
+    def record_phases(self, session_id: str, **phases: float | None) -> None:
+        """Record when phases of connecting happened (names from :data:`PHASE_COLUMNS`);
+        the first time recorded for a phase stays. A session never recorded is ignored."""
+        given = {name: at for name, at in phases.items() if at is not None}
+        unknown = set(given) - set(PHASE_COLUMNS)
+        if unknown:
+            raise ValueError(f"no such phase: {', '.join(sorted(unknown))}")
+        if not given:
+            return
+        assignments = ", ".join(f"{name} = coalesce({name}, ?)" for name in given)
+        self._db.execute(
+            f"UPDATE sessions SET {assignments} WHERE session_id = ?",
+            (*given.values(), session_id),
         )
 
     def end_session(self, session_id: str, reason: str, *, at: float | None = None) -> None:
@@ -691,3 +795,73 @@ class TaskLogStore:
             f"SELECT {_SESSION_COLUMNS} FROM sessions ORDER BY created_at, session_id"
         )
         return [_session(row) for row in rows]
+
+    def slots_by_session(self) -> dict[str, tuple[int | None, str]]:
+        """``session_id -> (slot, avatar_id)`` of every recorded session (for the log's
+        Avatar column and the control API's rows)."""
+        rows = self._db.execute("SELECT session_id, slot, avatar_id FROM sessions")
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    # -- what the latency figures read -----------------------------------------------------
+
+    def timings(self, *, after_row: int = 0, since: float | None = None) -> list[Timing]:
+        """Every line that was sent (row id above ``after_row``, sent at or after ``since``),
+        in log order, with its session's slot: cheap enough to read whole for the figures."""
+        clauses = ["t.sent_at IS NOT NULL", "t.row_id > ?"]
+        params: list[Any] = [after_row]
+        if since is not None:
+            clauses.append("t.sent_at >= ?")
+            params.append(since)
+        rows = self._db.execute(
+            "SELECT t.row_id, t.session_id, t.voice_id, s.slot, length(t.text), t.state,"
+            " t.sent_at, t.started_at, t.ended_at"
+            " FROM tasks t LEFT JOIN sessions s ON s.session_id = t.session_id"
+            f" WHERE {' AND '.join(clauses)} ORDER BY t.row_id",
+            params,
+        )
+        return [
+            Timing(r[0], r[1], r[2], r[3], r[4], TaskState(r[5]), r[6], r[7], r[8]) for r in rows
+        ]
+
+    # -- A/B takes -------------------------------------------------------------------------
+
+    def add_ab_takes(self, takes: Sequence[AbTake]) -> None:
+        """Record the takes of a comparison (all or none)."""
+        marks = ", ".join("?" * len(_AB_FIELDS))
+        with self._transaction():
+            for take in takes:
+                self._db.execute(
+                    f"INSERT INTO ab_takes ({_AB_COLUMNS}) VALUES ({marks})", astuple(take)
+                )
+
+    def link_ab_take(self, run_id: str, take: int, row_id: int) -> None:
+        """The task row that said ``take`` (once it was queued for a session)."""
+        self._db.execute(
+            "UPDATE ab_takes SET row_id = ? WHERE run_id = ? AND take = ?", (row_id, run_id, take)
+        )
+
+    def rate_ab_take(
+        self, run_id: str, take: int, rating: int | None, *, at: float | None = None
+    ) -> None:
+        """The operator's rating of a take, 1 to 5 (None takes it back)."""
+        if rating is not None and not 1 <= rating <= 5:
+            raise ValueError("a rating is 1 to 5")
+        cur = self._db.execute(
+            "UPDATE ab_takes SET rating = ?, rated_at = ? WHERE run_id = ? AND take = ?",
+            (rating, None if rating is None else _now(at), run_id, take),
+        )
+        if cur.rowcount != 1:
+            raise KeyError(f"no take {take} in comparison {run_id!r}")
+
+    def ab_takes(self, run_id: str) -> list[AbTake]:
+        rows = self._db.execute(
+            f"SELECT {_AB_COLUMNS} FROM ab_takes WHERE run_id = ? ORDER BY take", (run_id,)
+        )
+        return [AbTake(*row) for row in rows]
+
+    def ab_runs(self) -> list[str]:
+        """Every comparison recorded, oldest first."""
+        rows = self._db.execute(
+            "SELECT run_id FROM ab_takes GROUP BY run_id ORDER BY min(created_at), run_id"
+        )
+        return [row[0] for row in rows]

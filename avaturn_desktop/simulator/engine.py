@@ -23,6 +23,13 @@ Event channel, per session (the **[sim]** choices the real service leaves undocu
 * When the session ends every viewer gets ``{"type": "error", "code": ..., "message": ...,
   "reason": ...}`` and its socket is closed with ``CLOSE_CODES[reason]``; the phrase in
   progress is cut without further speech events.
+* The avatar's media under fault injection (``FaultConfig.video_fault`` / ``audio_fault``)
+  travels as a simulator-only ``{"type": "sim_media", "video": "none"|"freeze"|"black",
+  "audio": "none"|"mute"}``: to every viewer of a live session when it changes, and to a
+  viewer that joins while it is not the default (so a new session starts as faulty as the
+  last). The simulated SDK plays its stream accordingly and does not dispatch it.
+* An ended session stays in ``snapshot()`` (and answers 404 to its id and token) for
+  ``ended_ttl_s``, at most ``max_ended`` of them, newest kept; then it is freed.
 """
 
 from __future__ import annotations
@@ -197,6 +204,9 @@ class SimSession:
         self.viewers.add(viewer)
         self.viewers_seen += 1
         self.absent_since = None
+        media = self.engine.media_message()
+        if media is not None:
+            viewer.send(media)
         self._poke()
         log.info("session %s: viewer joined (%d connected)", self.id, len(self.viewers))
         return viewer
@@ -240,6 +250,7 @@ class SimSession:
         for runner in self._runners:
             if runner is not me:
                 runner.cancel()
+        self.engine.session_ended(self)
         log.info("session %s ended: %s", self.id, reason)
 
     async def aclose(self) -> None:
@@ -370,14 +381,24 @@ class Engine:
         chars_per_second: float,
         time_scale: float,
         phrase_ids: Literal["task", "own"],
+        ended_ttl_s: float = 300.0,
+        max_ended: int = 1000,
     ) -> None:
         self.voices = voices
         self.avatars = avatars
         self.chars_per_second = chars_per_second
         self.time_scale = time_scale
         self.phrase_ids = phrase_ids
+        self.ended_ttl_s = ended_ttl_s
+        self.max_ended = max_ended
         self.sessions: dict[str, SimSession] = {}
         self._by_token: dict[str, SimSession] = {}
+        #: The avatar's media under fault injection (``FaultConfig.video_fault``/``audio_fault``).
+        self.video_fault = "none"
+        self.audio_fault = "none"
+        #: Ended sessions still shown (for ``ended_ttl_s``, at most ``max_ended`` of them),
+        #: oldest first, each with the timer that forgets it.
+        self._ended: dict[str, asyncio.TimerHandle] = {}
 
     def create_session(self, params: SessionCreate) -> SimSession:
         if params.avatar_id in RETIRED_AVATARS:
@@ -413,7 +434,49 @@ class Engine:
     def drop_event_channels(self) -> int:
         return sum(session.drop_viewers() for session in self.sessions.values())
 
+    def set_media(self, video: str, audio: str) -> int:
+        """Set the media faults; tells every viewer of a live session when they changed.
+        Returns how many viewers were told."""
+        if (video, audio) == (self.video_fault, self.audio_fault):
+            return 0
+        self.video_fault, self.audio_fault = video, audio
+        message = {"type": "sim_media", "video": video, "audio": audio}
+        told = 0
+        for session in self.sessions.values():
+            if session.ended:
+                continue
+            for viewer in session.viewers:
+                viewer.send(message)
+                told += 1
+        return told
+
+    def media_message(self) -> dict[str, Any] | None:
+        """What a joining viewer is told about the media faults (None: nothing is wrong)."""
+        if self.video_fault == "none" and self.audio_fault == "none":
+            return None
+        return {"type": "sim_media", "video": self.video_fault, "audio": self.audio_fault}
+
+    def session_ended(self, session: SimSession) -> None:
+        """Keep an ended session on show for a while, then free it (memory stays bounded)."""
+        if session.id in self._ended or session.id not in self.sessions:
+            return
+        loop = asyncio.get_running_loop()
+        self._ended[session.id] = loop.call_later(self.ended_ttl_s, self._forget, session.id)
+        while len(self._ended) > self.max_ended:
+            self._forget(next(iter(self._ended)))
+
+    def _forget(self, session_id: str) -> None:
+        timer = self._ended.pop(session_id, None)
+        if timer is not None:
+            timer.cancel()
+        session = self.sessions.pop(session_id, None)
+        if session is not None:
+            self._by_token.pop(session.token, None)
+            log.debug("session %s forgotten", session_id)
+
     async def aclose(self) -> None:
+        for timer in self._ended.values():
+            timer.cancel()
         await asyncio.gather(*(s.aclose() for s in self.sessions.values()))
 
     def snapshot(self) -> dict[str, Any]:
@@ -425,4 +488,5 @@ class Engine:
             "chars_per_second": self.chars_per_second,
             "time_scale": self.time_scale,
             "phrase_ids": self.phrase_ids,
+            "media": {"video": self.video_fault, "audio": self.audio_fault},
         }

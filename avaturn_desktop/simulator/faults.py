@@ -3,7 +3,8 @@ the service handled a call or after it did.
 
 Faults touch only the HTTP calls of the service contract (paths under ``/api/v1`` and
 ``/_sdk/v0``), never CORS preflights, the ``/_sim`` control routes, the SDK file or the
-event WebSocket (which has its own knob, ``drop_event_channels``).
+event WebSocket (which has its own knobs, ``drop_event_channels`` and
+``refuse_event_channels``).
 
 Before the handler: a refusal the client can prove (429, a 5xx from the service itself, a
 reset before anything was read), so the call did nothing. After the handler (``after_accept``):
@@ -16,6 +17,11 @@ refused or answered falsely) comes from its own generator seeded by ``(seed, rou
 ``route`` is the method and the path with the session id left out and ``n`` counts the calls of
 that route since the faults were set. The same seed and the same calls give the same faults,
 whatever the timing of calls on other routes.
+
+The avatar's media has its own knobs, ``video_fault`` and ``audio_fault``: they are not HTTP
+faults but what the audience would see and hear (a frozen or black picture, a mute voice).
+The engine hands them to every viewer over the event channel (``sim_media``), and the
+simulated Web SDK plays its stream accordingly (see ``engine`` and ``resources/sim``).
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 ASGIApp = Callable[[Scope, Receive, Send], Any]
 
+#: What the avatar's picture does under fault injection (``none``: it plays).
+VideoFault = Literal["none", "freeze", "black"]
+#: What the avatar's voice does under fault injection (``none``: it is heard).
+AudioFault = Literal["none", "mute"]
 #: What a call that was done answers under ``after_accept`` (see the module docs).
 AfterAccept = Literal["empty_2xx", "html_2xx", "object_2xx", "502", "503", "504", "hang", "reset"]
 AFTER_ACCEPT_KINDS: Final[tuple[AfterAccept, ...]] = (
@@ -101,6 +111,13 @@ class FaultConfig(BaseModel):
     hang_ms: Annotated[float, Field(ge=0, le=600_000)] = 30_000.0
     #: one-shot action: close every viewer's event channel now (the flag does not stay set)
     drop_event_channels: bool = False
+    #: the avatar's picture, in every session until set back: frozen on its last frame, or black
+    video_fault: VideoFault = "none"
+    #: the avatar's voice, in every session until set back: silent even while it speaks
+    audio_fault: AudioFault = "none"
+    #: while set, a viewer's event channel is refused at the handshake (503): a page cut off
+    #: from the service, whose session ends as ``user_absent_timeout`` once that runs out
+    refuse_event_channels: bool = False
 
     @field_validator("retry_after")
     @classmethod

@@ -1,6 +1,6 @@
-"""The simulator's HTTP face: FastAPI routes of ``/api/v1``, ``/_sdk/v0`` and ``/_sim``, and
-the uvicorn runners (foreground ``serve`` for the CLI, background ``SimulatorServer`` for the
-app and the tests).
+"""The simulator's HTTP face: ``create_app`` (the routers of ``routes``, behind the guards of
+``security``) and the uvicorn runners (foreground ``serve`` for the CLI, background
+``SimulatorServer`` for the tests).
 
 Routes beyond the service contract (``avaturn-api.md`` §1, §2):
 
@@ -9,13 +9,20 @@ Routes beyond the service contract (``avaturn-api.md`` §1, §2):
   unknown or ended token is refused at the handshake with 404 ``{"detail": ...}``.
 * ``GET /_sim/state``: ``snapshot()``. ``GET``/``PUT /_sim/faults``: ``FaultConfig``.
   ``POST /_sim/sessions/{id}/kill`` body ``{"reason": str}`` (optional): ends it as ``killed``.
+  With an API key configured they take that key as a bearer; without one they are open.
+* ``GET /openapi.json``: the schema of all of the above (what the API fuzzer works from).
+
+With an API key (the app passes a random one per run), the simulator is locked: only the key
+opens ``/api/v1`` and ``/_sim``, and only the allowed origins (by default the app's stage,
+``avaturn://stage``) may call it from a page. The ``Host`` check and the body cap hold always.
+To add routes (say, another API face), ``app.include_router(router)``: the routers' shared
+dependencies are in ``routes``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ipaddress
 import logging
 import re
@@ -27,30 +34,14 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic
 import uvicorn
-from fastapi import Body, FastAPI, Header, Request, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 from avaturn_desktop.core.catalog import AVATARS, VOICES
-from avaturn_desktop.core.models import (
-    SdkConfigPatch,
-    SdkSession,
-    SdkSessionConfig,
-    SessionCreate,
-    SessionCreated,
-    TaskCreate,
-    TaskCreated,
-)
-from avaturn_desktop.core.paths import resource
-from avaturn_desktop.simulator.engine import (
-    AvatarGone,
-    Engine,
-    SimSession,
-    UnknownVoice,
-    Viewer,
-    _Close,
-)
+from avaturn_desktop.simulator.engine import Engine
+from avaturn_desktop.simulator.errors import SafeJSONResponse, validation_error_handler
 from avaturn_desktop.simulator.faults import (
     TRANSPORT_SCOPE_KEY,
     FaultConfig,
@@ -58,8 +49,25 @@ from avaturn_desktop.simulator.faults import (
     FaultState,
 )
 from avaturn_desktop.simulator.llm import LlmConfig, llm_router
+from avaturn_desktop.simulator.routes import (
+    EVENTS_PATH,
+    SDK_PATH,
+    ApiKey,
+    api_router,
+    apply_faults,
+    sdk_router,
+    sim_router,
+)
+from avaturn_desktop.simulator.security import (
+    ANY_ORIGIN,
+    APP_STAGE_ORIGIN,
+    MAX_BODY_BYTES,
+    Guard,
+)
 
 __all__ = [
+    "EVENTS_PATH",
+    "SDK_PATH",
     "FaultConfig",
     "SimulatorConfig",
     "SimulatorServer",
@@ -69,27 +77,47 @@ __all__ = [
 
 log = logging.getLogger("avaturn.simulator")
 
-SDK_PATH = "/sim/web-sdk.js"
-EVENTS_PATH = "/_sdk/v0/sessions/events"
-CORS_METHODS = ["GET", "POST", "PATCH", "DELETE", "OPTIONS"]
+CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CORS_HEADERS = ["X-Session-Token", "Content-Type", "Authorization"]
+
+
+def _sendable_key(key: str) -> str:
+    """A key that could not be sent in a header, or a blank one, is refused up front."""
+    if not all("!" <= c <= "~" for c in key):
+        raise ValueError("the key must be printable ASCII, without spaces")
+    return key
+
 
 T = TypeVar("T")
 
-#: The Web SDK's credential header (module level: FastAPI resolves annotations in globals).
-TokenHeader = Annotated[str | None, Header(alias="X-Session-Token")]
-
 
 class SimulatorConfig(pydantic.BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    #: ``hide_input_in_errors``: a refused API key must not be echoed in the error.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0 = a free port
-    api_key: str | None = None  # None: any non-empty bearer key accepted
+    #: None: any non-empty bearer key accepted, and the simulator is open to any origin.
+    api_key: (
+        Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_sendable_key)] | None
+    ) = None
+    #: Origins a page may call from (CORS, and the ``Origin`` check); ``["*"]`` any. None:
+    #: the app's stage when a key is set, else any.
+    allowed_origins: list[Annotated[str, Field(min_length=1, max_length=300)]] | None = None
+    #: Host names accepted in ``Host`` besides the addresses the server listens on.
+    allowed_hosts: list[Annotated[str, Field(min_length=1, max_length=253)]] = []
     extra_voices: list[str] = []  # added to core.catalog.VOICES ids
-    chars_per_second: Annotated[float, Field(gt=0)] = 15.0  # speaking rate
-    time_scale: Annotated[float, Field(gt=0)] = 1.0  # >1 speeds up the session timeouts
+    chars_per_second: Annotated[float, Field(gt=0, le=1e6)] = 15.0  # speaking rate
+    time_scale: Annotated[float, Field(gt=0, le=1e6)] = 1.0  # >1 speeds up the session timeouts
     phrase_ids: Literal["task", "own"] = "task"  # phrase_id == task_id, or unrelated ids
+    #: How long an ended session stays in ``/_sim/state`` (and how many at most), seconds.
+    ended_session_ttl_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    max_ended_sessions: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    #: Idle keep-alive connections are closed after this; a request's head must arrive within
+    #: ``request_head_timeout_s`` of the connection opening or the last answer.
+    keep_alive_s: Annotated[int, Field(ge=1, le=3600)] = 5
+    request_head_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = MAX_BODY_BYTES
     faults: FaultConfig = FaultConfig()
     llm: LlmConfig = LlmConfig()  # the language model stand-in (``simulator/llm.py``)
 
@@ -100,10 +128,17 @@ class SimulatorConfig(pydantic.BaseModel):
 
     __str__ = __repr__
 
+    @property
+    def locked(self) -> bool:
+        """Whether one key opens it (the app's own simulator; the CLI with ``--api-key``)."""
+        return self.api_key is not None
 
-class KillRequest(pydantic.BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: Annotated[str, Field(max_length=500)] = "killed by the simulator"
+    @property
+    def origins(self) -> list[str]:
+        """The origins a page may call from; ``["*"]`` means any."""
+        if self.allowed_origins is not None:
+            return list(self.allowed_origins)
+        return [APP_STAGE_ORIGIN] if self.locked else [ANY_ORIGIN]
 
 
 # -- the app -------------------------------------------------------------------------------
@@ -120,10 +155,6 @@ class _SimulatorApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def _detail(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
-
-
 def create_app(config: SimulatorConfig) -> FastAPI:
     """The simulator as an ASGI app; ``app.state.engine`` and ``app.state.faults`` hold state."""
     engine = Engine(
@@ -132,9 +163,11 @@ def create_app(config: SimulatorConfig) -> FastAPI:
         chars_per_second=config.chars_per_second,
         time_scale=config.time_scale,
         phrase_ids=config.phrase_ids,
+        ended_ttl_s=config.ended_session_ttl_s,
+        max_ended=config.max_ended_sessions,
     )
     faults = FaultState(config.faults)
-    api_key = config.api_key
+    engine.set_media(config.faults.video_fault, config.faults.audio_fault)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -143,229 +176,41 @@ def create_app(config: SimulatorConfig) -> FastAPI:
 
     app = _SimulatorApp(
         title="Avaturn Live simulator",
+        summary="A local stand-in of the Avaturn Live service (text-echo)",
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
+        default_response_class=SafeJSONResponse,
     )
     app.state.engine = engine
     app.state.faults = faults
-    # Added first, so it runs inside CORS: faulted answers carry CORS headers too.
+    app.state.api_key = ApiKey(config.api_key)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.include_router(api_router())
+    app.include_router(sdk_router())
+    app.include_router(sim_router())
+    app.include_router(llm_router(config.llm))
+    # Middleware runs outside in: Guard, then CORS, then faults (so faulted answers carry
+    # CORS headers too, and nothing the Guard refuses reaches either).
     app.add_middleware(FaultMiddleware, state=faults)
+    origins = config.origins
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=["*"],
+        allow_origins=origins,
         allow_methods=CORS_METHODS,
         allow_headers=CORS_HEADERS,
         expose_headers=["Retry-After"],
         max_age=600,
     )
-
-    def auth_error(authorization: str | None) -> JSONResponse | None:
-        scheme, _, key = (authorization or "").partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            return _detail(
-                401, "Not authenticated: an API key is required", {"WWW-Authenticate": "Bearer"}
-            )
-        if api_key is not None and not hmac.compare_digest(key.encode(), api_key.encode()):
-            return _detail(401, "Invalid API key", {"WWW-Authenticate": "Bearer"})
-        return None
-
-    def sdk_session(token: str | None) -> SimSession | JSONResponse:
-        if not token:
-            return _detail(401, "Missing session token")
-        session = engine.live_session_by_token(token)
-        if session is None:
-            return _detail(404, "Session not found")
-        return session
-
-    app.include_router(llm_router(config.llm))
-
-    # -- /api/v1 ---------------------------------------------------------------------------
-
-    @app.post("/api/v1/sessions", response_model=None)
-    async def create_session(
-        body: Annotated[SessionCreate | None, Body()] = None,
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> SessionCreated | JSONResponse:
-        if (denied := auth_error(authorization)) is not None:
-            return denied
-        try:
-            session = engine.create_session(body or SessionCreate())
-        except AvatarGone as exc:
-            return _detail(410, str(exc))
-        except UnknownVoice as exc:
-            return _detail(400, str(exc))
-        return SessionCreated(session_id=session.id, token=session.token)
-
-    @app.post("/api/v1/sessions/{session_id}/tasks", response_model=None)
-    async def create_task(
-        session_id: str,
-        body: TaskCreate,
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> TaskCreated | JSONResponse:
-        if (denied := auth_error(authorization)) is not None:
-            return denied
-        session = engine.live_session(session_id)
-        if session is None:
-            return _detail(404, "Session not found")
-        return TaskCreated(task_id=session.add_task(body.text, "api").task_id)
-
-    @app.delete("/api/v1/sessions/{session_id}", response_model=None)
-    async def delete_session(
-        session_id: str, authorization: Annotated[str | None, Header()] = None
-    ) -> Response:
-        if (denied := auth_error(authorization)) is not None:
-            return denied
-        session = engine.live_session(session_id)
-        if session is None:
-            return _detail(404, "Session not found")
-        session.end("terminated")
-        return Response(status_code=200)
-
-    # -- /_sdk/v0 ---------------------------------------------------------------------------
-
-    @app.get("/_sdk/v0/sessions", response_model=None)
-    async def sdk_get_session(
-        request: Request, token: TokenHeader = None
-    ) -> SdkSession | JSONResponse:
-        session = sdk_session(token)
-        if isinstance(session, JSONResponse):
-            return session
-        return SdkSession(
-            id=session.id,
-            limited_access_token=f"sim-room-{session.id}",
-            room_url=f"{str(request.base_url).rstrip('/')}/sim/rooms/{session.id}",
-            session_config=SdkSessionConfig(
-                uses_stacked_alpha=session.params.background == "transparent"
-            ),
-        )
-
-    @app.post("/_sdk/v0/sessions/tasks", response_model=None)
-    async def sdk_task(body: TaskCreate, token: TokenHeader = None) -> TaskCreated | JSONResponse:
-        session = sdk_session(token)
-        if isinstance(session, JSONResponse):
-            return session
-        return TaskCreated(task_id=session.add_task(body.text, "sdk").task_id)
-
-    @app.post("/_sdk/v0/sessions/cancel_all_speech_tasks", response_model=None)
-    async def sdk_cancel_all(token: TokenHeader = None) -> dict[str, int] | JSONResponse:
-        session = sdk_session(token)
-        if isinstance(session, JSONResponse):
-            return session
-        return {"cancelled": session.cancel_all()}
-
-    @app.patch("/_sdk/v0/sessions/config", response_model=None)
-    async def sdk_patch_config(
-        body: SdkConfigPatch, token: TokenHeader = None
-    ) -> dict[str, Any] | JSONResponse:
-        session = sdk_session(token)
-        if isinstance(session, JSONResponse):
-            return session
-        voice_id = body.conversation_engine.tts.voice_id
-        try:
-            engine.check_voice(voice_id)
-        except UnknownVoice as exc:
-            return _detail(400, str(exc))
-        return {"voice_id": voice_id, "cancelled": session.change_voice(voice_id)}
-
-    @app.post("/_sdk/v0/sessions/start_stream", response_model=None)
-    async def sdk_start_stream(token: TokenHeader = None) -> dict[str, Any] | JSONResponse:
-        session = sdk_session(token)
-        if isinstance(session, JSONResponse):
-            return session
-        session.stream_started = True
-        return {}
-
-    @app.websocket(EVENTS_PATH)
-    async def sdk_events(websocket: WebSocket, token: str | None = None) -> None:
-        session = engine.live_session_by_token(token)
-        if session is None:
-            await websocket.send_denial_response(_detail(404, "Session not found"))
-            return
-        # Counted before the handshake completes, so a client that sees the socket open
-        # can rely on being a viewer already.
-        viewer = session.add_viewer()
-        try:
-            await websocket.accept()
-            await _run_channel(websocket, viewer)
-        finally:
-            session.remove_viewer(viewer)
-
-    # -- the simulated SDK and the control routes ------------------------------------------
-
-    @app.get(SDK_PATH)
-    async def web_sdk() -> Response:
-        return Response(
-            resource("sim", "web-sdk.js").read_bytes(),
-            media_type="text/javascript",
-            headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-cache"},
-        )
-
-    @app.get("/_sim/state")
-    async def sim_state() -> dict[str, Any]:
-        return engine.snapshot()
-
-    @app.get("/_sim/faults")
-    async def sim_get_faults() -> FaultConfig:
-        return faults.current()
-
-    @app.put("/_sim/faults")
-    async def sim_put_faults(body: FaultConfig) -> FaultConfig:
-        _apply_faults(engine, faults, body)
-        return faults.current()
-
-    @app.post("/_sim/sessions/{session_id}/kill", response_model=None)
-    async def sim_kill(
-        session_id: str, body: Annotated[KillRequest | None, Body()] = None
-    ) -> dict[str, Any] | JSONResponse:
-        session = engine.live_session(session_id)
-        if session is None:
-            return _detail(404, "Session not found")
-        session.end("killed", (body or KillRequest()).reason)
-        return {"session_id": session_id, "end_reason": "killed"}
-
+    app.add_middleware(
+        Guard,
+        hosts=config.allowed_hosts,
+        origins=None if ANY_ORIGIN in origins else origins,
+        control_key=config.api_key,
+        max_body_bytes=config.max_body_bytes,
+    )
     return app
-
-
-def _apply_faults(engine: Engine, state: FaultState, faults: FaultConfig) -> None:
-    state.set(faults)
-    log.info("faults set: %s", faults.model_dump(exclude_defaults=True) or "none")
-    if faults.drop_event_channels:
-        dropped = engine.drop_event_channels()
-        log.info("fault: dropped %d event channel(s)", dropped)
-
-
-async def _run_channel(websocket: WebSocket, viewer: Viewer) -> None:
-    """Pump the viewer's outbox into the socket until either side closes."""
-
-    async def pump() -> None:
-        while True:
-            item = await viewer.outbox.get()
-            if isinstance(item, _Close):
-                await websocket.close(code=item.code, reason=item.reason)
-                return
-            await websocket.send_json(item)
-
-    async def drain() -> None:
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                message = await websocket.receive_text()
-                log.debug("event channel: ignored a client message (%d chars)", len(message))
-
-    tasks = [asyncio.create_task(pump()), asyncio.create_task(drain())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    for result in results:
-        if isinstance(result, Exception) and not isinstance(
-            result, WebSocketDisconnect | RuntimeError
-        ):
-            log.warning("event channel failed: %r", result)
 
 
 # -- logging hygiene -----------------------------------------------------------------------
@@ -413,16 +258,62 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _base_url(host: str, sock: socket.socket) -> str:
-    port = sock.getsockname()[1]
-    shown = host
-    with contextlib.suppress(ValueError):
-        ip = ipaddress.ip_address(host)
-        if ip.is_unspecified:
-            shown = "127.0.0.1" if ip.version == 4 else "::1"
-        if ipaddress.ip_address(shown).version == 6:
-            shown = f"[{shown}]"
+def _base_url(sock: socket.socket) -> str:
+    """A URL that reaches the bound socket from this machine (loopback if it binds them all)."""
+    address, port = sock.getsockname()[:2]
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.is_unspecified:
+        ip = ipaddress.ip_address("127.0.0.1" if ip.version == 4 else "::1")
+    shown = f"[{ip}]" if ip.version == 6 else str(ip)
     return f"http://{shown}:{port}"
+
+
+def _head_deadline(base: type[asyncio.Protocol], timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol, closing connections that never finish a request's head.
+
+    uvicorn's ``timeout_keep_alive`` starts only after an answer: a connection that sends
+    nothing, or trickles a header a byte at a time, is kept for ever. Here the head of each
+    request must arrive within ``timeout`` of the connection opening or of the last answer.
+    """
+
+    class HeadDeadlineProtocol(base):  # type: ignore[valid-type, misc]
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_head_deadline()
+
+        def handle_websocket_upgrade(self, *args: Any) -> None:
+            self._disarm_head_deadline()
+            super().handle_websocket_upgrade(*args)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_deadline()
+            super().connection_lost(exc)
+
+        def _arm_head_deadline(self) -> None:
+            self._disarm_head_deadline()
+            self._head_timer = self.loop.call_later(timeout, self._head_deadline_passed)
+
+        def _disarm_head_deadline(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_deadline_passed(self) -> None:
+            self._head_timer = None
+            cycle = self.cycle
+            idle = cycle is None or cycle.response_complete  # no request under way
+            if idle and not self.transport.is_closing():
+                log.info("closed a connection that sent no complete request in %.0f s", timeout)
+                self.transport.close()
+
+    return HeadDeadlineProtocol
 
 
 class _Uvicorn(uvicorn.Server):
@@ -461,12 +352,15 @@ class _Uvicorn(uvicorn.Server):
 async def _serve_app(
     app: FastAPI, config: SimulatorConfig, ready: Callable[[str], None] | None
 ) -> None:
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
     _install_log_redaction()
     sock = _bind(config.host, config.port)
-    base_url = _base_url(config.host, sock)
+    base_url = _base_url(sock)
     server = _Uvicorn(
         uvicorn.Config(
             app,
+            http=_head_deadline(AutoHTTPProtocol, config.request_head_timeout_s),
             lifespan="on",
             ws="websockets-sansio",
             log_config=None,
@@ -474,7 +368,7 @@ async def _serve_app(
             proxy_headers=False,
             server_header=False,
             timeout_graceful_shutdown=2,
-            timeout_keep_alive=5,
+            timeout_keep_alive=config.keep_alive_s,
         ),
         on_started=lambda: ready(base_url) if ready else None,
     )
@@ -554,7 +448,7 @@ class SimulatorServer:
         thread.join()
 
     def set_faults(self, faults: FaultConfig) -> None:
-        self._call(lambda: _apply_faults(self._engine, self._faults, faults))
+        self._call(lambda: apply_faults(self._engine, self._faults, faults))
 
     def faults(self) -> FaultConfig:
         return self._call(self._faults.current)

@@ -44,6 +44,7 @@ class Column(IntEnum):
     STATE = 6
     LATENCY = 7
     DURATION = 8
+    AVATAR = 9
 
 
 HEADERS: Final = (
@@ -56,6 +57,7 @@ HEADERS: Final = (
     "State",
     "Latency (ms)",
     "Duration (s)",
+    "Avatar",
 )
 
 _STATE_COLOURS: Final = {
@@ -77,8 +79,30 @@ def state_text(record: TaskRecord) -> str:
     return f"{record.state.value} ({record.reason})" if record.reason else record.state.value
 
 
-def cell(record: TaskRecord, column: Column) -> str:
+class SlotNames:
+    """Which avatar said a session's lines ("Avatar 2 · jane_20240829"), from the session
+    registry, read again when a session it does not know shows up."""
+
+    def __init__(self, store: TaskLogStore) -> None:
+        self._store = store
+        self._known: dict[str, tuple[int | None, str]] = {}
+
+    def __call__(self, session_id: str) -> str:
+        found = self._known.get(session_id)
+        if found is None:
+            self._known = self._store.slots_by_session()
+            found = self._known.get(session_id)
+            if found is None:
+                self._known[session_id] = (None, "")
+                return ""
+        slot, avatar = found
+        return avatar if slot is None else f"Avatar {slot + 1} · {avatar}"
+
+
+def cell(record: TaskRecord, column: Column, who: SlotNames | None = None) -> str:
     """The text of one cell (also what Copy puts on the clipboard)."""
+    if column is Column.AVATAR:
+        return "" if who is None else who(record.session_id)
     if column is Column.SESSION:
         return record.session_id
     if column is Column.SENT:
@@ -111,6 +135,8 @@ class LogModel(QAbstractTableModel):
         self._search = ""
         self._ids: list[int] = []
         self._cache: OrderedDict[int, TaskRecord] = OrderedDict()
+        #: The Avatar column: which slot and avatar ran each row's session.
+        self.who = SlotNames(store)
         #: How many pages were read from the store (for tests and the curious).
         self.pages_read = 0
         #: Rows written and not shown yet (see :meth:`row_written`), in a dict for order.
@@ -269,7 +295,9 @@ class LogModel(QAbstractTableModel):
         """Tab-separated rows with a header line, for the clipboard."""
         lines = ["\t".join(HEADERS)]
         for record in self.records(sorted(set(rows))):
-            cells = (cell(record, c).replace("\t", " ").replace("\n", " ") for c in Column)
+            cells = (
+                cell(record, c, self.who).replace("\t", " ").replace("\n", " ") for c in Column
+            )
             lines.append("\t".join(cells))
         return "\n".join(lines)
 
@@ -295,7 +323,7 @@ class LogModel(QAbstractTableModel):
             return None
         column = Column(index.column())
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            text = cell(self.record(index.row()), column)
+            text = cell(self.record(index.row()), column, self.who)
             if role == Qt.ItemDataRole.DisplayRole and column is Column.TEXT:
                 return text if len(text) <= 200 else text[:199] + "…"
             return text

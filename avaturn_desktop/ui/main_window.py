@@ -66,6 +66,7 @@ class MainWindow(QMainWindow):
         backend_label: str,
         extra_docks: tuple[tuple[str, str, QWidget, Qt.DockWidgetArea], ...] = (),
         confirm_terminate: Callable[[], bool] = lambda: True,
+        tab_with: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.setObjectName("main_window")
@@ -75,6 +76,8 @@ class MainWindow(QMainWindow):
         self._session = session
         self._messages = messages
         self._confirm_terminate_setting = confirm_terminate
+        #: Whether Show mode is on (set by the show's parts): ending the session asks first.
+        self.show_mode: Callable[[], bool] = lambda: False
         self.session_panel = session_panel
         self.stage = stage
         self.setCentralWidget(stage)
@@ -83,11 +86,22 @@ class MainWindow(QMainWindow):
         self._add_dock("session", "Session", session_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         for name, title, widget, area in extra_docks:
             self._add_dock(name, title, widget, area)
+        # docks that share a place, as tabs (the first named is shown on top)
+        for name, other in (tab_with or {}).items():
+            if name in self.docks and other in self.docks:
+                self.tabifyDockWidget(self.docks[other], self.docks[name])
+                self.docks[name].raise_()
 
         self.backend_status = QLabel(backend_label)
         self.backend_status.setObjectName("status.backend")
         self.state_status = QLabel()
         self.state_status.setObjectName("status.state")
+        self.show_badge = QLabel(" SHOW ")
+        self.show_badge.setObjectName("status.show")
+        self.show_badge.setStyleSheet("background: #c62828; color: white; font-weight: bold;")
+        self.show_badge.setToolTip("Show mode: nothing can be changed by a stray key")
+        self.show_badge.hide()
+        self.statusBar().addPermanentWidget(self.show_badge)
         self.statusBar().addPermanentWidget(self.backend_status)
         self.statusBar().addPermanentWidget(self.state_status)
 
@@ -106,16 +120,16 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        settings = QAction("&Settings…", self)
+        file_menu = self.file_menu = bar.addMenu("&File")
+        settings = self.settings_action = QAction("&Settings…", self)
         settings.setShortcut(QKeySequence.StandardKey.Preferences)
         settings.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
         settings.triggered.connect(self.settings_requested)
         file_menu.addAction(settings)
         file_menu.addSeparator()
-        quit_action = QAction("&Quit", self)
+        quit_action = self.quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence("Ctrl+Q"))
-        quit_action.triggered.connect(self.close)
+        quit_action.triggered.connect(self.request_quit)
         file_menu.addAction(quit_action)
 
         session_menu = bar.addMenu("&Session")
@@ -136,13 +150,13 @@ class MainWindow(QMainWindow):
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
         view_menu.addSeparator()
-        full = QAction("&Full screen", self)
+        full = self.full_screen_action = QAction("&Full screen", self)
         full.setShortcut(QKeySequence.StandardKey.FullScreen)
         full.setCheckable(True)
         full.toggled.connect(lambda on: self.showFullScreen() if on else self.showNormal())
         view_menu.addAction(full)
 
-        help_menu = bar.addMenu("&Help")
+        help_menu = self.help_menu = bar.addMenu("&Help")
         about = QAction("&About Avaturn Desktop", self)
         about.triggered.connect(self._about)
         help_menu.addAction(about)
@@ -197,13 +211,30 @@ class MainWindow(QMainWindow):
             self.statusBar().clearMessage()
             self._error_shown = False
 
+    def set_show_badge(self, on: bool) -> None:
+        self.show_badge.setVisible(on)
+
     def _confirm_terminate(self) -> None:
-        """Terminate, asking first while the avatar speaks or lines wait (a setting)."""
-        if self._session.snapshot.state is SessionState.LIVE and self._confirm_terminate_setting():
-            busy = self._session.busy_lines()
+        """Terminate, asking first while the avatar speaks or lines wait (a setting), and
+        always in Show mode."""
+        if self._session.snapshot.state is SessionState.LIVE:
+            busy = self._session.busy_lines() if self._confirm_terminate_setting() else ""
+            if not busy and self.show_mode():
+                busy = "live and the show is on"
             if busy and not TerminateDialog.ask(self, busy):
                 return
         self._session.terminate()
+
+    def _live_show(self) -> bool:
+        return self.show_mode() and self._session.snapshot.state is SessionState.LIVE
+
+    def request_quit(self) -> None:
+        """File → Quit: in Show mode with a session live, ask first (quitting ends it)."""
+        if self._live_show() and not TerminateDialog.ask(
+            self, "live and the show is on; quitting ends the session"
+        ):
+            return
+        self.close()
 
     def _about(self) -> None:
         QMessageBox.about(
@@ -217,6 +248,14 @@ class MainWindow(QMainWindow):
         return QSize(1280, 800)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        # Closed by a person with the window's own button: in Show mode, ask first.
+        if (
+            event.spontaneous()
+            and self._live_show()
+            and not TerminateDialog.ask(self, "live and the show is on; closing ends the session")
+        ):
+            event.ignore()
+            return
         window_state.save(self)
         self.closed.emit()
         event.accept()

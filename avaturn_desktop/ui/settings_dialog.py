@@ -1,6 +1,9 @@
 """File → Settings: backend, API key (into the OS keyring), page and speaking options, the
-control API (on/off, its port, its token: shown, copied, renewed), and Ask's language model
-(base URL, model, system prompt, timeout, the simulator's pace, its key into the keyring)."""
+control API (on/off, its port, its token: shown, copied, renewed), Ask's language model
+(base URL, model, system prompt, timeout, the simulator's pace, its key into the keyring), the
+voice bench (how many avatars side by side, when a connect is slow, the optional ElevenLabs
+key); the show (stage background, captions, audience screen) and the keys on pages of their
+own."""
 
 from __future__ import annotations
 
@@ -23,12 +26,15 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from avaturn_desktop.core.settings import Settings
+from avaturn_desktop.core.settings import MAX_SLOT_QUOTA, Settings
 from avaturn_desktop.services import control_token, secrets
+from avaturn_desktop.ui.keys import KeysEditor, overrides_from
+from avaturn_desktop.ui.show_settings import ShowSettings
 
 
 class SettingsDialog(QDialog):
@@ -164,6 +170,31 @@ class SettingsDialog(QDialog):
         )
         self.forget_llm_key = QCheckBox("Remove the stored language model key from the keyring")
         self.forget_llm_key.setVisible(llm_source == "keyring")
+        self.slot_quota = QSpinBox()
+        self.slot_quota.setObjectName("slot_quota")
+        self.slot_quota.setRange(1, MAX_SLOT_QUOTA)
+        self.slot_quota.setValue(settings.slot_quota)
+        self.slot_quota.setToolTip(
+            "Each avatar is a session on the service: keep this within your plan's limit of "
+            "sessions at once."
+        )
+        self.slow_connect = QDoubleSpinBox()
+        self.slow_connect.setRange(0.5, 600)
+        self.slow_connect.setSuffix(" s")
+        self.slow_connect.setValue(settings.slow_connect_s)
+        self.elevenlabs_key = QLineEdit()
+        self.elevenlabs_key.setObjectName("elevenlabs_key")
+        self.elevenlabs_key.setEchoMode(QLineEdit.EchoMode.Password)
+        _, el_source = secrets.load_elevenlabs_key()
+        self.elevenlabs_key.setPlaceholderText(
+            {
+                "environment": f"set by {secrets.ELEVENLABS_ENV_VAR} (the environment wins)",
+                "keyring": "stored in the OS keyring (type to replace)",
+                "none": "optional: imports your ElevenLabs voices with their names",
+            }[el_source]
+        )
+        self.forget_elevenlabs_key = QCheckBox("Remove the stored ElevenLabs key")
+        self.forget_elevenlabs_key.setVisible(el_source == "keyring")
         self.error = QLabel()
         self.error.setObjectName("error")
         self.error.setStyleSheet("color: #b91c1c;")
@@ -194,17 +225,33 @@ class SettingsDialog(QDialog):
         form.addRow("", self.forget_llm_key)
         form.addRow("Answer timeout", self.llm_timeout)
         form.addRow("Simulator's pace", self.llm_sim_rate)
+        form.addRow("&Avatars side by side", self.slot_quota)
+        form.addRow("S&low connect after", self.slow_connect)
+        form.addRow("&ElevenLabs key", self.elevenlabs_key)
+        form.addRow("", self.forget_elevenlabs_key)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
         )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
+        general = QWidget()
+        general.setLayout(form)
+        self.show_page = ShowSettings(settings)
+        self.keys_page = KeysEditor(settings.keys)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(general, "&General")
+        self.tabs.addTab(self.show_page, "S&how")
+        self.tabs.addTab(self.keys_page, "&Keys")
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.tabs)
         layout.addWidget(self.error)
         layout.addWidget(buttons)
 
     def accept(self) -> None:
+        if self.keys_page.conflicts:
+            self.tabs.setCurrentWidget(self.keys_page)
+            self.error.setText(self.keys_page.message.text())
+            return
         try:
             new = Settings.model_validate(
                 {
@@ -221,6 +268,8 @@ class SettingsDialog(QDialog):
                     "confirm_terminate": self.confirm_terminate.isChecked(),
                     "control_enabled": self.control_enabled.isChecked(),
                     "control_port": self.control_port.value(),
+                    **self.show_page.values(),
+                    "keys": overrides_from(self.keys_page),
                     "llm": {
                         **self._settings.llm.model_dump(),
                         "base_url": self.llm_base_url.text(),
@@ -229,6 +278,8 @@ class SettingsDialog(QDialog):
                         "timeout_s": self.llm_timeout.value(),
                         "sim_tokens_per_second": self.llm_sim_rate.value(),
                     },
+                    "slot_quota": self.slot_quota.value(),
+                    "slow_connect_s": self.slow_connect.value(),
                 }
             )
         except ValidationError as exc:
@@ -252,6 +303,17 @@ class SettingsDialog(QDialog):
         finally:
             self.api_key.clear()
             self.llm_key.clear()
+        el_key = self.elevenlabs_key.text().strip()
+        try:
+            if el_key:
+                secrets.store_elevenlabs_key(el_key)
+            elif self.forget_elevenlabs_key.isChecked():
+                secrets.store_elevenlabs_key(None)
+        except secrets.KeyringUnavailableError as exc:
+            self.error.setText(str(exc))
+            return
+        finally:
+            self.elevenlabs_key.clear()
         self.saved.emit(new)
         if key:
             self.key_stored.emit()

@@ -21,10 +21,12 @@ from avaturn_desktop.core.settings import SessionDefaults, Settings
 from avaturn_desktop.core.tasks import SessionRecord
 from avaturn_desktop.services.runtime import AvatarSlot, Runtime
 from avaturn_desktop.services.session import SessionController
+from avaturn_desktop.ui.bench import BenchUi
 from avaturn_desktop.ui.docks.session_panel import SessionPanel
 from avaturn_desktop.ui.main_window import MainWindow
 from avaturn_desktop.ui.messages import MessageBus
 from avaturn_desktop.ui.presenters import SessionPresenter
+from avaturn_desktop.ui.show import ShowUi
 from avaturn_desktop.ui.speaking import SpeakingUi
 from avaturn_desktop.ui.web.stage import Stage
 from avaturn_desktop.ui.web.view import AvatarView
@@ -79,31 +81,55 @@ class Shell:
         self.view = AvatarView()
         self.view.setObjectName("stage")
         self.stage = Stage(
-            self.view.bridge, allow_media_origins=self.view.avatar_page.allow_media_origins
+            self.view.bridge,
+            allow_media_origins=self.view.avatar_page.allow_media_origins,
+            reload_page=self.view.reload_stage,
         )
         self.slot: AvatarSlot = runtime.add_slot(self.stage)
         self.controller: SessionController = self.slot.controller
         self.stage.event.connect(self.slot.handle_page_event)
+        # the cause first: the supervisor hears of the crash before the page's bridge resets
+        self.view.avatar_page.crashed.connect(self.slot.page_crashed)
+        self.stage.set_watchdog(runtime.settings.value.kiosk.watchdog_command())
+        # a touch or a key on the stage wakes a kiosk from its attract screen
+        self.view.gestures.touched.connect(lambda: self.slot.wake("touch"))
         settings = runtime.settings.value
         self.session = SessionPresenter(self.slot, self.messages)
         self.session_panel = SessionPanel(
             settings.session, warn_before_end_s=settings.warn_before_end_s
         )
+        #: The voice bench: more avatars, the voice library, A/B, metrics, sound.
+        self.bench = BenchUi(runtime, self.messages)
         self.speaking = SpeakingUi(
             slot=self.slot,
             store=runtime.store,
             messages=self.messages,
             session_presenter=self.session,
+            composer_presenter=self.bench.composer_target,
+        )
+        self.show_ui = ShowUi(
+            slot=self.slot,
+            view=self.view,
+            messages=self.messages,
+            settings=lambda: self.runtime.settings.value,
         )
         self.window = MainWindow(
-            stage=self.view,
+            stage=self.show_ui.host,
             session_panel=self.session_panel,
             session=self.session,
             messages=self.messages,
             backend_label=runtime.backend.label,
-            extra_docks=self.speaking.docks,
+            extra_docks=self.speaking.docks + self.show_ui.docks + self.bench.docks,
             confirm_terminate=lambda: self.runtime.settings.value.confirm_terminate,
+            tab_with={"cues": "log"},
         )
+        self.show_ui.install(
+            self.window,
+            composer=self.speaking.composer,
+            queue_panel=self.speaking.queue_panel,
+            session_panel=self.session_panel,
+        )
+        self.bench.attach(self)
         self.session_panel.create_requested.connect(self._create)
         self.window.settings_requested.connect(self.open_settings)
         #: The control API's URL when it listens (set by the composition root).
@@ -234,9 +260,12 @@ class Shell:
         if (new.backend, new.api_base, new.sdk_url) != (old.backend, old.api_base, old.sdk_url):
             self.messages.info("Backend settings take effect the next time the app starts.")
 
-    def _settings_changed(self, new: Settings, _old: Settings) -> None:
+    def _settings_changed(self, new: Settings, old: Settings) -> None:
+        if new.kiosk.watchdog_command() != old.kiosk.watchdog_command():
+            self.stage.set_watchdog(new.kiosk.watchdog_command())
         self.session_panel.set_warn_before_end(new.warn_before_end_s)
         self.speaking.settings_changed()
+        self.show_ui.settings_changed()
 
     async def offer_orphans(self, *, ask: bool = True) -> None:
         """Sessions a crashed run left open: offer to end them (they burn quota otherwise).
@@ -254,6 +283,8 @@ class Shell:
     def close(self) -> None:
         """The Qt side's teardown (the runtime's shutdown ended the sessions before)."""
         self._unsubscribe_settings()
+        self.show_ui.close()
+        self.bench.close()
         self.speaking.close()
         self.session.close()
         self.messages.close()

@@ -180,13 +180,16 @@ class SpeakingUi:
         store: TaskLogStore,
         messages: MessageBus,
         session_presenter: SessionPresenter,
+        composer_presenter: QueuePresenter | None = None,
     ) -> None:
         self._store = store
         self._messages = messages
         self.slot = slot
         self.queue = slot.queue
         self.presenter = QueuePresenter(slot.speaker, messages, answers=slot.answers)
-        self.composer = ComposerPanel(self.presenter)
+        #: What the composer speaks through (the slot's presenter, or one that routes).
+        self.composer_presenter = composer_presenter or self.presenter
+        self.composer = ComposerPanel(self.composer_presenter)
         self.queue_panel = QueuePanel(self.presenter)
         self.log_model = LogModel(store)
         self.log_panel = LogPanel(self.log_model, sessions=self._session_ids, exporter=self.export)
@@ -216,3 +219,5 @@ class SpeakingUi:
 
     def close(self) -> None:
         self.presenter.close()
+        if self.composer_presenter is not self.presenter:
+            self.composer_presenter.close()

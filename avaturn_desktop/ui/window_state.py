@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QMainWindow
 from avaturn_desktop.core.paths import config_dir
 
 #: Bump whenever the set of docks changes: an old layout is then ignored, not half-applied.
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 
 
 def _store() -> QSettings:

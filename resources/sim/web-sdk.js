@@ -4,8 +4,15 @@
  * It has the public API of `AvaturnHead` from `@avaturn-live/web-sdk` (0.3.x) and talks to the
  * simulator's copy of the SDK's private API (`${apiHost}/_sdk/v0`, header `X-Session-Token`).
  * Instead of joining a WebRTC room it opens the simulator's event WebSocket and draws a
- * stand-in avatar on a canvas: a face whose mouth moves while it speaks, with the current
- * phrase as a caption.
+ * stand-in avatar on a canvas: a face whose mouth moves while it speaks. (Captions are the
+ * app's: the stage page draws them for both SDKs, so this one draws none.)
+ *
+ * Like the official SDK it plays the avatar as a real media stream: `mediaStream` holds a video
+ * track (the canvas, through `captureStream`) and an audio track (a voiced tone made with Web
+ * Audio, heard only while the avatar speaks), and a `<video>` element in a closed shadow root
+ * under the root element plays it. So whatever watches the picture and the sound (the stage
+ * page's watchdog) works the same on both. The simulator's media faults (its `sim_media`
+ * channel message) freeze the picture on its last frame, black it out, or mute the voice.
  *
  * Where it differs from the official SDK (on purpose):
  * - `init({timeout})` counts the timeout from the start of `init` (session lookup included),
@@ -14,7 +21,8 @@
  *   two event names the official typings declare.
  * - When the simulator drops the event channel it reconnects with backoff (as Daily.co does
  *   after a network blip); when the session ends it draws the reason and disposes itself.
- * - `mediaStream` carries the canvas' video track only (no audio).
+ * - The stand-in's head sways a little even when silent (a real avatar is never still), so a
+ *   picture that stops changing is a frozen one.
  * - Option `idleTimeoutMs` (simulator only) shortens the 5 minute idle timer, for tests.
  */
 
@@ -24,8 +32,13 @@ const IDLE_TIMEOUT_MS = 5 * 60 * 1000;
 const SESSION_ENDED_CODES = new Set([4000, 4001, 4002, 4003]);
 const RECONNECT_DELAYS_MS = [200, 400, 800, 1600, 3200];
 /** Channel messages the simulator adds for the stand-in; never dispatched to handlers. */
-const INTERNAL_TYPES = new Set(["sim_caption"]);
+const INTERNAL_TYPES = new Set(["sim_caption", "sim_media"]);
 const CANVAS_SIZE = { width: 640, height: 640 };
+/** The stand-in's frame period: a timer, not animation frames, so that in a hidden page the
+ * picture slows to Chromium's one timer a second instead of stopping. */
+const FRAME_MS = 40;
+/** How loud the voice is at its loudest (full scale is 1). */
+const VOICE_GAIN = 0.25;
 
 /** A failed call, shaped like the axios error the official SDK rejects with. */
 export class RequestError extends Error {
@@ -58,6 +71,12 @@ class StandInFace {
     this.speaking = false;
     this.caption = "";
     this.notice = "";
+    this.black = false; // fault injection: a black picture
+  }
+
+  /** How far the mouth is open, 0..1 (0 when silent); the voice follows it. */
+  mouth(now) {
+    return this.speaking ? 0.25 + 0.75 * Math.abs(Math.sin(now / 95) * Math.cos(now / 240)) : 0;
   }
 
   draw(now = performance.now()) {
@@ -67,6 +86,11 @@ class StandInFace {
     }
     const { width: w, height: h } = canvas;
     ctx.clearRect(0, 0, w, h);
+    if (this.black) {
+      ctx.fillStyle = "#000";
+      ctx.fillRect(0, 0, w, h);
+      return;
+    }
     if (!this.transparent) {
       const sky = ctx.createLinearGradient(0, 0, 0, h);
       sky.addColorStop(0, "#2b3a55");
@@ -90,8 +114,9 @@ class StandInFace {
   }
 
   #drawFace(ctx, w, h, now) {
-    const cx = w / 2;
-    const cy = h * 0.42;
+    // a sway and a breath: the picture is never still
+    const cx = w / 2 + Math.sin(now / 450) * w * 0.03;
+    const cy = h * 0.42 + Math.sin(now / 700) * h * 0.01;
     const rx = w * 0.2;
     const ry = h * 0.25;
     ctx.fillStyle = "#5a3b2a"; // hair, behind the head
@@ -111,7 +136,7 @@ class StandInFace {
       ctx.fill();
     }
 
-    const open = this.speaking ? 0.25 + 0.75 * Math.abs(Math.sin(now / 95) * Math.cos(now / 240)) : 0;
+    const open = this.mouth(now);
     const mouthY = cy + ry * 0.48;
     ctx.fillStyle = "#7a2530";
     ctx.beginPath();
@@ -120,7 +145,7 @@ class StandInFace {
   }
 
   #drawCaption(ctx, w, h) {
-    const text = this.notice || this.caption;
+    const text = this.notice; // notices only: the app draws the captions
     if (!text) {
       return;
     }
@@ -168,6 +193,52 @@ function wrapText(ctx, text, maxWidth) {
   return lines;
 }
 
+/**
+ * The stand-in's voice: a buzz at a speaking pitch, with vibrato, through a vowel-like band
+ * filter, into a MediaStream audio track. Silent until `level()` is raised (while speaking).
+ */
+class StandInVoice {
+  constructor() {
+    const context = new AudioContext();
+    const source = context.createOscillator();
+    source.type = "sawtooth";
+    source.frequency.value = 140;
+    const vibrato = context.createOscillator();
+    vibrato.frequency.value = 5;
+    const depth = context.createGain();
+    depth.gain.value = 6;
+    vibrato.connect(depth).connect(source.frequency);
+    const vowel = context.createBiquadFilter();
+    vowel.type = "bandpass";
+    vowel.frequency.value = 800;
+    vowel.Q.value = 1.2;
+    const envelope = context.createGain();
+    envelope.gain.value = 0;
+    const out = context.createMediaStreamDestination();
+    source.connect(vowel).connect(envelope).connect(out);
+    source.start();
+    vibrato.start();
+    context.resume().catch(() => {});
+    this.context = context;
+    this.envelope = envelope;
+    this.track = out.stream.getAudioTracks()[0] ?? null;
+  }
+
+  /** The loudness, 0..1 of VOICE_GAIN, glided to over a few milliseconds. */
+  level(value) {
+    const { context, envelope } = this;
+    if (context.state === "closed") {
+      return;
+    }
+    envelope.gain.setTargetAtTime(value * VOICE_GAIN, context.currentTime, 0.015);
+  }
+
+  close() {
+    this.track?.stop();
+    this.context.close().catch(() => {});
+  }
+}
+
 export class AvaturnHead {
   inited = false;
   mediaStream = new MediaStream();
@@ -189,7 +260,10 @@ export class AvaturnHead {
   #reconnectTimer = 0;
   #canvas = null;
   #face = null;
-  #frameHandle = 0;
+  #voice = null;
+  #video = null;
+  #frameTimer = 0;
+  #media = { video: "none", audio: "none" };
   #captions = new Map();
   #localAudio = false;
 
@@ -319,6 +393,18 @@ export class AvaturnHead {
     clearTimeout(this.#idleTimer);
     this.#idleTimer = 0;
     this.#stopAnimation();
+    this.#voice?.close();
+    this.#voice = null;
+    if (this.#video) {
+      this.#video.srcObject = null;
+    }
+    if (this.#canvas) {
+      // a canvas' pixels are freed when it is collected, which may be much later: free them now
+      this.#canvas.width = 0;
+      this.#canvas.height = 0;
+      this.#canvas = null;
+      this.#face = null;
+    }
     this.#leave();
     this.#ready?.reject(new Error("Disposed"));
     this.#ready = null;
@@ -388,7 +474,6 @@ export class AvaturnHead {
   }
 
   attachDOMNode(node) {
-    this.#stopAnimation();
     if (this.#root) {
       this.#root.innerHTML = "";
     }
@@ -401,6 +486,7 @@ export class AvaturnHead {
     this.#handlers[eventName]?.forEach((callback) => callback(payload));
   }
 
+  /** Like the official SDK: a `<video>` playing `mediaStream`, in a closed shadow root. */
   #drawUI() {
     if (!this.#root || !this.inited || !this.#canvas) {
       return;
@@ -416,8 +502,14 @@ export class AvaturnHead {
       this.#root.appendChild(container);
       this.#container = container.attachShadow({ mode: "closed" });
     }
-    this.#container.replaceChildren(this.#canvas);
-    this.#animate();
+    const video = document.createElement("video");
+    video.autoplay = true;
+    video.playsInline = true;
+    Object.assign(video.style, { width: "100%", height: "100%", objectFit: "contain" });
+    video.srcObject = this.mediaStream;
+    video.play().catch(() => {}); // autoplay does it; a refused play() shows in the watchdog
+    this.#video = video;
+    this.#container.replaceChildren(video);
   }
 
   #ensureCanvas() {
@@ -433,26 +525,47 @@ export class AvaturnHead {
   }
 
   #startStream() {
-    const stream = typeof this.#canvas.captureStream === "function" ? this.#canvas.captureStream(30) : null;
+    const fps = Math.round(1000 / FRAME_MS);
+    const stream = typeof this.#canvas.captureStream === "function" ? this.#canvas.captureStream(fps) : null;
     for (const track of stream ? stream.getVideoTracks() : []) {
       this.mediaStream.addTrack(track);
     }
+    try {
+      this.#voice = new StandInVoice();
+      if (this.#voice.track) {
+        this.mediaStream.addTrack(this.#voice.track);
+      }
+    } catch (error) {
+      console.warn("[SDK]: no sound for the stand-in avatar:", error.message);
+      this.#voice = null;
+    }
+    this.#animate();
   }
 
+  /** The picture and the voice, a frame at a time (see FRAME_MS). */
   #animate() {
     this.#stopAnimation();
-    const frame = (now) => {
-      this.#face.draw(now);
-      this.#frameHandle = requestAnimationFrame(frame);
-    };
-    this.#frameHandle = requestAnimationFrame(frame);
+    this.#frameTimer = setInterval(() => this.#frame(performance.now()), FRAME_MS);
+    this.#frame(performance.now());
+  }
+
+  #frame(now) {
+    const face = this.#face;
+    if (!face) {
+      return;
+    }
+    if (this.#media.video !== "freeze") {
+      face.draw(now); // a frozen picture keeps its last frame: the track sends nothing new
+    }
+    this.#voice?.level(this.#media.audio === "mute" ? 0 : face.mouth(now));
   }
 
   #stopAnimation() {
-    if (this.#frameHandle) {
-      cancelAnimationFrame(this.#frameHandle);
-      this.#frameHandle = 0;
+    if (this.#frameTimer) {
+      clearInterval(this.#frameTimer);
+      this.#frameTimer = 0;
     }
+    this.#voice?.level(0);
   }
 
   // -- the event channel ---------------------------------------------------------------------
@@ -522,7 +635,7 @@ export class AvaturnHead {
     this.#ensureCanvas();
     this.#face.transparent = Boolean(this.#sessionData?.session_config?.uses_stacked_alpha);
     this.#face.notice = "";
-    this.#face.draw();
+    this.#frame(performance.now());
     if (this.inited) {
       return; // a reconnect: the avatar is already live
     }
@@ -557,6 +670,13 @@ export class AvaturnHead {
       case "sim_caption":
         this.#captions.set(message.phrase_id, message.text);
         return;
+      case "sim_media":
+        this.#media = {
+          video: ["freeze", "black"].includes(message.video) ? message.video : "none",
+          audio: message.audio === "mute" ? "mute" : "none",
+        };
+        if (face) face.black = this.#media.video === "black";
+        break;
       case "avatar_started_speaking":
         if (face) face.speaking = true;
         break;
@@ -576,7 +696,7 @@ export class AvaturnHead {
       default:
         return;
     }
-    face?.draw();
+    this.#frame(performance.now());
   }
 
   #onChannelClosed(event) {
@@ -586,7 +706,7 @@ export class AvaturnHead {
         this.#face.speaking = false;
         this.#face.caption = "";
         this.#face.notice ||= `Session ended (${event.reason || event.code})`;
-        this.#face.draw();
+        this.#frame(performance.now());
       }
       this.#teardown(event.reason || "session_ended");
       return;

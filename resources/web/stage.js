@@ -6,6 +6,10 @@
 // on it, always as JSON strings. The session token arrives with the `init` command; it is handed
 // to the SDK and never logged or shown.
 
+// The stage's own modules (run first, as imports do; they patch no built-in).
+import { createAttract } from "./attract.js";
+import { createWatchdog } from "./watchdog.js";
+
 // Taken before any other script runs in this page (the SDK is imported later, and the page's
 // Content-Security-Policy allows no other script): code that patches these built-ins afterwards
 // cannot reach the bridge port through them.
@@ -195,6 +199,9 @@ function subscribe(head, gen) {
   };
   for (const name of SPEECH_EVENTS) {
     on(name, (payload) => {
+      if (name === "avatar_started_speaking" || name === "avatar_ended_speaking") {
+        watchdog.speaking(name === "avatar_started_speaking");
+      }
       const event = { type: name, at_ms: performance.now() };
       if (name.endsWith("_phrase")) {
         event.phrase_id = phraseIdOf(payload);
@@ -213,12 +220,37 @@ function subscribe(head, gen) {
     // The SDK ended the avatar by itself (idle without keepAlive, session over, ...).
     generation += 1;
     avatar = null;
+    watchdog.unwatch();
     removeSdkHost();
     showPlaceholder();
     const reason = payload && payload.reason ? String(payload.reason) : "ended by the Web SDK";
     post({ type: "disposed", reason, at_ms: performance.now() });
   });
 }
+
+// -- the watchdog and the attract screen (watchdog.js, attract.js) -----------------------------
+
+// The app's own styles for both (a stylesheet of the stage: its policy allows no inline style).
+const kioskStyles = document.createElement("link");
+kioskStyles.rel = "stylesheet";
+kioskStyles.href = "kiosk.css";
+document.head.append(kioskStyles);
+
+const alertBadge = document.createElement("div");
+alertBadge.className = "watchdog-alert";
+alertBadge.hidden = true;
+ui.root.parentElement.append(alertBadge);
+
+const PROBLEM_WORDS = { black: "no picture", frozen: "picture frozen", silent: "no sound" };
+
+const watchdog = createWatchdog(post, {
+  onProblems(problems) {
+    const words = [...problems.keys()].map((name) => PROBLEM_WORDS[name] ?? name);
+    alertBadge.textContent = words.length ? `Stage: ${words.join(", ")}` : "";
+    alertBadge.hidden = words.length === 0;
+  },
+});
+const attract = createAttract(ui.root.parentElement);
 
 // -- commands -----------------------------------------------------------------------------------
 
@@ -315,6 +347,8 @@ async function init(command) {
     sdkHost = container;
     showAvatar();
     post({ type: "inited", session_id: sessionIdOf(head, answer) });
+    watchdog.watch(head, container);
+    audio.watch(container);
   } finally {
     initRef = null;
   }
@@ -331,6 +365,7 @@ async function dispose(command) {
   generation += 1; // also cancels an init that is still running
   const head = avatar;
   avatar = null;
+  watchdog.unwatch();
   if (head !== null) {
     disposing = true;
     try {
@@ -357,7 +392,16 @@ async function run(command, call) {
   }
 }
 
+// The stage's look and the app's captions live in look.js.
+import { lookHandlers } from "./look.js";
+
+// Where the sound goes, its level, and the first frame (see audio.js).
+import { createAudio } from "./audio.js";
+
+const audio = createAudio(post, result);
+
 const handlers = {
+  audio_output: (command) => audio.output(command),
   init,
   task: (command) => run(command, () => liveAvatar().task(command.text)),
   cancel_all: (command) => run(command, () => liveAvatar().cancelAllTasks()),
@@ -366,6 +410,11 @@ const handlers = {
       liveAvatar().changeVoice({ engine: "elevenlabs", voice_id: command.voice_id }),
     ),
   dispose,
+  watchdog: (command) => run(command, () => watchdog.configure(command)),
+  attract: (command) => run(command, () => attract.show(command)),
+  // fire and forget: nobody waits for an answer (the page's messages to the app are rationed)
+  look: lookHandlers.look,
+  caption: lookHandlers.caption,
 };
 
 function onCommand(event) {
@@ -410,6 +459,7 @@ window.dispatchEvent(new CustomEvent(CONNECT));
 
 window.addEventListener("pagehide", () => {
   generation += 1;
+  watchdog.unwatch();
   if (avatar !== null) {
     quietDispose(avatar);
     avatar = null;

@@ -1,5 +1,6 @@
 """Bad input: fuzzed models, chunker, bridge messages, settings files and log exports; hostile
-text through client → simulator → store → export; malformed server answers.
+text through client → simulator → store → export; malformed server answers; hostile JSON and
+random bodies to every route of the simulator (never a 5xx).
 
 A "crash" is any exception other than the clear error each door promises (pydantic's
 ``ValidationError`` for the models, ``PageMessageError`` for the bridge, an ``AppError`` with a
@@ -43,6 +44,7 @@ from avaturn_desktop.core.tasks import TaskRoute
 from avaturn_desktop.services.client import AvaturnClient
 from avaturn_desktop.services.export import ExportFormat, export_log
 from avaturn_desktop.services.tasklog import TaskLogStore
+from avaturn_desktop.simulator.faults import FaultConfig
 from avaturn_desktop.simulator.server import SimulatorServer
 from tests.reliability.tally import Tally
 
@@ -406,3 +408,176 @@ def test_malformed_answers_become_typed_errors(tally: Tally, answer: dict[str, A
         if isinstance(outcome, AppError):
             assert outcome.user_message.strip()
             assert "Traceback" not in outcome.user_message
+
+
+# -- the simulator's HTTP API: never a 500 for bad input ---------------------------------------
+
+_MARK = "__HOSTILE__"
+#: JSON tokens as they may arrive on the wire (raw text, not Python values): numbers Python
+#: parses into ints too long to convert or into inf, the non-standard NaN and Infinity that
+#: Python's parser takes, lone surrogates, NUL, deep nesting, a huge string.
+HOSTILE_JSON: dict[str, str] = {
+    "int_400_digits": "1" + "0" * 400,
+    "negative_int_400_digits": "-1" + "0" * 400,
+    "int_5000_digits": "1" + "0" * 5000,  # over Python's int-from-text limit
+    "int_2_pow_64": str(2**64),
+    "exp_1e400": "1e400",
+    "exp_-1e400": "-1e400",
+    "exp_1e-400": "1e-400",
+    "float_1e308": "1e308",
+    "nan": "NaN",
+    "infinity": "Infinity",
+    "-infinity": "-Infinity",
+    "minus_zero": "-0.0",
+    "lone_high_surrogate": '"\\ud800"',
+    "lone_low_surrogate": '"\\udfff"',
+    "surrogate_in_text": '"Hello \\ud83d there."',
+    "reversed_pair": '"\\udc00\\ud800"',
+    "nul": '"a\\u0000b"',
+    "huge_string": '"' + "x" * 200_000 + '"',
+    "deep_list": "[" * 3000 + "]" * 3000,
+    "deep_object": '{"a":' * 1000 + "1" + "}" * 1000,
+    "empty_object": "{}",
+    "empty_list": "[]",
+    "null": "null",
+    "true": "true",
+    "nested_inf": '{"x": [1e400, NaN]}',
+}
+
+#: Every JSON route of the simulator, a valid body, and the fields to put hostile values in.
+ENGINE = {"type": "text-echo", "tts": {"engine": "elevenlabs", "voice_id": "21m00Tcm4TlvDq8ikWAM"}}
+JSON_ROUTES: list[tuple[str, str, dict[str, Any], list[tuple[str, ...]]]] = [
+    (
+        "POST",
+        "/api/v1/sessions",
+        {"avatar_id": "jane_20240829", "conversation_engine": ENGINE, "background": "default",
+         "model": "delta", "user_absent_timeout": 60, "max_duration": 3600},
+        [("avatar_id",), ("background",), ("model",), ("user_absent_timeout",),
+         ("max_duration",), ("conversation_engine",), ("conversation_engine", "type"),
+         ("conversation_engine", "tts"), ("conversation_engine", "tts", "voice_id"),
+         ("conversation_engine", "tts", "engine"), ("conversation_engine", "extra")],
+    ),
+    ("POST", "/api/v1/sessions/{id}/tasks", {"text": "Hello."}, [("text",), ("extra",)]),
+    ("POST", "/_sdk/v0/sessions/tasks", {"text": "Hello."}, [("text",)]),
+    (
+        "PATCH",
+        "/_sdk/v0/sessions/config",
+        {"conversation_engine": ENGINE},
+        [("conversation_engine",), ("conversation_engine", "tts", "voice_id"),
+         ("conversation_engine", "tts", "engine"), ("conversation_engine", "type")],
+    ),
+    (
+        "PUT",
+        "/_sim/faults",
+        {},
+        [("latency_ms",), ("jitter_ms",), ("error_rate",), ("error_status",),
+         ("rate_limit_burst",), ("retry_after_s",), ("reset_rate",), ("drop_event_channels",)],
+    ),
+    ("POST", "/_sim/sessions/{id}/kill", {"reason": "test"}, [("reason",)]),
+]  # fmt: skip
+
+
+def _with_mark(body: dict[str, Any], path: tuple[str, ...]) -> str:
+    """``body`` as JSON text with the value at ``path`` replaced by the marker string."""
+    doc = json.loads(json.dumps(body))
+    node = doc
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = _MARK
+    return json.dumps(doc)
+
+
+class _SimTarget:
+    """A keyed simulator and a live session to aim at (made again when a test ended it)."""
+
+    KEY = "bad-input-key"
+
+    def __init__(self, sim: SimulatorServer) -> None:
+        self.sim = sim
+        self.http = httpx.Client(
+            base_url=sim.base_url, headers={"Authorization": f"Bearer {self.KEY}"}, timeout=20
+        )
+        self.session: dict[str, str] = {}
+
+    def live(self) -> dict[str, str]:
+        sessions = {s["session_id"]: s for s in self.sim.snapshot()["sessions"]}
+        current = sessions.get(self.session.get("session_id", ""))
+        if current is None or current["end_reason"] is not None:
+            self.session = self.http.post("/api/v1/sessions").json()
+        return self.session
+
+    def send(self, tally: Tally, method: str, route: str, raw: str | bytes) -> httpx.Response:
+        session = self.live()
+        path = route.replace("{id}", session["session_id"])
+        tally.tried("simulator_api")
+        answer = self.http.request(
+            method,
+            path,
+            content=raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw,
+            headers={"Content-Type": "application/json", "X-Session-Token": session["token"]},
+        )
+        if path == "/_sim/faults":
+            self.sim.set_faults(FaultConfig())
+        if answer.status_code >= 500:
+            tally.crash("simulator_api")
+        assert answer.status_code < 500, (method, path, raw[:200], answer.text[:300])
+        if answer.content and answer.headers.get("content-type") == "application/json":
+            # strict JSON: no NaN, no Infinity, valid UTF-8
+            json.loads(answer.content.decode("utf-8"), parse_constant=_refuse_constant)
+        return answer
+
+
+def _refuse_constant(name: str) -> Any:
+    raise AssertionError(f"the answer carries {name}, which is not JSON")
+
+
+@pytest.fixture
+def sim_target(make_sim: Callable[..., SimulatorServer]) -> Iterator[_SimTarget]:
+    target = _SimTarget(make_sim(api_key=_SimTarget.KEY))
+    try:
+        yield target
+    finally:
+        target.http.close()
+
+
+def test_hostile_json_in_every_field_of_every_simulator_route(
+    tally: Tally, sim_target: _SimTarget
+) -> None:
+    refused: dict[str, set[int]] = {}
+    for method, route, body, fields in JSON_ROUTES:
+        for field in fields:
+            template = _with_mark(body, field)
+            for name, token in HOSTILE_JSON.items():
+                raw = template.replace(json.dumps(_MARK), token)
+                answer = sim_target.send(tally, method, route, raw)
+                refused.setdefault(name, set()).add(answer.status_code)
+        for token in HOSTILE_JSON.values():  # the whole body
+            sim_target.send(tally, method, route, token)
+    # The class is refused, not taken: each hostile value got a 4xx somewhere.
+    for name in ("int_400_digits", "exp_1e400", "nan", "lone_high_surrogate", "deep_list"):
+        assert any(400 <= status < 500 for status in refused[name]), (name, refused[name])
+    assert sim_target.http.get("/_sim/state").status_code == 200
+
+
+def test_a_user_absent_timeout_of_400_digits_is_refused(sim_target: _SimTarget) -> None:
+    raw = '{"user_absent_timeout": 1' + "0" * 400 + "}"
+    answer = sim_target.http.post(
+        "/api/v1/sessions", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", "user_absent_timeout"]
+
+
+@FUZZ
+@given(
+    route=st.sampled_from([(m, r) for m, r, _b, _f in JSON_ROUTES]),
+    body=json_values
+    | st.dictionaries(st.sampled_from([*FIELDS, "latency_ms", "reason"]), json_values),
+    raw=st.none() | st.binary(max_size=300),
+)
+def test_random_bodies_never_get_a_server_error(
+    tally: Tally, sim_target: _SimTarget, route: tuple[str, str], body: Any, raw: bytes | None
+) -> None:
+    method, path = route
+    # allow_nan: Python writes NaN and Infinity, as a careless client would
+    sim_target.send(tally, method, path, raw if raw is not None else json.dumps(body))

@@ -132,7 +132,9 @@ def test_sigkill_mid_flood_loses_no_acknowledged_task(
     for _ in range(rounds):
         session_id, acks = flood_and_kill(sim_process, home, rng)
         ledger.inject("sigkill_mid_flood")
-        state = httpx.get(f"{sim_process}/_sim/state").json()
+        state = httpx.get(
+            f"{sim_process}/_sim/state", headers={"Authorization": f"Bearer {KEY}"}
+        ).json()
         (session,) = [s for s in state["sessions"] if s["session_id"] == session_id]
         tasks = session["tasks"]
         assert len(tasks) >= acks
@@ -157,6 +159,8 @@ def test_sigkill_mid_flood_loses_no_acknowledged_task(
             offer_orphans(sim_process, home, loop)
             assert asked[-1] == [session_id]
             assert store.open_sessions() == []
-        ended = httpx.get(f"{sim_process}/_sim/state").json()
+        ended = httpx.get(
+            f"{sim_process}/_sim/state", headers={"Authorization": f"Bearer {KEY}"}
+        ).json()
         (after,) = [s for s in ended["sessions"] if s["session_id"] == session_id]
         assert after["state"] == "ended" and after["end_reason"] == "terminated"

@@ -65,3 +65,31 @@ def test_settings_round_trip_and_a_broken_file_is_set_aside(tmp_path: Path) -> N
     (tmp_path / "settings.json").write_text("{not json", encoding="utf-8")
     assert settings_mod.load(tmp_path) == Settings()
     assert (tmp_path / "settings.broken.json").exists()
+
+
+def test_the_voice_bench_settings_and_the_elevenlabs_key(
+    dialog: SettingsDialog, qtbot: Any, _memory_keyring: dict[tuple[str, str], str]
+) -> None:
+    canary = "el-canary-0123456789abcdef"
+    assert dialog.slot_quota.value() == 2  # the default: two avatars side by side
+    dialog.slot_quota.setValue(3)
+    dialog.slow_connect.setValue(8)
+    dialog.elevenlabs_key.setText(canary)
+    with qtbot.waitSignal(dialog.saved) as saved:
+        dialog.accept()
+    new = saved.args[0]
+    assert (new.slot_quota, new.slow_connect_s) == (3, 8.0)
+    assert secrets.load_elevenlabs_key() == (canary, "keyring")
+    assert secrets.load_api_key() == (None, "none")  # its own entry
+    assert dialog.elevenlabs_key.text() == ""
+    settings_mod.save(new, paths.config_dir())
+    for path in Path(paths.config_dir()).rglob("*"):
+        if path.is_file():
+            assert canary not in path.read_text(encoding="utf-8", errors="replace")
+    again = SettingsDialog(new)
+    qtbot.addWidget(again)
+    assert again.forget_elevenlabs_key.isVisibleTo(again)
+    again.forget_elevenlabs_key.setChecked(True)
+    with qtbot.waitSignal(again.saved):
+        again.accept()
+    assert secrets.load_elevenlabs_key() == (None, "none")

@@ -6,6 +6,9 @@
 //   "hang" -> init() rejects with "Connection timeout" after its timeout
 //   "gone" -> init() rejects like axios with a 404 and a FastAPI detail
 //   "flood" -> once live, emits FLOOD speech events at once (a broken or hostile SDK)
+//   "media" -> once live, plays a moving picture and a tone in a <video> under its root (no
+//              `mediaStream` property: the stage's watchdog must find the element), driven from
+//              the page's main world by `window.fakeMedia` (speak, freeze, black, mute)
 // changeVoice() accepts only KNOWN_VOICES and otherwise rejects like axios with a 400.
 
 const KNOWN_VOICES = new Set(["voice-a", "voice-b"]);
@@ -18,6 +21,53 @@ function httpError(status, detail) {
   const error = new Error(`Request failed with status code ${status}`);
   error.response = { status, data: { detail } };
   return error;
+}
+
+// A picture that moves and a tone that sounds while "speaking", as a real avatar's media.
+function playMedia(head) {
+  const canvas = document.createElement("canvas");
+  canvas.width = 64;
+  canvas.height = 36;
+  const g = canvas.getContext("2d");
+  const state = { frozen: false, black: false, muted: false, speaking: false, n: 0 };
+  const context = new AudioContext();
+  const tone = context.createOscillator();
+  const gain = context.createGain();
+  gain.gain.value = 0;
+  const out = context.createMediaStreamDestination();
+  tone.connect(gain).connect(out);
+  tone.start();
+  setInterval(() => {
+    if (!state.frozen) {
+      state.n += 1;
+      g.fillStyle = state.black ? "#000" : `rgb(${40 + (state.n * 7) % 200}, 120, 160)`;
+      g.fillRect(0, 0, 64, 36);
+    }
+    gain.gain.value = state.speaking && !state.muted ? 0.3 : 0;
+  }, 40);
+  const video = document.createElement("video");
+  video.className = "fake-media";
+  video.autoplay = true;
+  video.srcObject = new MediaStream([
+    ...canvas.captureStream(25).getVideoTracks(),
+    ...out.stream.getAudioTracks(),
+  ]);
+  head.root.append(video);
+  window.fakeMedia = {
+    speak(on) {
+      state.speaking = on;
+      head.emit(on ? "avatar_started_speaking" : "avatar_ended_speaking");
+    },
+    freeze(on) {
+      state.frozen = on;
+    },
+    black(on) {
+      state.black = on;
+    },
+    mute(on) {
+      state.muted = on;
+    },
+  };
 }
 
 export class AvaturnHead {
@@ -65,6 +115,9 @@ export class AvaturnHead {
     this.root.append(picture);
     this.session_id = "fake-session";
     this.emit("init");
+    if (token === "media") {
+      playMedia(this);
+    }
     if (token === "flood") {
       setTimeout(() => {
         for (let i = 0; i < FLOOD; i += 1) {

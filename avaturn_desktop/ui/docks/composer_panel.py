@@ -189,6 +189,7 @@ class ComposerPanel(QWidget):
         info.addWidget(self.status_label, 1)
         info.addWidget(self.count_label)
         voice = QHBoxLayout()
+        self._voice_row = voice
         voice.addWidget(QLabel("Voice:"))
         voice.addWidget(self.voice_combo, 1)
         voice.addWidget(self.voice_button)
@@ -210,6 +211,10 @@ class ComposerPanel(QWidget):
         self.ask_button.toggled.connect(self._on_mode)
         presenter.answer_changed.connect(self._show_answer)
         self._update_count()
+
+    def add_target_selector(self, selector: QWidget) -> None:
+        """Put the "speak to" selector (avatars side by side) first in the voice row."""
+        self._voice_row.insertWidget(0, selector)
 
     # -- state shown -------------------------------------------------------------------------
 

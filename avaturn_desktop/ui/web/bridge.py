@@ -43,9 +43,10 @@ BRIDGE_SCRIPT_NAME = "avaturn-bridge"
 _QWEBCHANNEL_JS = ":/qtwebchannel/qwebchannel.js"
 
 #: The most page messages taken in one second. A live avatar sends a handful (four speech
-#: events a line, one answer a command); a page that sends more is broken or hostile, and
-#: must not be able to keep the GUI loop busy parsing.
-MAX_MESSAGES_PER_S = 100
+#: events a line, one answer a command; a fast operator's burst of short lines some tens); a
+#: page that sends more is broken or hostile, and must not be able to keep the GUI loop busy
+#: parsing (400 small messages cost a few ms of the second).
+MAX_MESSAGES_PER_S = 400
 
 
 class Bridge(QObject):

@@ -18,6 +18,8 @@ from PySide6.QtCore import QObject, Signal
 
 from avaturn_desktop.core.errors import AppError, InvalidRequestError
 from avaturn_desktop.core.events import (
+    AttractCommand,
+    AudioOutputCommand,
     CancelAllCommand,
     ChangeVoiceCommand,
     CommandResult,
@@ -30,6 +32,7 @@ from avaturn_desktop.core.events import (
     PageGone,
     SdkFailed,
     TaskCommand,
+    WatchdogCommand,
 )
 from avaturn_desktop.ui.web.bridge import Bridge
 
@@ -39,6 +42,8 @@ log = logging.getLogger("avaturn.web")
 DEFAULT_COMMAND_TIMEOUT_S = 15.0
 #: Extra time beyond ``timeout_s`` that ``connect`` gives the page (SDK import, page load).
 CONNECT_MARGIN_S = 10.0
+#: How long a reload of the page may take before :meth:`Stage.reload` gives up.
+RELOAD_TIMEOUT_S = 30.0
 
 
 class StageError(AppError):
@@ -66,15 +71,21 @@ class Stage(QObject):
         *,
         allow_media_origins: Callable[[Iterable[str]], None] | None = None,
         command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
+        reload_page: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(parent)
         self._bridge = bridge
         self._allow_media_origins = allow_media_origins
         self._command_timeout_s = command_timeout_s
+        self._reload_page = reload_page
         self._refs = itertools.count(1)
         self._results: dict[int, asyncio.Future[CommandResult]] = {}
         self._init_waiter: asyncio.Future[PageEvent] | None = None
         self._connected = False
+        #: What every page load is told again once it is ready: the watchdog's times, and the
+        #: attract screen while it shows (a reloaded page starts with neither).
+        self._watchdog: WatchdogCommand | None = None
+        self._attract: AttractCommand | None = None
         bridge.event_received.connect(self._on_event)
         bridge.ready_changed.connect(self._on_ready_changed)
 
@@ -166,6 +177,53 @@ class Stage(QObject):
             ChangeVoiceCommand(ref=next(self._refs), voice_id=voice_id), "change the voice"
         )
 
+    def set_watchdog(self, config: WatchdogCommand | None) -> None:
+        """Turn the page's watchdog on with these times, now and after every reload (None: it
+        stays as it is until the next load, which starts without it)."""
+        self._watchdog = config
+        if config is not None and self._bridge.ready:
+            self._bridge.send(config.model_copy(update={"ref": next(self._refs)}))
+
+    async def attract(self, show: bool, text: str = "", image: str | None = None) -> None:
+        """Show the attract screen (``text``, and ``image`` as a ``data:image/`` URL) over the
+        stage, or take it away; a reloaded page shows it again."""
+        cmd = AttractCommand(ref=next(self._refs), show=show, text=text, image=image)
+        self._attract = cmd if show else None
+        if not self._bridge.ready:
+            return  # sent when the page is ready (see _on_ready_changed)
+        await self._call(cmd, "show the attract screen" if show else "hide the attract screen")
+
+    async def reload(self) -> None:
+        """Load the page again and wait until it is ready (the supervisor's recovery of a page
+        that hung or showed nothing). :class:`StageError` if it is not ready in time."""
+        if self._reload_page is None:
+            raise StageError("The avatar page cannot be reloaded from here.")
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def on_ready(is_ready: bool) -> None:
+            if is_ready and not ready.done():
+                ready.set_result(None)
+
+        self._bridge.ready_changed.connect(on_ready)
+        try:
+            self._reload_page()
+            await asyncio.wait_for(ready, RELOAD_TIMEOUT_S)
+        except TimeoutError:
+            raise StageError(
+                f"The avatar page was not ready {RELOAD_TIMEOUT_S:g} s after a reload.",
+                timed_out=True,
+            ) from None
+        finally:
+            self._bridge.ready_changed.disconnect(on_ready)
+
+    async def audio_output(self, sink_id: str, volume: float, muted: bool) -> dict[str, Any]:
+        """Where the page's sound goes (see ``resources/web/audio.js``); the answer lists the
+        output devices the page sees and whether the device could be chosen."""
+        cmd = AudioOutputCommand(ref=next(self._refs), sink_id=sink_id, volume=volume, muted=muted)
+        answer = await self._call(cmd, "set the sound output")
+        return answer.data if isinstance(answer.data, dict) else {}
+
     async def dispose(self) -> None:
         """Leave the avatar room and show the placeholder again (the session itself lives on)."""
         self._connected = False
@@ -205,6 +263,9 @@ class Stage(QObject):
 
     def _on_ready_changed(self, ready: bool) -> None:
         if ready:
+            for cmd in (self._watchdog, self._attract):
+                if cmd is not None:  # fire and forget: a late answer finds no waiter
+                    self._bridge.send(cmd.model_copy(update={"ref": next(self._refs)}))
             return
         # The page went away (reload, shutdown): nothing in flight will ever be answered, and
         # what was still queued must not reach the next page.

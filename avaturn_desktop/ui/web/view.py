@@ -80,6 +80,16 @@ _GESTURE_EVENTS = frozenset(
 )
 
 
+def _termination_words(status: QWebEnginePage.RenderProcessTerminationStatus) -> str:
+    kind = QWebEnginePage.RenderProcessTerminationStatus
+    return {
+        kind.NormalTerminationStatus: "ended",
+        kind.AbnormalTerminationStatus: "crashed",
+        kind.CrashedTerminationStatus: "crashed",
+        kind.KilledTerminationStatus: "killed",
+    }.get(status, status.name)
+
+
 def media_permission_allowed(
     permission: QWebEnginePermission.PermissionType, origin: str, allowed: Iterable[str]
 ) -> bool:
@@ -112,6 +122,9 @@ class GestureWatch(QObject):
     cannot make such events, so a recent one is a real user gesture.
     """
 
+    touched = Signal()
+    """A person clicked, touched or pressed a key in the widget (a kiosk's wake-up)."""
+
     def __init__(self, widget: QWidget, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(widget)
         self._clock = clock
@@ -127,6 +140,7 @@ class GestureWatch(QObject):
         kind = event.type()
         if kind in _GESTURE_EVENTS and event.spontaneous():
             self._last = self._clock()
+            self.touched.emit()
         elif kind == QEvent.Type.ChildAdded:
             child = event.child() if isinstance(event, QChildEvent) else None
             if isinstance(child, QWidget):
@@ -158,6 +172,10 @@ class AvatarPage(QWebEnginePage):
 
     policy_changed = Signal(str)
     """The page's Content-Security-Policy changed: the stage must be loaded again to use it."""
+
+    crashed = Signal(str)
+    """The page's process ended (a crash, killed, out of memory): said before the page is
+    reloaded, and before its bridge resets, so a supervisor hears the cause first."""
 
     outside_link = Signal(str, bool)
     """The page asked to open a URL outside: the URL as shown to people, and whether it was
@@ -293,6 +311,8 @@ class AvatarView(QWebEngineView):
         settings.setAttribute(WA.PdfViewerEnabled, False)
         settings.setAttribute(WA.ScreenCaptureEnabled, False)
         self._stage_requested = False
+        #: The page's process died and its reload is due (see _on_render_process_gone).
+        self._reload_pending = False
         self.gestures = GestureWatch(self)
         self._avatar_page.user_gesture = self.gestures.recent
         self.bridge = Bridge(self)
@@ -314,8 +334,13 @@ class AvatarView(QWebEngineView):
         log.warning(
             "The avatar page's process ended (%s, code %d); reloading it", status.name, code
         )
+        if self._avatar_page is not None:
+            self._avatar_page.crashed.emit(
+                f"the avatar page's process ended ({_termination_words(status)}, code {code})"
+            )
         self.bridge.reset()
         if self._avatar_page is not None:
+            self._reload_pending = True
             QTimer.singleShot(500, self._reload_after_crash)
 
     def _reload_for_policy(self, _policy: str) -> None:
@@ -326,13 +351,24 @@ class AvatarView(QWebEngineView):
         self.bridge.reset(replacing=True)
         self.load_stage()
 
+    def reload_stage(self) -> None:
+        """Load the stage page again now (a page that hung or shows nothing): readiness drops
+        at once, and a ``ready`` from the old document is ignored."""
+        if self._avatar_page is None:
+            return
+        self.bridge.reset(replacing=True)
+        self.load_stage()
+
     def _reload_after_crash(self) -> None:
-        if self._avatar_page is not None:
+        # not when someone (the supervisor) loaded it again meanwhile: a second load would cut
+        # the first one's new avatar short
+        if self._avatar_page is not None and self._reload_pending:
             self.load_stage()
 
     def load_stage(self) -> None:
         """(Re)load the stage page; the bridge becomes ready when the page says so."""
         self._stage_requested = True
+        self._reload_pending = False
         self.avatar_page.load(stage_url(STAGE_PAGE))
 
     def shutdown(self) -> None:
