@@ -54,6 +54,26 @@ class Figure:
         }[op]
 
 
+def stall_figures(
+    stalls: Sequence[float],
+    idle: Sequence[float],
+    queueing: Sequence[float],
+    stream: Sequence[float],
+) -> dict[str, Any]:
+    """The GUI loop's stalls (ms) as the stall benchmarks report them: over the whole run and
+    by phase (before queueing, during the queueing calls, while the lines stream)."""
+    return {
+        "max_stall_ms": max(stalls),
+        "p99_stall_ms": percentile(stalls, 99),
+        "stalls_over_16ms": sum(s >= 16 for s in stalls),
+        "max_stall_idle_ms": max(idle, default=0.0),
+        "max_stall_queueing_ms": max(queueing, default=0.0),
+        "max_stall_stream_ms": max(stream, default=0.0),
+        "p99_stall_stream_ms": percentile(stream, 99),
+        "worst_stream_stalls_ms": sorted(stream)[-5:],
+    }
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0..100), linear between the closest ranks."""
     if not values:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit_result, percentile
+from bench.common import emit_result, stall_figures
 from bench.qtapp import app_shell, go_live, run_async, start_qt
 from bench.ui_stall import INTERVAL_MS, StallMeter
 
@@ -149,14 +149,7 @@ def main() -> int:
                 "ticks": len(meter.ticks),
                 "run_s": t_done - t_queue,
                 "queue_calls_ms": (t_queued - t_queue) * 1000,
-                "max_stall_ms": max(stalls),
-                "p99_stall_ms": percentile(stalls, 99),
-                "stalls_over_16ms": sum(s >= 16 for s in stalls),
-                "max_stall_idle_ms": max(idle, default=0.0),
-                "max_stall_queueing_ms": max(queueing, default=0.0),
-                "max_stall_stream_ms": max(stream, default=0.0),
-                "p99_stall_stream_ms": percentile(stream, 99),
-                "worst_stream_stalls_ms": sorted(stream)[-5:],
+                **stall_figures(stalls, idle, queueing, stream),
             }
 
     emit_result(run_async(app, body))

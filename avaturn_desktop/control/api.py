@@ -15,7 +15,6 @@ import asyncio
 import hmac
 import json
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -692,8 +691,4 @@ def _without_clocks(state: dict[str, Any]) -> dict[str, Any]:
     return {**state, "session": session}
 
 
-def finite(value: float) -> bool:
-    return math.isfinite(value)
-
-
-__all__ = ["EventHub", "Response", "create_app"]
+__all__ = ["EventHub", "create_app"]

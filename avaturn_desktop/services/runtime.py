@@ -37,7 +37,6 @@ from avaturn_desktop import __version__
 from avaturn_desktop.core.backend import Backend
 from avaturn_desktop.core.errors import AppError, ConfigError, NotFoundError
 from avaturn_desktop.core.queue import ItemState, QueueItem
-from avaturn_desktop.core.session_state import SessionState
 from avaturn_desktop.core.settings import SessionDefaults, Settings
 from avaturn_desktop.core.tasks import SessionRecord
 from avaturn_desktop.services import secrets
@@ -765,10 +764,6 @@ def _validation_sentence(exc: ValidationError) -> str:
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
     message = str(first.get("msg", "is not valid"))
     return f"{where}: {message}." if where else f"{message}."
-
-
-def is_live(slot: AvatarSlot) -> bool:
-    return slot.controller.state is SessionState.LIVE
 
 
 __all__ = [
