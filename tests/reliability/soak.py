@@ -118,7 +118,11 @@ class Figures:
 
 class SimProcess:
     """The simulator in its own process, restartable on its port, with the tasks it heard
-    collected before each restart (an ended session is forgotten after a while)."""
+    collected before each restart and every minute (it forgets an ended session after five).
+
+    The soak runs in the app's process, so what it does itself counts in the app's memory:
+    it keeps one HTTP client, and reads the simulator's whole state (every task of every
+    session it still holds) only now and then."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
@@ -127,6 +131,7 @@ class SimProcess:
         self.url = ""
         #: task_id -> (text, status): every task of every session, newest status.
         self.tasks: dict[str, tuple[str, str]] = {}
+        self.http = httpx.AsyncClient(headers=SIM_AUTH, timeout=10)
 
     def start(self) -> None:
         self.proc = run_simulator(
@@ -150,11 +155,10 @@ class SimProcess:
         await asyncio.to_thread(self.start)
 
     async def state(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(headers=SIM_AUTH, timeout=10) as http:
-            answer = await http.get(f"{self.url}/_sim/state")
-            answer.raise_for_status()
-            result: dict[str, Any] = answer.json()
-            return result
+        answer = await self.http.get(f"{self.url}/_sim/state")
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
 
     async def collect(self) -> dict[str, Any]:
         state = await self.state()
@@ -164,9 +168,8 @@ class SimProcess:
         return state
 
     async def control(self, method: str, path: str, body: Any = None) -> None:
-        async with httpx.AsyncClient(headers=SIM_AUTH, timeout=10) as http:
-            answer = await http.request(method, f"{self.url}{path}", json=body)
-            answer.raise_for_status()
+        answer = await self.http.request(method, f"{self.url}{path}", json=body)
+        answer.raise_for_status()
 
 
 async def until(predicate: Callable[[], bool], within: float, what: str) -> None:
@@ -237,6 +240,7 @@ class Soak:
         self.fed: list[str] = []
         self.rng = random.Random(plan.seed)
         self._feeding = True
+        self._collected = time.monotonic()
 
     # -- the app ---------------------------------------------------------------------------
 
@@ -294,6 +298,7 @@ class Soak:
             with contextlib.suppress(Exception):
                 await self.sim.collect()
             await teardown(app)
+            await self.sim.http.aclose()
             self.sim.stop()
         self._count()
         return self.figures
@@ -371,7 +376,9 @@ class Soak:
         if slot.controller.snapshot.session_id != session_id:
             return  # it ended by itself meanwhile (its max duration): counted as it was
         self.figures.injected[cause] += 1
-        await self.sim.collect()  # before the service may forget its ended sessions
+        if time.monotonic() - self._collected > 60:  # before the service forgets them
+            self._collected = time.monotonic()
+            await self.sim.collect()
         injected_at = time.monotonic()
         left: list[float] = []
 
@@ -391,6 +398,10 @@ class Soak:
                     "/_sim/faults",
                     {"refuse_event_channels": True, "drop_event_channels": True},
                 )
+                # nobody watches for the session's timeout (and a little more), then the
+                # service is reachable again
+                absent_s = self.plan.user_absent_timeout / self.plan.time_scale
+                await asyncio.sleep(absent_s + 0.3)
                 await self._service_ended(session_id, "user_absent_timeout")
                 await self.sim.control("PUT", "/_sim/faults", {})
             case "service_restart":
@@ -421,7 +432,7 @@ class Soak:
             ended = [s for s in state["sessions"] if s["session_id"] == session_id]
             if ended and ended[0]["end_reason"] == reason:
                 return
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.25)
         raise TimeoutError(f"session {session_id} did not end as {reason}")
 
     async def _feed(self, slot: AvatarSlot) -> None:
