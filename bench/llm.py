@@ -55,6 +55,8 @@ class _LiveSession:
     """The session controller as the queue sees it: one session, live the whole run."""
 
     snapshot: SessionSnapshot
+    #: The viewer token, for the service's cancel call that Stop makes besides the page's.
+    token: str | None = None
 
     def subscribe(self, listener: Callable[[SessionSnapshot], None]) -> Callable[[], None]:
         return lambda: None
@@ -107,7 +109,8 @@ async def _measure(base_url: str, questions: int) -> dict[str, Any]:
         client = AvaturnClient(http, api_key=API_KEY, base_url=base_url)
         created = await client.create_session(SessionCreate(user_absent_timeout=600))
         session = _LiveSession(
-            SessionSnapshot(state=SessionState.LIVE, session_id=created.session_id)
+            SessionSnapshot(state=SessionState.LIVE, session_id=created.session_id),
+            created.token,
         )
         with TaskLogStore(store_path) as store:
             queue = SpeechQueue(client, store, session, stage=_RestStage(client, created.token))

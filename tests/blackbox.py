@@ -54,9 +54,10 @@ def base_url(proc: subprocess.Popen[str]) -> str:
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM (the app ends its session and quits), then SIGKILL after 30 s."""
     proc.terminate()
     try:
-        proc.wait(10)
+        proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()

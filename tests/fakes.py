@@ -25,6 +25,9 @@ class FakeClient:
     calls: list[tuple[str, str]] = field(default_factory=list)
     #: When set, answers wait for it (the service is slow to answer).
     gate: asyncio.Event | None = None
+    #: The service's cancel-all: tokens it was called with, and errors to raise in turn.
+    cancels: list[str] = field(default_factory=list)
+    cancel_errors: list[Exception] = field(default_factory=list)
 
     async def add_task(self, session_id: str, text: str) -> TaskCreated:
         self.calls.append((session_id, text))
@@ -38,6 +41,13 @@ class FakeClient:
             raise outcome
         return TaskCreated(task_id=outcome)
 
+    async def cancel_all(self, token: str) -> dict[str, Any]:
+        self.cancels.append(token)
+        await asyncio.sleep(0)
+        if self.cancel_errors:
+            raise self.cancel_errors.pop(0)
+        return {"cancelled": 0}
+
 
 @dataclass
 class FakeStage:
@@ -46,11 +56,15 @@ class FakeStage:
     voice_error: AppError | None = None
     #: Runs inside cancel_all, before it answers (events the page sends meanwhile).
     during_cancel: Callable[[], None] | None = None
+    #: Errors cancel_all raises in turn (the page's SDK failing to cancel).
+    cancel_errors: list[Exception] = field(default_factory=list)
 
     async def cancel_all(self) -> None:
         self.cancels += 1
         if self.during_cancel is not None:
             self.during_cancel()
+        if self.cancel_errors:
+            raise self.cancel_errors.pop(0)
 
     async def change_voice(self, voice_id: str) -> None:
         if self.voice_error is not None:
@@ -63,6 +77,12 @@ class FakeController:
     snapshot: SessionSnapshot = field(default_factory=SessionSnapshot)
     listeners: list[Callable[[SessionSnapshot], None]] = field(default_factory=list)
     remote_ends: list[tuple[EndReason, str | None]] = field(default_factory=list)
+
+    @property
+    def token(self) -> str | None:
+        """A viewer token while live (the service's cancel call takes it)."""
+        live = self.snapshot.state is SessionState.LIVE
+        return f"token-{self.snapshot.session_id}" if live else None
 
     def subscribe(self, listener: Callable[[SessionSnapshot], None]) -> Callable[[], None]:
         self.listeners.append(listener)

@@ -22,6 +22,7 @@ REASON_REMOVED: Final = "removed from the queue"
 REASON_REQUEUED_VOICE: Final = "queued again with the new voice"
 REASON_UNCLEAR: Final = "may or may not have been spoken"
 REASON_SESSION_GONE: Final = "the session has ended on the service"
+REASON_CRASHED: Final = "could not be sent (an error in the app)"
 #: Wait after a 429 without a Retry-After.
 DEFAULT_RETRY_AFTER_S: Final = 1.0
 
@@ -52,6 +53,39 @@ class NotLiveError(AppError):
     """An action that needs a live session (voice change) was asked for without one."""
 
 
+class UnclearRetryError(AppError):
+    """Retry was asked for a line that may already have been spoken; ``confirm=True`` sends it
+    anyway (the door asks the person first)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StopResult:
+    """What a stop reached. ``confirmed_by`` names the paths that confirmed the cancel
+    (``"page"``: the Web SDK's cancel-all; ``"service"``: the service's cancel call);
+    ``problems`` says why the others did not, one readable line each."""
+
+    confirmed: bool
+    confirmed_by: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def may_still_be_talking(self) -> bool:
+        return not self.confirmed
+
+
+class StopUnconfirmedError(AppError):
+    """No path confirmed the cancel: the avatar may still be talking. ``result`` says what was
+    tried; the door should say so and offer to stop again (stopping twice is harmless)."""
+
+    def __init__(self, result: StopResult) -> None:
+        why = "; ".join(result.problems) or "no answer"
+        super().__init__(
+            f"The avatar may still be talking: the stop did not get through ({why}). "
+            "Press Stop again."
+        )
+        self.result = result
+
+
 @dataclasses.dataclass(frozen=True)
 class QueueItem:
     """One item as listeners and panels see it (a snapshot; the queue replaces it)."""
@@ -66,6 +100,11 @@ class QueueItem:
     task_id: str | None = None
     #: Set while the item waits after a 429, for the panel: when it is sent again (clock time).
     retry_at: float | None = None
+    #: A request carrying it left for the service and was not refused: it may be on the
+    #: service, whatever its state (a line that never left is the only one safe to re-queue).
+    ever_sent: bool = False
+    #: Its send ended with no proof either way: it may or may not have been spoken.
+    unclear: bool = False
     #: The question this line answers (Ask mode), else ``None``.
     question_id: str | None = None
 
@@ -91,12 +130,15 @@ class ChangeKind(StrEnum):
     REMOVED = "removed"
     MOVED = "moved"
     PAUSED = "paused"  # ``paused`` changed (no item)
+    #: Something went wrong that a person should see (``message``; ``item`` if it is about one).
+    ERROR = "error"
 
 
 @dataclasses.dataclass(frozen=True)
 class QueueChange:
     kind: ChangeKind
     item: QueueItem | None = None
+    message: str | None = None
 
 
 def check_text(text: str) -> str:

@@ -10,17 +10,26 @@ Retries are bounded by ``max_retries`` with exponential backoff and jitter:
 * idempotent calls (session lookup, DELETE, PATCH config, cancel-all, start stream) retry on
   connection failures, timeouts, 429 and 502/503/504;
 * non-idempotent POSTs (create session, tasks) retry only when the request provably never
-  reached the service (connect error, connect or pool timeout) or when it answered 429.
+  reached the service (connect error, connect or pool timeout); creating a session also on 429.
   A task that may have reached the service is never sent twice: the caller gets
-  :class:`UnclearOutcomeError` instead.
+  :class:`UnclearOutcomeError` instead. That is every answer that does not prove a refusal:
+  a broken connection or no answer after the request left, any 5xx (a gateway's 502/503/504
+  says nothing of what the service behind it did), a 2xx without a task id. A task's 429 goes
+  to the caller at once: the speech queue waits it out where the person can see it.
+
+``Retry-After`` is read as seconds or an HTTP date; anything else (garbage, ``nan``) counts as
+absent, and any value is clamped to ``[0, RETRY_AFTER_CEILING_S]`` (``inf``, ``1e400``, a date
+in 2099), so no caller ever sleeps for days or overflows a Qt timer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +40,7 @@ import httpx
 import pydantic
 
 from avaturn_desktop.core.errors import (
+    RETRY_AFTER_CEILING_S,
     ApiError,
     AppError,
     AuthError,
@@ -64,7 +74,7 @@ log = logging.getLogger("avaturn.api")
 _M = TypeVar("_M", bound=pydantic.BaseModel)
 
 #: Longest Retry-After the client waits out by itself; beyond it the 429 goes to the caller.
-MAX_RETRY_AFTER: Final = 30.0
+MAX_RETRY_AFTER: Final = RETRY_AFTER_CEILING_S
 #: Backoff: ``BACKOFF_BASE * 2**attempt`` seconds, at most ``BACKOFF_CAP``, with jitter.
 BACKOFF_BASE: Final = 0.25
 BACKOFF_CAP: Final = 8.0
@@ -323,10 +333,13 @@ class AvaturnClient:
         """How long to wait before sending again, or ``None`` for "do not"."""
         status = response.status_code
         if status == 429:
-            retry_after = _retry_after(response)
-            if retry_after is None:
+            if call.is_task:  # the queue waits it out, visibly and skippably
+                return None
+            advice = _retry_after(response)
+            if advice is None:
                 return _backoff(attempt)
-            return retry_after if retry_after <= MAX_RETRY_AFTER else None
+            wait, advised = advice
+            return wait if advised <= MAX_RETRY_AFTER else None
         if status in _RETRY_STATUSES and call.idempotent:
             return _backoff(attempt)
         return None
@@ -380,10 +393,18 @@ class AvaturnClient:
         # UnsupportedProtocol, ProxyError, LocalProtocolError: sending again will not help.
         return _NoRetry(NetworkError(f"Could not {call.what}: {type(exc).__name__} for {where}."))
 
-    def _status_error(self, call: _Call, response: httpx.Response) -> ApiError:
+    def _status_error(self, call: _Call, response: httpx.Response) -> AppError:
         status = response.status_code
         detail = self._redact(_detail(response))
         suffix = f": {detail}" if detail else "."
+        if status >= 500 and call.is_task:
+            # A gateway's 502/503/504, or a service that failed after it queued the text:
+            # nothing here proves the text was refused.
+            return UnclearOutcomeError(
+                f"The service answered {status} to the text{_paren(detail)}, so it may or may "
+                "not be spoken. Check the avatar before sending it again.",
+                status=status,
+            )
         if status == 401:
             if call.sdk:
                 message = f"Session token rejected by the service (401){suffix}"
@@ -412,11 +433,13 @@ class AvaturnClient:
                 detail=detail,
             )
         if status == 429:
-            retry_after = _retry_after(response)
-            advice = f" Try again in {retry_after:g} s." if retry_after is not None else ""
+            parsed = _retry_after(response)
+            wait, advised = parsed if parsed is not None else (None, None)
+            advice = f" Try again in {wait:g} s." if wait is not None else ""
             return RateLimitedError(
                 f"The service is busy and refused the request to {call.what} (429).{advice}",
-                retry_after=retry_after,
+                retry_after=wait,
+                advised=advised,
             )
         if status >= 500:
             return ServerError(
@@ -434,6 +457,15 @@ class AvaturnClient:
         try:
             return model.model_validate_json(response.content)
         except pydantic.ValidationError as exc:
+            if call.is_task:
+                # A 2xx says the service took it; without a task id nobody can tell for sure.
+                what = _describe_body(response)
+                raise UnclearOutcomeError(
+                    f"The service answered the text with {response.status_code} but no task id "
+                    f"({what}), so it may or may not be spoken. Check the avatar before "
+                    "sending it again.",
+                    status=response.status_code,
+                ) from None
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
                 for e in exc.errors(include_url=False, include_input=False)
@@ -488,23 +520,48 @@ def _backoff(attempt: int) -> float:
     return delay * (0.5 + random.random() / 2)  # jitter, not cryptography
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds, from a number or an HTTP date; ``None`` if absent or bad."""
+def _retry_after(response: httpx.Response) -> tuple[float, float] | None:
+    """``Retry-After`` as ``(wait, advised)`` seconds; ``None`` if absent or unreadable.
+
+    Seconds or an HTTP date (RFC 9110 §10.2.3); fractions and a sign are tolerated. ``advised``
+    is what the service asked for (``inf`` for ``inf``, ``1e400`` or a date too far off);
+    ``wait`` is that, clamped to ``[0, RETRY_AFTER_CEILING_S]``.
+    """
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     value = value.strip()
+    advised: float
     try:
-        return max(0.0, float(value))
+        advised = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000": HTTP dates are UTC
+            when = when.replace(tzinfo=datetime.UTC)
+        advised = when.timestamp() - time.time()
+    if math.isnan(advised):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, advised), RETRY_AFTER_CEILING_S), max(0.0, advised)
+
+
+def _describe_body(response: httpx.Response) -> str:
+    """A 2xx body that is not a task, in a few words."""
+    raw = response.content.strip()
+    if not raw:
+        return "an empty body"
+    kind = response.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    if raw.startswith(b"<"):
+        return f"an HTML page ({kind})"
+    if raw in (b"{}", b"null", b"[]"):
+        return f"the body {raw.decode()}"
+    return f"an unexpected body ({kind})"
+
+
+def _paren(detail: str) -> str:
+    return f" ({detail})" if detail else ""
 
 
 def _detail(response: httpx.Response) -> str:

@@ -184,6 +184,9 @@ class CurrentClient:
     async def add_task(self, session_id: str, text: str) -> Any:
         return await self.target.add_task(session_id, text)
 
+    async def cancel_all(self, token: str) -> Any:
+        return await self.target.cancel_all(token)
+
     async def get_sdk_session(self, token: str) -> Any:
         return await self.target.get_sdk_session(token)
 

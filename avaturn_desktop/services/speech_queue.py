@@ -7,12 +7,23 @@ session, and every state change is written to the log as it happens.
 
 Sending
     Items go out through the REST task call, in order, one request in flight at a time, so
-    the service receives them in the order of the queue. Items not yet sent can be removed and
-    reordered. A ``429`` was refused by the service: the item waits ``retry_after`` seconds and
-    is sent again. An unclear outcome (the request may have reached the service) is never sent
-    again: the item fails as "may or may not have been spoken" and the user can retry it. A
-    ``404`` means the session ended on the service: the item fails and the session controller
-    is told. Other errors fail the item with the error's message.
+    the service receives them in the order of the queue. One method, :meth:`SpeechQueue._claim`,
+    lets an item go, checked at the moment of sending: only a waiting item that never left
+    for the service, while nothing else is in flight. Once a request carrying an item has left,
+    that item never goes again, whatever happens next (Stop, Resume, Speak now, a reconnect, a
+    new session, a 429 wait); only a proven refusal (429 or 4xx) returns it. Items not yet sent
+    can be removed and reordered.
+
+    A ``429`` was refused by the service: the item waits ``retry_after`` seconds, clamped to
+    ``RETRY_AFTER_CEILING_S``, visibly (``retry_at``), and is sent again; the wait ends early on
+    :meth:`SpeechQueue.skip_wait`, Remove, Stop, Resume or Speak now. An unclear outcome (the
+    service may have taken it: the connection broke after the request left, no answer came, a
+    gateway answered 5xx, a 2xx came without a task id) is never sent again: the item fails as
+    "may or may not have been spoken" (``unclear``), and :meth:`SpeechQueue.retry` sends it again
+    only when asked with ``confirm=True``. A ``404`` means the session ended on the service: the
+    item fails and the session controller is told. Other errors fail the item with the error's
+    message. The sender never ends silently: an error in it is logged, announced to listeners
+    (``ChangeKind.ERROR``) and the sender goes on.
 
 No live session
     Under the ``hold`` policy text waits, visibly, and is sent once a session goes live; under
@@ -29,12 +40,18 @@ Speaking events
     back. Latency (sent → started speaking) and duration come from the log's timestamps.
 
 Interrupting
-    :meth:`SpeechQueue.stop` runs the SDK's cancel-all, cancels what was speaking or queued on
-    the service ("stopped") and pauses sending; items not yet sent stay until resumed or removed.
+    :meth:`SpeechQueue.stop` cancels on both paths at once (the page's Web SDK cancel-all, and
+    the service's own cancel call with the session token), retried briefly, cancels what was
+    speaking or queued on the service ("stopped") and pauses sending; items not yet sent stay
+    until resumed or removed. If neither path confirms, it raises
+    :class:`StopUnconfirmedError`: the avatar may still be talking, and stopping again is safe.
     :meth:`SpeechQueue.speak_now` cancels everything (reason "replaced by Speak now") and sends
-    its text first. :meth:`SpeechQueue.change_voice` switches the voice through the SDK; the
-    service drops its queued tasks, so those become "voice change cleared the queue", and later
-    rows carry the new voice.
+    its text first. What it replaces while a request is in flight is not ended until that
+    request is answered (it is never sent): so an item seen ending unsent is one that never
+    left, and a line on its way is never handed back as unsent while it may still arrive.
+    :meth:`SpeechQueue.change_voice` switches the voice through the SDK; the service drops its
+    queued tasks, so those become "voice change cleared the queue", and later rows carry the
+    new voice.
 
 Changes are announced to listeners (:meth:`SpeechQueue.subscribe`,
 :meth:`SpeechQueue.subscribe_rows`); the ui layer adapts them to Qt signals.
@@ -47,12 +64,15 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from avaturn_desktop.core.errors import (
+    RETRY_AFTER_CEILING_S,
     AppError,
+    BadAnswerError,
     ConfigError,
     NotFoundError,
     RateLimitedError,
@@ -68,6 +88,7 @@ from avaturn_desktop.core.models import TaskCreated
 from avaturn_desktop.core.queue import (
     DEFAULT_RETRY_AFTER_S,
     ON_SERVICE_STATES,
+    REASON_CRASHED,
     REASON_NOT_SENT_ENDED,
     REASON_REMOVED,
     REASON_REQUEUED_VOICE,
@@ -83,6 +104,9 @@ from avaturn_desktop.core.queue import (
     QueueChange,
     QueueItem,
     QueueRefusedError,
+    StopResult,
+    StopUnconfirmedError,
+    UnclearRetryError,
     check_text,
 )
 from avaturn_desktop.core.session_state import EndReason, SessionSnapshot, SessionState
@@ -93,6 +117,14 @@ log = logging.getLogger("avaturn.queue")
 
 Policy = Literal["hold", "refuse"]
 
+#: How long a stop keeps trying (both paths at once, their retries included), seconds.
+STOP_BUDGET_S: Final = 4.0
+#: Tries of the page's cancel-all within that budget, and the pause between two.
+STOP_PAGE_TRIES: Final = 3
+STOP_PAGE_PAUSE_S: Final = 0.2
+#: Errors in a row after which the sender pauses (and says so) instead of spinning.
+MAX_SENDER_ERRORS: Final = 3
+
 QueueListener = Callable[[QueueChange], None]
 #: ``(row_id, new)``: a log row was added (``new``) or changed.
 RowListener = Callable[[int, bool], None]
@@ -100,6 +132,10 @@ RowListener = Callable[[int, bool], None]
 
 class TaskClient(Protocol):
     async def add_task(self, session_id: str, text: str) -> TaskCreated: ...
+
+    async def cancel_all(self, token: str) -> object:
+        """The service's cancel-all for the session of ``token`` (idempotent)."""
+        ...
 
 
 class SpeechStage(Protocol):
@@ -115,6 +151,11 @@ class SessionSource(Protocol):
 
     @property
     def snapshot(self) -> SessionSnapshot: ...
+
+    @property
+    def token(self) -> str | None:
+        """The live session's viewer token (for the service's cancel call), else None."""
+        ...
 
     def subscribe(self, listener: Callable[[SessionSnapshot], None]) -> Callable[[], None]: ...
 
@@ -134,6 +175,9 @@ class _Entry:
     retry_at: float | None = None
     route: TaskRoute = TaskRoute.REST
     question_id: str | None = None
+    #: A request carrying it left and was not refused (see ``SpeechQueue._claim``).
+    left: bool = False
+    unclear: bool = False
     # bookkeeping, not shown
     attempts: int = 0
     sent_at: float | None = None
@@ -145,6 +189,9 @@ class _Entry:
     cancel_on_ack: str | None = None
     #: A cancel-all is on its way for it: an "ended" event now means it was cut off.
     stopping: str | None = None
+    #: Ended unsent (Speak now, a session end) while another request was in flight: never
+    #: sent, and ended (with this reason) once that request is answered.
+    replaced: str | None = None
 
     def view(self) -> QueueItem:
         return QueueItem(
@@ -157,8 +204,21 @@ class _Entry:
             voice_id=self.voice_id,
             task_id=self.task_id,
             retry_at=self.retry_at,
+            ever_sent=self.left,
+            unclear=self.unclear,
             question_id=self.question_id,
         )
+
+
+@dataclasses.dataclass
+class _Early:
+    """A phrase that started while the only line it could be was still on its way: it is that
+    line's only if the service acknowledges it (else it was some other phrase)."""
+
+    phrase_id: str | None
+    by_phrase: bool
+    started_at: float
+    ended_at: float | None = None
 
 
 class SpeechQueue:
@@ -200,6 +260,15 @@ class SpeechQueue:
         self._voice_override: str | None = None
         self._phrase_events = False
         self._pump: asyncio.Task[None] | None = None
+        #: The item whose request is on its way (one at a time; see ``_claim``).
+        self._in_flight: _Entry | None = None
+        #: Speak now's cancel is on its way: nothing new is sent meanwhile.
+        self._interrupting = 0
+        #: A phrase that started before the answer to the line in flight (see ``_Early``).
+        self._early: _Early | None = None
+        #: Set to wake the sender from a wait (skip, remove, stop, resume, a new session, ...).
+        self._wake: asyncio.Event | None = None
+        self._wake_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe = controller.subscribe(self._on_session)
         self._on_session(controller.snapshot)
@@ -299,7 +368,9 @@ class SpeechQueue:
         self._entries.remove(entry)
         entry.state = ItemState.CANCELLED
         entry.reason = REASON_REMOVED
+        entry.retry_at = None
         self._notify(ChangeKind.REMOVED, entry)
+        self._kick()  # a wait for it is over
         return True
 
     def move(self, item_id: int, delta: int) -> bool:
@@ -317,14 +388,36 @@ class SpeechQueue:
         for slot, moved in zip(waiting, order, strict=True):
             self._entries[slot] = moved
         self._notify(ChangeKind.MOVED, entry)
+        self._kick()
         return True
 
-    def retry(self, item_id: int) -> list[QueueItem]:
-        """Queue a failed or cancelled item's text again (a new item and row)."""
+    def retry(self, item_id: int, *, confirm: bool = False) -> list[QueueItem]:
+        """Queue a failed or cancelled item's text again (a new item and row).
+
+        A line whose send was unclear may already have been spoken: without ``confirm`` it
+        raises :class:`UnclearRetryError` (the door asks the person, then calls again with
+        ``confirm=True``), so a retry never doubles a line silently.
+        """
         entry = self._find(item_id)
         if entry is None or entry.state not in (ItemState.FAILED, ItemState.CANCELLED):
             return []
+        if entry.unclear and not confirm:
+            raise UnclearRetryError(
+                "This line may already have been spoken (its send got no clear answer). "
+                "Send it again only if the avatar did not say it."
+            )
         return self.enqueue([entry.text], route=entry.route, question_id=entry.question_id)
+
+    def skip_wait(self, item_id: int) -> bool:
+        """Send an item waiting after a 429 now instead of at ``retry_at``. True if it waited."""
+        entry = self._find(item_id)
+        if entry is None or entry.state is not ItemState.WAITING or entry.retry_at is None:
+            return False
+        entry.retry_at = None
+        entry.reason = None
+        self._notify(ChangeKind.CHANGED, entry)
+        self._kick()
+        return True
 
     def clear_finished(self) -> None:
         """Drop spoken, cancelled and failed items from view (their rows stay in the log)."""
@@ -333,23 +426,38 @@ class SpeechQueue:
             self._notify(ChangeKind.REMOVED, entry)
 
     def resume(self) -> None:
-        """Send again after :meth:`stop`."""
+        """Send again after :meth:`stop`; a wait after a 429 ends too (the person said: now)."""
         if self._paused:
             self._paused = False
             self._notify(ChangeKind.PAUSED, None)
+        for entry in self._entries:
+            if entry.state is ItemState.WAITING and entry.retry_at is not None:
+                entry.retry_at = None
+                entry.reason = None
+                self._notify(ChangeKind.CHANGED, entry)
         self._kick()
 
     # -- interrupting ----------------------------------------------------------------------
 
-    async def stop(self) -> None:
-        """Cut the avatar off now; what was not sent yet stays, paused, until resumed."""
+    async def stop(self) -> StopResult:
+        """Cut the avatar off now; what was not sent yet stays, paused, until resumed.
+
+        Returns which paths confirmed the cancel. Raises :class:`StopUnconfirmedError` when
+        none did: the avatar may still be talking (the queue is paused all the same, and the
+        items it could not cancel keep their state).
+        """
         if not self._paused:
             self._paused = True
             self._notify(ChangeKind.PAUSED, None)
-        await self._cancel_on_service(REASON_STOPPED)
+        self._poke()  # a sender waiting out a 429 lets go
+        return await self._cancel_on_service(REASON_STOPPED)
 
     async def speak_now(self, texts: str | Sequence[str]) -> list[QueueItem]:
-        """Cancel what plays and what is queued, then send ``texts`` first."""
+        """Cancel what plays and what is queued, then send ``texts`` first.
+
+        If the cancel cannot be confirmed, raises :class:`StopUnconfirmedError` and changes
+        nothing (the text is not queued: it would play after what the avatar still says).
+        """
         batch = [texts] if isinstance(texts, str) else list(texts)
         if not batch:
             raise ConfigError("Nothing to say: the text is empty.")
@@ -357,9 +465,19 @@ class SpeechQueue:
             check_text(text)
         if not self.live and self.policy == "refuse":
             raise QueueRefusedError("No session is live, so the text was not spoken.")
-        await self._cancel_on_service(REASON_SPEAK_NOW)
-        for entry in [e for e in self._entries if e.state is ItemState.WAITING]:
-            self._cancel(entry, REASON_SPEAK_NOW)
+        # nothing new leaves while the cancel is on its way (it could land after the cancel)
+        self._interrupting += 1
+        try:
+            await self._cancel_on_service(REASON_SPEAK_NOW)
+        finally:
+            self._interrupting -= 1
+            self._kick()
+        if self._in_flight is not None and not self._in_flight.state.finished:
+            # refused after all (a 429)? then it stays unsent and ends with the rest
+            self._in_flight.replaced = REASON_SPEAK_NOW
+        self._end_unsent(
+            [e for e in self._entries if e.state is ItemState.WAITING], REASON_SPEAK_NOW
+        )
         if self._paused:
             self._paused = False
             self._notify(ChangeKind.PAUSED, None)
@@ -380,7 +498,11 @@ class SpeechQueue:
         for entry in list(self._entries):
             if entry.state is ItemState.SENT:
                 self._cancel(entry, REASON_VOICE)
-            elif entry.state is ItemState.WAITING and entry.row_id is not None:
+            elif (
+                entry.state is ItemState.WAITING
+                and entry.row_id is not None
+                and entry.replaced is None
+            ):
                 # queued with the old voice: log it again with the one it will be spoken in
                 self._write(self._store.mark_cancelled, entry.row_id, REASON_REQUEUED_VOICE)
                 entry.row_id = None
@@ -388,23 +510,77 @@ class SpeechQueue:
                 self._notify(ChangeKind.CHANGED, entry)
         log.info("Voice changed to %s", voice_id)
 
-    async def _cancel_on_service(self, reason: str) -> None:
+    async def _cancel_on_service(self, reason: str) -> StopResult:
         # The cut phrase's "ended" event can arrive before cancel-all answers: it must log the
         # item as cancelled, not spoken.
         targets = [e for e in self._entries if e.state in (ItemState.SENT, ItemState.SPEAKING)]
         for entry in targets:
             entry.stopping = reason
         try:
-            if self.live:
-                await self._stage.cancel_all()
+            result = await self._cancel_everywhere() if self.live else StopResult(True)
         finally:
             for entry in targets:
                 entry.stopping = None
+        if not result.confirmed and self.live:
+            raise StopUnconfirmedError(result)
+        if not result.confirmed:  # the session ended meanwhile: nothing is left to talk
+            result = StopResult(True, (), (*result.problems, "the session has ended"))
         for entry in list(self._entries):
             if entry.state in (ItemState.SENT, ItemState.SPEAKING):
                 self._cancel(entry, reason)
             elif entry.state is ItemState.SENDING:
                 entry.cancel_on_ack = reason
+        return result
+
+    async def _cancel_everywhere(self) -> StopResult:
+        """Cancel on both paths at once, each retried briefly; confirmed if either answers.
+
+        Both are awaited (within ``STOP_BUDGET_S``) before anything else is sent, so a late
+        cancel cannot cut the line sent after it.
+        """
+        token = self._controller.token
+        page, service = await asyncio.gather(
+            self._cancel_page(),
+            self._cancel_service(token) if token else _skipped("no live session token"),
+        )
+        outcomes = (("page", "the page", page), ("service", "the service", service))
+        confirmed_by = tuple(name for name, _, problem in outcomes if problem is None)
+        problems = tuple(f"{said}: {problem}" for _, said, problem in outcomes if problem)
+        if not confirmed_by:
+            log.warning("A stop did not get through: %s", "; ".join(problems))
+        return StopResult(bool(confirmed_by), confirmed_by, problems)
+
+    async def _cancel_page(self) -> str | None:
+        """The Web SDK's cancel-all through the page; None when it answered, else why not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_BUDGET_S
+        problem = "no answer"
+        for attempt in range(STOP_PAGE_TRIES):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._stage.cancel_all(), left)
+                return None
+            except TimeoutError:
+                return f"no answer within {STOP_BUDGET_S:g} s"
+            except AppError as exc:
+                problem = exc.user_message
+            if attempt + 1 < STOP_PAGE_TRIES:
+                await self._sleep(STOP_PAGE_PAUSE_S)
+        return problem
+
+    async def _cancel_service(self, token: str) -> str | None:
+        """The service's cancel call (the client retries it: it is idempotent)."""
+        try:
+            await asyncio.wait_for(self._client.cancel_all(token), STOP_BUDGET_S)
+        except TimeoutError:
+            return f"no answer within {STOP_BUDGET_S:g} s"
+        except NotFoundError:
+            return None  # the session is over on the service: nothing is talking
+        except AppError as exc:
+            return exc.user_message
+        return None
 
     # -- the session ----------------------------------------------------------------------
 
@@ -422,7 +598,11 @@ class SpeechQueue:
         self._voice_override = None
         self._phrase_events = False
         self._by_phrase_id.clear()
-        held = [e for e in self._entries if e.state is ItemState.WAITING and e.row_id is None]
+        held = [
+            e
+            for e in self._entries
+            if e.state is ItemState.WAITING and e.row_id is None and e.replaced is None
+        ]
         self._add_rows(held)
         for entry in held:
             self._notify(ChangeKind.CHANGED, entry)
@@ -430,24 +610,41 @@ class SpeechQueue:
 
     def _session_over(self) -> None:
         self._live_session = None
+        self._early = None
         for entry in list(self._entries):
             if entry.state in (ItemState.SENT, ItemState.SPEAKING):
                 self._cancel(entry, REASON_SESSION_ENDED)
             elif entry.state is ItemState.SENDING:
                 entry.cancel_on_ack = REASON_SESSION_ENDED
-            elif entry.state is ItemState.WAITING and entry.row_id is not None:
-                if self.policy == "hold":
-                    self._write(self._store.mark_cancelled, entry.row_id, REASON_NOT_SENT_ENDED)
-                    entry.row_id = None
-                    entry.session_id = None
-                    entry.voice_id = None
-                    self._notify(ChangeKind.CHANGED, entry)
-                else:
-                    self._cancel(entry, REASON_NOT_SENT_ENDED)
+            elif (
+                entry.state is ItemState.WAITING
+                and entry.row_id is not None
+                and entry.replaced is None
+            ):
+                self._unsent_at_session_end(entry)
+        self._poke()
+
+    def _unsent_at_session_end(self, entry: _Entry) -> None:
+        """A line not sent to a session that ended: held for the next one, or refused."""
+        entry.retry_at = None
+        if self.policy == "refuse":
+            self._end_unsent([entry], REASON_NOT_SENT_ENDED)
+            return
+        if entry.row_id is not None:
+            self._write(self._store.mark_cancelled, entry.row_id, REASON_NOT_SENT_ENDED)
+        entry.row_id = None
+        entry.session_id = None
+        entry.voice_id = None
+        entry.reason = None
+        if self.live:  # a new session is live already: it is queued for that one
+            self._add_row(entry)
+        self._notify(ChangeKind.CHANGED, entry)
 
     # -- sending --------------------------------------------------------------------------
 
     def _kick(self) -> None:
+        """Something changed: let the sender look again (start it if it is not running)."""
+        self._poke()
         if self._pump is not None and not self._pump.done():
             return
         if self._next() is None:
@@ -457,70 +654,235 @@ class SpeechQueue:
             return
         self._pump = self._spawn(self._run())
 
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
     def _next(self) -> _Entry | None:
-        if self._paused or self._live_session is None:
-            return None
-        if any(e.state is ItemState.SENDING for e in self._entries):
+        """The item to send next (it may still have a wait to sit out), or None."""
+        if (
+            self._paused
+            or self._interrupting
+            or self._live_session is None
+            or self._in_flight is not None
+        ):
             return None
         for entry in self._entries:
-            if entry.state is ItemState.WAITING and entry.row_id is not None:
+            if entry.state is ItemState.WAITING and entry.row_id is not None and not entry.replaced:
                 return entry
         return None
 
-    async def _run(self) -> None:
-        while (entry := self._next()) is not None:
-            await self._send(entry)
+    def _claim(self, entry: _Entry) -> bool:
+        """The one place that lets an item go to the service, at the moment it goes.
 
-    async def _send(self, entry: _Entry) -> None:
-        session_id = self._live_session
-        assert session_id is not None and entry.row_id is not None
-        row_id = entry.row_id
+        Only a waiting, logged item that never left and was not replaced, with no wait left,
+        while sending is on and nothing else is in flight. Once it goes, ``left`` stays set
+        unless the service provably refused it (see ``_refused``): whatever else happens
+        (Stop, Resume, Speak now, a new session, a retry, a 429 wait), it is never sent again.
+        """
+        if entry.left and entry.state is ItemState.WAITING:  # a broken invariant: never send
+            log.error("Task row %s left once already; it is not sent again", entry.row_id)
+            self._fail(entry, REASON_CRASHED)
+            return False
+        if (
+            entry.state is not ItemState.WAITING
+            or entry.left
+            or entry.replaced is not None
+            or entry.row_id is None
+            or entry.retry_at is not None
+            or self._paused
+            or self._interrupting
+            or self._live_session is None
+            or self._in_flight is not None
+        ):
+            return False
+        entry.left = True
+        self._in_flight = entry
         entry.state = ItemState.SENDING
         entry.reason = None
-        entry.retry_at = None
         entry.attempts += 1
         entry.send_seq = next(self._send_seq)
         entry.sent_at = self._clock()
         self._notify(ChangeKind.CHANGED, entry)
+        return True
+
+    async def _run(self) -> None:
+        """The sender: one item at a time, in order. It never ends on an error: each is
+        logged, announced (``ChangeKind.ERROR``) and the sender goes on; only after
+        ``MAX_SENDER_ERRORS`` in a row does it pause, and says so."""
+        errors = 0
+        while True:
+            entry: _Entry | None = None
+            try:
+                entry = self._next()
+                if entry is None:
+                    return
+                if entry.retry_at is not None:
+                    await self._wait_out(entry)
+                else:
+                    await self._send(entry)
+                errors = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                errors += 1
+                self._sender_error(exc, entry, give_up=errors >= MAX_SENDER_ERRORS)
+                if errors >= MAX_SENDER_ERRORS:
+                    return
+            finally:
+                self._settle_replaced()
+
+    def _sender_error(self, exc: Exception, entry: _Entry | None, *, give_up: bool) -> None:
+        log.error("The speech queue's sender hit an error", exc_info=exc)
+        if entry is not None and entry.state is ItemState.WAITING and entry.retry_at is not None:
+            # the wait itself failed (a timer): not the line's fault, it goes now
+            entry.retry_at = None
+            entry.reason = None
+            self._notify(ChangeKind.CHANGED, entry)
+        elif entry is not None and not entry.state.finished:
+            if entry.left:
+                entry.unclear = True
+                self._fail(entry, f"{REASON_UNCLEAR} (an error in the app)")
+            else:
+                self._fail(entry, REASON_CRASHED)
+        message = f"The speech queue hit an error ({type(exc).__name__}: {exc})"
+        if give_up:
+            self._paused = True
+            self._notify(ChangeKind.PAUSED, None)
+            message += " again and again, so it stopped sending. Press Resume to try again."
+        else:
+            message += "; it goes on with the next line."
+        self._announce(message, entry)
+
+    async def _wait_out(self, entry: _Entry) -> None:
+        """Sit out ``entry``'s wait after a 429 (never longer than the ceiling); any change
+        to the queue (skip, remove, stop, resume, Speak now, a session) cuts it short."""
+        assert entry.retry_at is not None
+        left = min(max(0.0, entry.retry_at - self._clock()), RETRY_AFTER_CEILING_S)
+        woken = await self._sleep_or_wake(left)
+        if not woken and entry.state is ItemState.WAITING and entry.retry_at is not None:
+            entry.retry_at = None
+            entry.reason = None
+            self._notify(ChangeKind.CHANGED, entry)
+
+    async def _sleep_or_wake(self, seconds: float) -> bool:
+        """Sleep ``seconds``; True if woken first (by ``_poke``)."""
+        loop = asyncio.get_running_loop()
+        if self._wake is None or self._wake_loop is not loop:
+            self._wake, self._wake_loop = asyncio.Event(), loop
+        wake = self._wake
+        wake.clear()
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        waker = asyncio.ensure_future(wake.wait())
+        try:
+            done, _ = await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+        error = sleeper.exception() if sleeper in done and not sleeper.cancelled() else None
+        if error is not None:
+            raise error  # the sender's loop reports it and goes on
+        return waker in done and sleeper not in done
+
+    async def _send(self, entry: _Entry) -> None:
+        session_id = self._live_session
+        if session_id is None or not self._claim(entry):
+            return
+        try:
+            await self._request(entry, session_id)
+        finally:
+            self._early = None  # not acknowledged: that phrase was not this line's
+            if self._in_flight is entry:
+                self._in_flight = None
+
+    async def _request(self, entry: _Entry, session_id: str) -> None:
+        row_id = entry.row_id
         try:
             created = await self._client.add_task(session_id, entry.text)
         except RateLimitedError as exc:
-            await self._rate_limited(entry, exc)
-        except UnclearOutcomeError as exc:
-            self._mark_sent(entry)
-            self._fail(entry, f"{REASON_UNCLEAR} ({exc.user_message})")
+            self._refused(entry, session_id, exc)
+        except (UnclearOutcomeError, BadAnswerError) as exc:
+            # it may be on the service: logged as sent, never sent again by the queue
+            await self._unclear(entry, session_id, exc.user_message)
         except NotFoundError as exc:
+            entry.left = False  # refused: the session is gone
             self._fail(entry, REASON_SESSION_GONE)
             if self._live_session == session_id:
                 await self._controller.end_remotely(EndReason.SERVER, exc.user_message)
         except AppError as exc:
+            entry.left = False  # refused with a reason (the client tells maybes apart)
             self._fail(entry, exc.user_message)
         except asyncio.CancelledError:
             # shutting down: whether it arrived is unknown, and it is never sent twice
+            entry.unclear = True
             self._mark_sent(entry)
             self._fail(entry, f"{REASON_UNCLEAR} (the app stopped while sending)")
             raise
         except Exception as exc:
-            log.exception("Sending task row %d failed unexpectedly", row_id)
-            self._fail(entry, f"unexpected error: {exc.__class__.__name__}")
+            log.exception("Sending task row %s failed unexpectedly", row_id)
+            await self._unclear(entry, session_id, f"unexpected error: {type(exc).__name__}")
+            self._announce(f"Sending a line failed unexpectedly ({type(exc).__name__}).", entry)
         else:
             await self._acknowledged(entry, created.task_id, session_id)
 
-    async def _rate_limited(self, entry: _Entry, exc: RateLimitedError) -> None:
+    def _refused(self, entry: _Entry, session_id: str, exc: RateLimitedError) -> None:
+        """A 429: the service did nothing. The item never left; it waits, or ends unsent."""
+        entry.left = False
+        entry.cancel_on_ack = None
+        if entry.state.finished:
+            return
+        entry.state = ItemState.WAITING
+        if entry.replaced is not None:  # Speak now took its place meanwhile
+            self._end_unsent([entry], entry.replaced)
+            return
+        if self._live_session != session_id:  # its session ended meanwhile
+            self._unsent_at_session_end(entry)
+            return
         if entry.attempts > self._max_rate_limit_retries:
             self._fail(entry, f"{exc.user_message} (gave up after {entry.attempts} tries)")
             return
-        wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER_S
-        entry.state = ItemState.WAITING
+        wait = _clamp_wait(exc.retry_after)
         entry.retry_at = self._clock() + wait
-        entry.reason = f"the service is busy; sending again in {wait:g} s"
+        advised = exc.advised
+        asked = (
+            f" (it asked for {advised:g} s)" if advised is not None and advised > wait + 0.5 else ""
+        )
+        entry.reason = f"the service is busy{asked}; sending again in {wait:g} s"
         self._notify(ChangeKind.CHANGED, entry)
         log.info("Task row %s rate limited; sending again in %.2f s", entry.row_id, wait)
-        await self._sleep(wait)
-        if entry.state is ItemState.WAITING:
+
+    async def _unclear(self, entry: _Entry, session_id: str, why: str) -> None:
+        entry.unclear = True
+        self._mark_sent(entry)
+        self._fail(entry, f"{REASON_UNCLEAR} ({why})")
+        if entry.cancel_on_ack is not None and self._live_session == session_id:
+            # stopped while on its way, and it may have arrived after the cancel: cancel again
+            result = await self._cancel_everywhere()
+            if not result.confirmed:
+                self._announce(StopUnconfirmedError(result).user_message, entry)
+
+    def _end_unsent(self, entries: Sequence[_Entry], reason: str) -> None:
+        """End lines that never left. While a request is in flight they are only marked (never
+        sent) and end once it is answered: a door that hands unsent lines back (the composer)
+        then never hands back the one in flight, which may still arrive."""
+        for entry in entries:
+            if entry.state.finished:
+                continue
+            if self._in_flight is None or entry is self._in_flight:  # (refused: answered)
+                self._cancel(entry, reason)
+                continue
+            entry.replaced = reason
             entry.retry_at = None
-            entry.reason = None
+            entry.reason = reason
             self._notify(ChangeKind.CHANGED, entry)
+
+    def _settle_replaced(self) -> None:
+        if self._in_flight is not None:
+            return
+        for entry in list(self._entries):
+            if entry.replaced is not None and entry.state is ItemState.WAITING:
+                self._cancel(entry, entry.replaced)
 
     async def _acknowledged(self, entry: _Entry, task_id: str, session_id: str) -> None:
         assert entry.row_id is not None
@@ -533,15 +895,24 @@ class SpeechQueue:
         reason = entry.cancel_on_ack
         if reason is None and self._live_session != session_id:
             reason = REASON_SESSION_ENDED
+        early, self._early = self._early, None
+        if early is not None and reason is None and entry.state is ItemState.SENT:
+            # it started (maybe ended) before this answer came: it was this line
+            if early.phrase_id and early.phrase_id != task_id:
+                self._by_phrase_id[early.phrase_id] = entry
+            entry.provisional = not early.by_phrase
+            self._start(entry, at=early.started_at)
+            if early.ended_at is not None:
+                self._finish(entry, at=early.ended_at)
+            return
         if reason is not None and not entry.state.finished:
             # Stopped (or replaced) while on its way: it may have reached the service after
             # the cancel-all, so cancel again before anything else is sent.
             self._cancel(entry, reason)
             if self._live_session == session_id:
-                try:
-                    await self._stage.cancel_all()
-                except AppError as exc:
-                    log.warning("Could not cancel a task sent during a stop: %s", exc)
+                result = await self._cancel_everywhere()
+                if not result.confirmed:
+                    self._announce(StopUnconfirmedError(result).user_message, entry)
         else:
             self._notify(ChangeKind.CHANGED, entry)
 
@@ -594,8 +965,17 @@ class SpeechQueue:
                 if phrase_id:
                     self._by_phrase_id[phrase_id] = provisional
                 return
-        entry = self._oldest([ItemState.SENDING, ItemState.SENT])
+        # By order, only among lines the service acknowledged: a line is never logged as
+        # speaking (or spoken) before the service has it.
+        entry = self._oldest([ItemState.SENT])
         if entry is None:
+            flying = self._in_flight
+            if flying is not None and flying.state is ItemState.SENDING:
+                # a phrase can start before its POST is answered: the answer decides
+                self._early = _Early(phrase_id, by_phrase, self._clock())
+                for other in [e for e in self._entries if e.state is ItemState.SPEAKING]:
+                    self._finish(other)
+                return
             log.debug("Speaking started with nothing sent (phrase %s): ignored", phrase_id)
             return
         if phrase_id:
@@ -611,15 +991,25 @@ class SpeechQueue:
                     self._finish(entry)
                 return
         entry = self._oldest([ItemState.SPEAKING])
+        early = self._early
+        if (
+            entry is None
+            and early is not None
+            and early.ended_at is None
+            and (not phrase_id or not early.phrase_id or phrase_id == early.phrase_id)
+        ):
+            early.ended_at = self._clock()
+            return
         if entry is None:
             log.debug("Speaking ended with nothing speaking (phrase %s): ignored", phrase_id)
             return
         self._finish(entry)
 
-    def _start(self, entry: _Entry) -> None:
+    def _start(self, entry: _Entry, at: float | None = None) -> None:
         assert entry.row_id is not None
         self._mark_sent(entry)
-        if self._write(self._store.mark_speaking, entry.row_id, at=self._clock()) is None:
+        started = self._clock() if at is None else at
+        if self._write(self._store.mark_speaking, entry.row_id, at=started) is None:
             return
         entry.state = ItemState.SPEAKING
         self._notify(ChangeKind.CHANGED, entry)
@@ -628,13 +1018,14 @@ class SpeechQueue:
         for other in [e for e in self._entries if e.state is ItemState.SPEAKING and e is not entry]:
             self._finish(other)
 
-    def _finish(self, entry: _Entry) -> None:
+    def _finish(self, entry: _Entry, at: float | None = None) -> None:
         assert entry.row_id is not None
         if entry.stopping is not None:
             self._cancel(entry, entry.stopping)
             return
         self._mark_sent(entry)
-        if self._write(self._store.mark_spoken, entry.row_id, at=self._clock()) is None:
+        ended = self._clock() if at is None else at
+        if self._write(self._store.mark_spoken, entry.row_id, at=ended) is None:
             return
         entry.state = ItemState.SPOKEN
         self._notify(ChangeKind.CHANGED, entry)
@@ -736,6 +1127,17 @@ class SpeechQueue:
             except Exception:
                 log.exception("A speech queue listener failed")
 
+    def _announce(self, message: str, entry: _Entry | None = None) -> None:
+        """Tell listeners something went wrong that a person should see."""
+        change = QueueChange(
+            ChangeKind.ERROR, None if entry is None else entry.view(), message=message
+        )
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("A speech queue listener failed")
+
     def _rows(self, row_id: int, *, new: bool) -> None:
         for listener in list(self._row_listeners):
             try:
@@ -769,6 +1171,18 @@ def _loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_event_loop_policy().get_event_loop()
     except RuntimeError:
         return None
+
+
+def _clamp_wait(retry_after: float | None) -> float:
+    """A 429's wait in seconds: the advice if readable, never less than 0 nor more than the
+    ceiling (``inf``, ``nan`` or ``1e400`` from any client included)."""
+    if retry_after is None or math.isnan(retry_after):
+        return DEFAULT_RETRY_AFTER_S
+    return min(max(0.0, retry_after), RETRY_AFTER_CEILING_S)
+
+
+async def _skipped(why: str) -> str:
+    return why
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -22,7 +22,10 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+# Fault kinds are plain values: importing them does not pull in the server.
+from avaturn_desktop.simulator.faults import AFTER_ACCEPT_KINDS
 
 if TYPE_CHECKING:
     # The server (FastAPI, uvicorn) is imported when the simulator runs, not when the app's
@@ -118,8 +121,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--jitter-ms", type=float, default=0.0, help="± random extra delay")
     faults.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 5xx")
     faults.add_argument("--error-status", type=int, default=503, help="status of those answers")
+    faults.add_argument("--error-burst", type=int, default=0, help="the first N calls get 5xx")
     faults.add_argument("--rate-limit-burst", type=int, default=0, help="the first N calls get 429")
-    faults.add_argument("--retry-after", type=int, default=1, help="Retry-After of a 429, s")
+    faults.add_argument(
+        "--rate-limit-rate", type=float, default=0.0, help="fraction of calls that start a burst"
+    )
+    faults.add_argument(
+        "--rate-limit-burst-len", type=int, default=1, help="429s in a burst started that way"
+    )
+    faults.add_argument(
+        "--retry-after",
+        default="1",
+        metavar="VALUE",
+        help="Retry-After of a 429: seconds, or any header value sent verbatim (inf, a date, ...)",
+    )
     faults.add_argument(
         "--reset-rate", type=float, default=0.0, help="fraction of calls reset without answer"
     )
@@ -134,6 +149,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["none", "mute"],
         default="none",
         help="the avatar's voice in every session: silent even while it speaks",
+    )
+    faults.add_argument(
+        "--after-accept-rate",
+        type=float,
+        default=0.0,
+        help="fraction of accepted task calls whose answer is then replaced by a fault",
+    )
+    faults.add_argument(
+        "--after-accept",
+        dest="after_accept",
+        action="append",
+        choices=AFTER_ACCEPT_KINDS,
+        default=[],
+        help="what such a call answers (repeatable; default 503)",
+    )
+    faults.add_argument(
+        "--after-accept-routes",
+        choices=["tasks", "all"],
+        default="tasks",
+        help="which calls --after-accept-rate applies to",
+    )
+    faults.add_argument(
+        "--hang-ms", type=float, default=30_000.0, help="how long a 'hang' holds the answer"
+    )
+    faults.add_argument(
+        "--fault-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed the fault schedule: the same seed and calls give the same faults",
     )
 
 
@@ -157,11 +202,19 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
             jitter_ms=args.jitter_ms,
             error_rate=args.error_rate,
             error_status=args.error_status,
+            error_burst=args.error_burst,
             rate_limit_burst=args.rate_limit_burst,
-            retry_after_s=args.retry_after,
+            rate_limit_rate=args.rate_limit_rate,
+            rate_limit_burst_len=args.rate_limit_burst_len,
+            **_retry_after(args.retry_after),
             reset_rate=args.reset_rate,
             video_fault=args.video_fault,
             audio_fault=args.audio_fault,
+            after_accept_rate=args.after_accept_rate,
+            after_accept=args.after_accept or ["503"],
+            after_accept_routes=args.after_accept_routes,
+            hang_ms=args.hang_ms,
+            seed=args.fault_seed,
         ),
         llm=LlmConfig(tokens_per_second=args.llm_tokens_per_second, api_key=args.llm_api_key),
     )
@@ -177,6 +230,13 @@ def _api_key(args: argparse.Namespace) -> str | None:
     if args.api_key is not None:
         return str(args.api_key)
     return os.environ.get(API_KEY_ENV) or None
+
+
+def _retry_after(value: str) -> dict[str, Any]:
+    """``--retry-after``: whole seconds as the number knob, anything else sent verbatim."""
+    if value.isdigit():
+        return {"retry_after_s": int(value)}
+    return {"retry_after": value}
 
 
 #: The flag of each config field, for error messages; fault fields follow their flags' names.

@@ -88,12 +88,5 @@ def test_an_answer_is_spoken_while_it_streams_and_a_new_question_ends_it(
         assert bad.status_code == 422 and bad.json()["detail"]
         api.http.close()
     finally:
-        app.terminate()
-        try:
-            app.wait(30)
-        finally:
-            if app.poll() is None:
-                app.kill()
-            if app.stdout is not None:
-                app.stdout.close()
+        stop(app)
         stop(sim)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.blackbox import Api, simulator, spoken_texts, start_app, wait_for
+from tests.blackbox import Api, simulator, spoken_texts, start_app, stop, wait_for
 
 pytestmark = [pytest.mark.web, pytest.mark.timeout(180)]
 __all__ = ["simulator"]  # the fixture, used by name
@@ -62,11 +62,4 @@ def test_an_idle_kiosk_shows_the_attract_screen_and_a_say_wakes_it(
         assert api.state()["supervisor"]["restarts"] == 0
         api.http.close()
     finally:
-        app.terminate()
-        try:
-            app.wait(30)
-        finally:
-            if app.poll() is None:
-                app.kill()
-            if app.stdout is not None:
-                app.stdout.close()
+        stop(app)

@@ -88,12 +88,5 @@ def test_a_kiosk_comes_back_live_after_every_ending(tmp_path: Path) -> None:
         )
         api.http.close()
     finally:
-        app.terminate()
-        try:
-            app.wait(30)
-        finally:
-            if app.poll() is None:
-                app.kill()
-            if app.stdout is not None:
-                app.stdout.close()
+        stop(app)
         stop(sim)

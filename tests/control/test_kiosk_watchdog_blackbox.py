@@ -88,12 +88,5 @@ def test_a_kiosk_finds_a_black_then_a_frozen_avatar_and_comes_back_live(tmp_path
         assert metric(api, "avaturn_page_heartbeat_age_seconds") < 5
         api.http.close()
     finally:
-        app.terminate()
-        try:
-            app.wait(30)
-        finally:
-            if app.poll() is None:
-                app.kill()
-            if app.stdout is not None:
-                app.stdout.close()
+        stop(app)
         stop(sim)

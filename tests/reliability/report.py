@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         block = data[key]
         kinds = ", ".join(f"{k} {v}" for k, v in block["by_kind"].items())
         print(f"{key:>22}: {block['total']:>7}  ({kinds})")
+    combined = data.get("combined", {})
+    if combined.get("counts"):
+        counts = ", ".join(f"{k} {v}" for k, v in combined["counts"].items())
+        print(f"{'combined_faults':>22}: {counts}; bad seeds {combined['bad_seeds'] or 'none'}")
     worst = max(data["max_gui_stall_ms"].items(), key=lambda kv: kv[1], default=("-", 0))
     print(f"{'max_gui_stall_ms':>22}: {worst[1]:>7}  ({worst[0]})")
     return code

@@ -5,6 +5,7 @@ HTTP transport that counts what the service did wrong."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import sys
 import threading
@@ -21,9 +22,10 @@ from PySide6.QtCore import QCoreApplication, QEvent, QTimer
 from avaturn_desktop.app import Backend, LaunchOptions, build, teardown
 from avaturn_desktop.core import paths
 from avaturn_desktop.core.models import SessionCreate
+from avaturn_desktop.core.queue import ItemState
 from avaturn_desktop.core.session_state import SessionState
 from avaturn_desktop.core.settings import Settings
-from avaturn_desktop.core.tasks import TaskRecord
+from avaturn_desktop.core.tasks import TaskRecord, TaskState
 from avaturn_desktop.services.speech_queue import QueueChange, SpeechQueue
 from avaturn_desktop.simulator.server import FaultConfig, SimulatorServer
 from avaturn_desktop.ui.docks.composer_panel import ComposerPanel
@@ -125,6 +127,7 @@ class Rig:
         settings: Settings | None = None,
     ) -> None:
         self.sim = sim
+        self.api_key = api_key
         self.transport = CountingTransport()
         self.settings = settings or Settings()
         backend = Backend(kind, sim.base_url, sim.sdk_url, api_key)  # type: ignore[arg-type]
@@ -190,6 +193,15 @@ class Rig:
             for task in session["tasks"]
         ]
 
+    async def sim_state(self) -> dict[str, Any]:
+        """What the simulator received, as ``GET /_sim/state`` tells anyone who asks."""
+        response = await self.http.get(
+            f"{self.sim.base_url}/_sim/state", headers={"Authorization": f"Bearer {self.api_key}"}
+        )
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
     async def sim_session(self, session_id: str) -> dict[str, Any]:
         state = await asyncio.to_thread(self.sim.snapshot)
         (session,) = [s for s in state["sessions"] if s["session_id"] == session_id]
@@ -207,3 +219,57 @@ class Rig:
 
     async def live(self) -> None:
         await until(lambda: self.controller.state is SessionState.LIVE, 30, "a live session")
+
+
+@dataclasses.dataclass
+class Invariants:
+    """What :func:`check_invariants` found (all empty when the promises hold)."""
+
+    #: text -> how many times the service received it, for texts received more than once
+    doubled: dict[str, int]
+    #: log rows called spoken whose text (and task id) the service never received
+    spoken_unreceived: list[TaskRecord]
+    #: items still sending, log rows still ``queued``/``sent``/``speaking`` once settled
+    left_sending: list[str]
+    #: texts received, for the counts
+    received: int
+
+    @property
+    def ok(self) -> bool:
+        return not (self.doubled or self.spoken_unreceived or self.left_sending)
+
+    def explain(self) -> str:
+        return (
+            f"doubled={self.doubled} spoken_unreceived="
+            f"{[(r.row_id, r.text) for r in self.spoken_unreceived]} "
+            f"left_sending={self.left_sending}"
+        )
+
+
+async def check_invariants(rig: Rig, *, session_ended: bool = True) -> Invariants:
+    """The promises checked after every scenario, from what the simulator actually received
+    (``GET /_sim/state``) against the app's own log and queue:
+
+    * each text reaches the service at most once (the scenarios send each text once; the
+      only way back is the app saying it was not sent);
+    * every line the log calls spoken was received by the service;
+    * nothing is left sending (no item in ``sending``; once the session ended, no row still
+      ``queued``, ``sent`` or ``speaking``).
+    """
+    state = await rig.sim_state()
+    tasks = [t for s in state["sessions"] for t in s["tasks"]]
+    per_text = Counter(t["text"] for t in tasks)
+    by_id = {t["task_id"]: t for t in tasks}
+    doubled = {text: n for text, n in per_text.items() if n > 1}
+    rows = rig.rows()
+    unreceived = [
+        r
+        for r in rows
+        if r.state is TaskState.SPOKEN
+        and (r.text not in per_text or (r.task_id is not None and r.task_id not in by_id))
+    ]
+    left = [f"item {i.item_id} {i.text!r}" for i in rig.queue.items if i.state is ItemState.SENDING]
+    if session_ended:
+        open_states = (TaskState.QUEUED, TaskState.SENT, TaskState.SPEAKING)
+        left += [f"row {r.row_id} {r.state} {r.text!r}" for r in rows if r.state in open_states]
+    return Invariants(doubled, unreceived, left, len(tasks))

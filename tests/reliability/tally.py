@@ -40,6 +40,9 @@ class Tally:
     #: The longest GUI-loop gap per fault test (ms), and a stack sample of the worst one.
     max_stall_ms: dict[str, float] = field(default_factory=dict)
     stall_samples: dict[str, str] = field(default_factory=dict)
+    #: The combined-fault runs (tests/reliability/combined.py): counts over every seed.
+    combined_counts: Counter[str] = field(default_factory=Counter)
+    combined_bad_seeds: list[int] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
     # -- faults ------------------------------------------------------------------------------
@@ -56,6 +59,20 @@ class Tally:
         self.max_stall_ms[test] = round(max_gap_ms, 1)
         if samples:
             self.stall_samples[test] = samples[-1]
+
+    def combined(self, seed: int, found: Any, *, lost: int, stuck: bool, refused: int = 0) -> None:
+        """One seed of the combined scenario and what ``check_invariants`` found."""
+        c = self.combined_counts
+        c["seeds"] += 1
+        c["speak_now_refused_with_a_message"] += refused
+        c["lines_received"] += found.received
+        c["lines_doubled"] += len(found.doubled)
+        c["spoken_not_received"] += len(found.spoken_unreceived)
+        c["left_sending"] += len(found.left_sending)
+        c["lost"] += lost
+        c["stuck"] += int(stuck)
+        if not found.ok or lost or stuck:
+            self.combined_bad_seeds.append(seed)
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -84,6 +101,10 @@ class Tally:
             "machine": machine(),
             "fault_tests": sorted(self.tests),
             "max_gui_stall_ms": dict(sorted(self.max_stall_ms.items())),
+            "combined": {
+                "counts": dict(sorted(self.combined_counts.items())),
+                "bad_seeds": sorted(self.combined_bad_seeds),
+            },
             "stall_samples": self.stall_samples,
             "faults_injected": block(self.faults_injected),
             "faults_survived": block(self.faults_survived),

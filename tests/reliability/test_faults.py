@@ -20,15 +20,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from avaturn_desktop.core.errors import RETRY_AFTER_CEILING_S
 from avaturn_desktop.core.models import SessionCreate
-from avaturn_desktop.core.queue import ItemState
+from avaturn_desktop.core.queue import (
+    ChangeKind,
+    ItemState,
+    QueueChange,
+    StopUnconfirmedError,
+    UnclearRetryError,
+)
 from avaturn_desktop.core.session_state import EndReason, SessionState
 from avaturn_desktop.core.tasks import TaskState
-from avaturn_desktop.simulator.server import SimulatorServer
+from avaturn_desktop.services.client import AvaturnClient
+from avaturn_desktop.services.session import SessionController
+from avaturn_desktop.services.speech_queue import SpeechQueue
+from avaturn_desktop.services.tasklog import TaskLogStore
+from avaturn_desktop.simulator.faults import AFTER_ACCEPT_KINDS
+from avaturn_desktop.simulator.server import FaultConfig, SimulatorServer
 from tests.reliability.conftest import FaultLedger
-from tests.reliability.rig import Rig, until
+from tests.reliability.flood_child import NoPage
+from tests.reliability.rig import Rig, check_invariants, until
 from tests.reliability.tally import Tally
 
 pytestmark = [pytest.mark.web, pytest.mark.timeout(90)]
@@ -83,7 +97,9 @@ async def check_promises(rig: Rig, composed: list[str]) -> Counter[str]:
 def rig_factory(
     loop: asyncio.AbstractEventLoop, tmp_path: Path, tally: Tally, request: pytest.FixtureRequest
 ) -> Callable[..., Any]:
-    """``run(sim, scenario, **rig_options)``: build a rig, run ``scenario(rig)``, close it."""
+    """``run(sim, scenario, **rig_options)``: build a rig, run ``scenario(rig)``, check the
+    invariants (``rig.check_invariants``: no text twice at the service, nothing logged as
+    spoken that it never received, nothing left sending), close it."""
 
     def run(sim: SimulatorServer, scenario: Callable[[Rig], Any], **options: Any) -> None:
         async def main() -> None:
@@ -91,6 +107,14 @@ def rig_factory(
             try:
                 await rig.open()
                 await scenario(rig)
+                await until(
+                    lambda: not any(i.state is ItemState.SENDING for i in rig.queue.items),
+                    10,
+                    "nothing sending",
+                )
+                live = rig.controller.state is SessionState.LIVE
+                found = await check_invariants(rig, session_ended=not live)
+                assert found.ok, found.explain()
             finally:
                 tally.stall(request.node.name, rig.watchdog.max_gap_ms, rig.watchdog.stalls)
                 await rig.close()
@@ -143,8 +167,8 @@ def test_429_with_retry_after_waits_and_sends_once(
     async def scenario(rig: Rig) -> None:
         session_id = await rig.start()
         rig.watchdog.start()
-        # 3 refusals: the client waits out one itself, gives up on the next (max_retries=1);
-        # the queue shows "busy", waits Retry-After, sends again, and the third is waited out.
+        # 3 refusals: a task's 429 goes straight to the queue, which shows "busy" with the
+        # time it sends again, waits Retry-After (where the person can skip it), and sends again.
         rig.set_faults(rate_limit_burst=3, retry_after_s=1)
         started = time.monotonic()
         assert rig.type_and_queue(" ".join(lines))
@@ -396,5 +420,185 @@ def test_soak_mixed_faults_every_line_once(
         per_text = await check_promises(rig, [line for b in batches for line in b])
         assert all(per_text[line] == 1 for b in batches for line in b)
         assert rig.controller.state is SessionState.LIVE
+
+    rig_factory(sim, scenario)
+
+
+# -- a task the service took, answered with a lie ---------------------------------------------
+
+
+class ServicesRig:
+    """The client, session controller and speech queue over real loopback HTTP, with no page
+    (the session is live once created): what decides whether a line is sent again."""
+
+    def __init__(self, sim: SimulatorServer, store_path: Path, *, timeout: float = 10.0) -> None:
+        self.sim = sim
+        self.http = httpx.AsyncClient()
+        self.client = AvaturnClient(self.http, api_key="k", base_url=sim.base_url, timeout=timeout)
+        self.store = TaskLogStore(store_path)
+        page = NoPage()
+        self.controller = SessionController(
+            self.client, page, api_host=sim.base_url, sdk_url=sim.sdk_url, registry=self.store
+        )
+        self.queue = SpeechQueue(self.client, self.store, self.controller, stage=page)
+        self.changes: list[QueueChange] = []
+        self.queue.subscribe(self.changes.append)
+
+    async def start(self) -> str:
+        assert await self.controller.start(SessionCreate())
+        assert self.controller.session_id is not None
+        return self.controller.session_id
+
+    def received(self, text: str) -> int:
+        return sum(t["text"] == text for s in self.sim.snapshot()["sessions"] for t in s["tasks"])
+
+    async def close(self) -> None:
+        await self.queue.shutdown()
+        await self.controller.shutdown()
+        await self.http.aclose()
+        self.store.close()
+
+
+@pytest.fixture
+def services_rig(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> Callable[..., Any]:
+    """``run(sim, scenario, **options)``: a ServicesRig on qasync's loop, closed after."""
+
+    def run(sim: SimulatorServer, scenario: Callable[[ServicesRig], Any], **options: Any) -> None:
+        async def main() -> None:
+            rig = ServicesRig(sim, tmp_path / "services.sqlite3", **options)
+            try:
+                await scenario(rig)
+            finally:
+                await rig.close()
+
+        loop.run_until_complete(main())
+
+    return run
+
+
+@pytest.mark.parametrize("kind", AFTER_ACCEPT_KINDS)
+def test_a_lie_after_the_service_took_the_line_is_unclear_and_never_doubled(
+    make_sim: SimFactory, services_rig: Callable[..., Any], ledger: FaultLedger, kind: str
+) -> None:
+    """2xx with an empty, HTML or {} body, a gateway's 502/503/504, no answer until the client
+    gives up, a reset: the line may have been spoken. It is never sent again by itself, and
+    Retry asks first."""
+    sim = make_sim()
+    line, behind = "Taken but not told.", "The next line."
+
+    async def scenario(rig: ServicesRig) -> None:
+        await rig.start()
+        sim.set_faults(
+            FaultConfig(after_accept_rate=1.0, after_accept=[kind], hang_ms=5000)  # type: ignore[list-item]
+        )
+        (item,) = rig.queue.enqueue(line)
+        await until(lambda: rig.queue.item(item.item_id).state.finished, 10)  # type: ignore[union-attr]
+        ledger.inject(f"after_accept:{kind}")
+        failed = rig.queue.item(item.item_id)
+        assert failed is not None and failed.state is ItemState.FAILED
+        assert failed.unclear and failed.ever_sent
+        assert "may or may not have been spoken" in (failed.reason or "")
+        assert rig.received(line) == 1  # the service has it: the queue must not send it again
+        (row,) = rig.store.query()
+        assert row.state is TaskState.FAILED and row.sent_at is not None
+        with pytest.raises(UnclearRetryError):
+            rig.queue.retry(item.item_id)
+        # the service heals: the next line goes, and the maybe is still not sent again
+        sim.set_faults(FaultConfig())
+        rig.queue.enqueue(behind)
+        await until(lambda: rig.received(behind) == 1, 10)
+        assert rig.received(line) == 1
+        # sent again only when the person confirms, knowingly
+        (again,) = rig.queue.retry(item.item_id, confirm=True)
+        await until(lambda: rig.queue.item(again.item_id).acknowledged, 10)  # type: ignore[union-attr]
+        assert rig.received(line) == 2
+
+    # "hang": the client gives up after 1 s, the service answers only later
+    services_rig(sim, scenario, timeout=1.0 if kind == "hang" else 10.0)
+
+
+RETRY_AFTER_PROBES = [
+    "1000000000",
+    "3000000",
+    "inf",
+    "1e400",
+    "Fri, 31 Dec 2099 23:59:59 GMT",
+    "3600",
+    "-5",
+    "nan",
+    "soon",
+]
+
+
+@pytest.mark.parametrize("value", RETRY_AFTER_PROBES)
+def test_any_retry_after_waits_at_most_the_ceiling_and_can_be_skipped(
+    make_sim: SimFactory, services_rig: Callable[..., Any], ledger: FaultLedger, value: str
+) -> None:
+    """On qasync's loop, where a sleep is a QTimer: an absurd Retry-After used to overflow it,
+    kill the sender and leave every line waiting for ever."""
+    sim = make_sim()
+    lines = ["Busy line.", "Behind it.", "And behind that."]
+
+    async def scenario(rig: ServicesRig) -> None:
+        await rig.start()
+        sim.set_faults(FaultConfig(rate_limit_burst=1, retry_after=value))
+        first, *_ = rig.queue.enqueue(lines)
+        await until(
+            lambda: (
+                len(sim.snapshot()["sessions"][0]["tasks"]) > 0
+                or any(c.item and c.item.retry_at for c in rig.changes)
+            ),
+            10,
+        )
+        ledger.inject("429_retry_after")
+        waits = [c.item.retry_at for c in rig.changes if c.item and c.item.retry_at]
+        assert all(at - time.time() <= RETRY_AFTER_CEILING_S + 1 for at in waits)
+        if rig.queue.item(first.item_id).retry_at is not None:  # type: ignore[union-attr]
+            assert rig.queue.skip_wait(first.item_id)
+        await until(lambda: all(rig.received(t) == 1 for t in lines), 10)
+        assert [t["text"] for t in sim.snapshot()["sessions"][0]["tasks"]] == lines
+        assert not [c for c in rig.changes if c.kind is ChangeKind.ERROR]
+
+    services_rig(sim, scenario)
+
+
+# -- Stop gets through ------------------------------------------------------------------------
+
+
+def test_stop_gets_through_a_503_and_says_when_it_could_not(
+    make_sim: SimFactory, rig_factory: Callable[..., Any], ledger: FaultLedger
+) -> None:
+    sim = make_sim(chars_per_second=20.0)
+    long_line = "This line is long enough that the avatar is still saying it when Stop comes."
+
+    async def speaking(rig: Rig, text: str) -> None:
+        rig.queue.enqueue(text)
+        await until(lambda: any(r.state is TaskState.SPEAKING for r in rig.rows()), 10)
+
+    async def scenario(rig: Rig) -> None:
+        session_id = await rig.start()
+        rig.watchdog.start()
+        # one 503 on the cancel: the other path (or a retry) gets through
+        await speaking(rig, long_line)
+        rig.set_faults(error_burst=1)
+        result = await rig.queue.stop()
+        ledger.inject("503_on_stop")
+        assert result.confirmed and result.confirmed_by
+        assert (await rig.sim_session(session_id))["current"] is None  # it stopped talking
+        # every cancel refused: the avatar may still talk, and the app says so
+        rig.queue.resume()
+        await speaking(rig, long_line + " Again.")
+        rig.set_faults(error_burst=100)
+        with pytest.raises(StopUnconfirmedError) as info:
+            await rig.queue.stop()
+        ledger.inject("503_on_stop", 7)
+        assert info.value.result.may_still_be_talking
+        assert "may still be talking" in info.value.user_message
+        assert (await rig.sim_session(session_id))["current"] is not None
+        # the service heals: Stop again gets through
+        rig.set_faults()
+        assert (await rig.queue.stop()).confirmed
+        assert (await rig.sim_session(session_id))["current"] is None
+        await check_promises(rig, [])
 
     rig_factory(sim, scenario)

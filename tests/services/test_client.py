@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from avaturn_desktop.core.errors import (
+    RETRY_AFTER_CEILING_S,
     ApiError,
     AppError,
     AuthError,
@@ -444,8 +445,8 @@ def test_rate_limited_understands_an_http_date() -> None:
         max_retries=0,
     )
     assert isinstance(err, RateLimitedError)
-    assert err.retry_after is not None
-    assert 100 < err.retry_after <= 121
+    assert err.retry_after == RETRY_AFTER_CEILING_S  # clamped
+    assert err.advised is not None and 100 < err.advised <= 121
 
 
 def test_rate_limited_without_a_usable_retry_after() -> None:
@@ -570,11 +571,25 @@ def test_create_is_not_retried_once_it_may_have_arrived(
 
 
 def test_429_retry_after_is_honoured_through_the_injected_sleep() -> None:
-    script = Script(error(429, "slow", {"Retry-After": "2"}), ok({"task_id": "t-1"}))
+    script = Script(error(429, "slow", {"Retry-After": "2"}), ok(CREATED))
     runner = Run(script)
-    assert runner(lambda c: c.add_task("s-1", "Hello")) == TaskCreated(task_id="t-1")
+    assert runner(lambda c: c.create_session()).session_id == "s-1"
     assert runner.sleeps == [2.0]
     assert script.count == 2
+
+
+@pytest.mark.parametrize(
+    "call", [lambda c: c.add_task("s-1", "Hello"), lambda c: c.sdk_task(TOKEN, "Hello")]
+)
+def test_a_tasks_429_goes_to_the_caller_at_once(
+    call: Callable[[AvaturnClient], Awaitable[Any]],
+) -> None:
+    """The speech queue waits it out where the person sees it (and can skip it)."""
+    script = Script(error(429, "slow", {"Retry-After": "2"}))
+    runner = Run(script)
+    with pytest.raises(RateLimitedError) as info:
+        runner(call)
+    assert (info.value.retry_after, script.count, runner.sleeps) == (2.0, 1, [])
 
 
 def test_429_without_retry_after_backs_off() -> None:
@@ -590,7 +605,8 @@ def test_429_asking_for_too_long_a_wait_goes_to_the_caller() -> None:
     runner = Run(script)
     with pytest.raises(RateLimitedError) as info:
         runner(lambda c: c.create_session())
-    assert info.value.retry_after == MAX_RETRY_AFTER + 90
+    assert info.value.retry_after == MAX_RETRY_AFTER  # clamped for whoever waits
+    assert info.value.advised == MAX_RETRY_AFTER + 90
     assert runner.sleeps == []
 
 
@@ -620,19 +636,19 @@ def test_idempotent_sdk_calls_are_retried(call: Callable[[AvaturnClient], Awaita
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("call", "kind"),
     [
-        lambda c: c.add_task("s-1", "Hello"),
-        lambda c: c.sdk_task(TOKEN, "Hello"),
-        lambda c: c.create_session(),
+        (lambda c: c.add_task("s-1", "Hello"), UnclearOutcomeError),
+        (lambda c: c.sdk_task(TOKEN, "Hello"), UnclearOutcomeError),
+        (lambda c: c.create_session(), ServerError),
     ],
 )
 def test_gateway_errors_are_not_retried_for_posts(
-    call: Callable[[AvaturnClient], Awaitable[Any]],
+    call: Callable[[AvaturnClient], Awaitable[Any]], kind: type[AppError]
 ) -> None:
     script = Script(error(503, "overloaded"), ok({"task_id": "dup"}))
     runner = Run(script)
-    with pytest.raises(ServerError):
+    with pytest.raises(kind):
         runner(call)
     assert script.count == 1
     assert runner.sleeps == []
@@ -817,3 +833,130 @@ def test_a_local_protocol_error_is_not_an_unclear_outcome() -> None:
     err = fails(script, lambda c: c.add_task("s-1", "Hello"), NetworkError)
     assert type(err) is NetworkError
     assert script.count == 1
+
+
+# -- Retry-After: every value a header can take ----------------------------------------------
+
+CEIL = RETRY_AFTER_CEILING_S
+
+
+def _http_date(offset_s: float) -> str:
+    return email.utils.formatdate(time.time() + offset_s, usegmt=True)
+
+
+RETRY_AFTER_VALUES: list[tuple[str, float | None]] = [
+    ("0", 0.0),
+    ("7", 7.0),
+    (" 7 ", 7.0),
+    ("2.5", 2.5),
+    ("-5", 0.0),
+    ("-inf", 0.0),
+    ("30", 30.0),
+    ("31", CEIL),
+    ("3600", CEIL),
+    ("3000000", CEIL),  # 34 days: past a Qt timer's 2**31 ms
+    ("1000000000", CEIL),
+    ("1" + "0" * 400, CEIL),
+    ("1e400", CEIL),
+    ("inf", CEIL),
+    ("Infinity", CEIL),
+    ("nan", None),
+    ("", None),
+    ("soon", None),
+    ("0x10", None),
+    ("7 seconds", None),
+    ("Fri, 31 Dec 2099 23:59:59 GMT", CEIL),
+    ("Fri, 31 Dec 9999 23:59:59 GMT", CEIL),
+    ("Fri, 31 Dec 99999 23:59:59 GMT", None),
+    ("Mon, 32 Foo 2024 25:61:61 GMT", None),
+    ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0),
+    ("Thu, 01 Jan 1970 00:00:00 -0000", 0.0),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), RETRY_AFTER_VALUES)
+def test_any_retry_after_becomes_a_sane_wait(value: str, expected: float | None) -> None:
+    err = fails(
+        Script(error(429, "slow", {"Retry-After": value})),
+        lambda c: c.add_task("s-1", "Hello"),
+        RateLimitedError,
+    )
+    assert isinstance(err, RateLimitedError)
+    if expected is None:
+        assert err.retry_after is None
+    else:
+        assert err.retry_after == pytest.approx(expected)
+        assert 0 <= err.retry_after <= CEIL
+    assert "inf" not in err.user_message and "nan" not in err.user_message
+
+
+@pytest.mark.parametrize(("offset", "expected"), [(12.0, 12.0), (-60.0, 0.0), (86400.0, CEIL)])
+def test_a_retry_after_date_counts_from_now(offset: float, expected: float) -> None:
+    err = fails(
+        Script(error(429, "slow", {"Retry-After": _http_date(offset)})),
+        lambda c: c.add_task("s-1", "Hello"),
+        RateLimitedError,
+    )
+    assert isinstance(err, RateLimitedError) and err.retry_after is not None
+    assert err.retry_after == pytest.approx(expected, abs=1.5)
+
+
+@pytest.mark.parametrize(("value", "expected"), RETRY_AFTER_VALUES)
+def test_the_client_never_sleeps_past_the_ceiling(value: str, expected: float | None) -> None:
+    """For calls it may retry itself: a readable wait up to the ceiling is slept (a longer one
+    goes to the caller), an unreadable one backs off."""
+    script = Script(error(429, "slow", {"Retry-After": value}), ok(CREATED))
+    runner = Run(script)
+    try:
+        runner(lambda c: c.create_session())
+    except RateLimitedError as exc:
+        assert exc.advised is not None and exc.advised > CEIL
+    assert all(0 <= s <= CEIL for s in runner.sleeps)
+
+
+# -- a task's answers that do not prove a refusal ---------------------------------------------
+
+MAYBE_ANSWERS: list[tuple[str, Step]] = [
+    ("200 empty", httpx.Response(200)),
+    ("200 empty json type", httpx.Response(200, headers={"content-type": "application/json"})),
+    ("200 html", httpx.Response(200, text="<html><body>OK</body></html>")),
+    ("200 {}", httpx.Response(200, json={})),
+    ("200 null", httpx.Response(200, json=None)),
+    ("200 list", httpx.Response(200, json=[])),
+    ("200 wrong field", httpx.Response(200, json={"id": "t-1"})),
+    ("201 empty", httpx.Response(201)),
+    ("204", httpx.Response(204)),
+    ("500", error(500, "boom")),
+    ("502 html", httpx.Response(502, text="<html>Bad Gateway</html>")),
+    ("503", error(503, "overloaded")),
+    ("504 empty", httpx.Response(504)),
+    ("read timeout", httpx.ReadTimeout("slow")),
+    ("reset", httpx.ReadError("connection reset by peer")),
+    ("closed", httpx.RemoteProtocolError("Server disconnected without sending a response")),
+]
+
+
+@pytest.mark.parametrize(("name", "answer"), MAYBE_ANSWERS, ids=[n for n, _ in MAYBE_ANSWERS])
+@pytest.mark.parametrize("sdk", [False, True])
+def test_a_task_answer_that_does_not_prove_refusal_is_unclear(
+    name: str, answer: Step, sdk: bool
+) -> None:
+    script = Script(answer, ok({"task_id": "dup"}))
+    runner = Run(script)
+
+    def send(c: AvaturnClient) -> Awaitable[TaskCreated]:
+        return c.sdk_task(TOKEN, "Hello") if sdk else c.add_task("s-1", "Hello")
+
+    with pytest.raises(UnclearOutcomeError) as info:
+        runner(send)
+    assert script.count == 1 and runner.sleeps == []  # never sent twice
+    assert "may or may not be spoken" in info.value.user_message
+    assert KEY not in info.value.user_message and TOKEN not in info.value.user_message
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 409, 410, 422, 429])
+def test_a_task_refused_with_a_4xx_is_not_unclear(status: int) -> None:
+    script = Script(error(status, "no"))
+    with pytest.raises(ApiError) as info:
+        run(script, lambda c: c.add_task("s-1", "Hello"))
+    assert not isinstance(info.value, UnclearOutcomeError)

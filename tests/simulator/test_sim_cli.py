@@ -216,7 +216,6 @@ def test_bound_to_every_interface_it_prints_a_reachable_url_and_says_so(launch):
         (["--latency-ms", "-1"], "--latency-ms"),
         (["--error-rate", "2"], "--error-rate"),
         (["--error-status", "200"], "--error-status"),
-        (["--retry-after", "-1"], "--retry-after"),
     ],
 )
 def test_bad_flags_get_one_line_not_a_traceback(capsys, flags, flag):

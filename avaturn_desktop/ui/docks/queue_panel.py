@@ -1,10 +1,15 @@
 """The speech queue, visible: every item with its state; edit what is not sent yet.
 
-Keys in the list: Delete removes, Alt+Up / Alt+Down move (items not yet sent only).
+Keys in the list: Delete removes, Alt+Up / Alt+Down move (items not yet sent only). An item
+waiting after a 429 counts down to its next try; *Send now* skips the wait. Retry on a line
+that may already have been spoken asks first. Errors of the queue's sender are shown above
+the list.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from PySide6.QtCore import (
@@ -22,6 +27,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListView,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -44,16 +50,38 @@ _COLOURS: Final = {
 }
 
 
-def describe(item: QueueItem) -> str:
-    """One line for the list: state (and why), then the text."""
+def describe(item: QueueItem, now: float | None = None) -> str:
+    """One line for the list: state (and why), then the text. ``now`` (the queue's clock,
+    unix seconds) turns a wait after a 429 into a countdown."""
     if item.held:
         state = "held (no live session)"
+    elif item.retry_at is not None:
+        left = max(0, math.ceil(item.retry_at - (time.time() if now is None else now)))
+        state = f"waiting: the service is busy; sending again in {left} s"
     elif item.reason:
         state = f"{item.state.value}: {item.reason}"
     else:
         state = item.state.value
     text = item.text if len(item.text) <= 120 else item.text[:119] + "…"
     return f"[{state}] {text}"
+
+
+class RetryUnclearDialog:
+    """Asks before sending again a line that may already have been spoken (tests replace
+    ``ask``)."""
+
+    @classmethod
+    def ask(cls, parent: QWidget | None, text: str) -> bool:
+        shown = text if len(text) <= 200 else text[:199] + "…"
+        answer = QMessageBox.question(
+            parent,
+            "Send again?",
+            f"This line may already have been spoken (its send got no clear answer):\n\n"
+            f"{shown}\n\nSend it again only if the avatar did not say it. Send it again?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
 
 class QueueModel(QAbstractListModel):
@@ -91,6 +119,14 @@ class QueueModel(QAbstractListModel):
 
     def row_of(self, item_id: int) -> int | None:
         return self._rows.get(item_id)
+
+    def redraw_waits(self) -> bool:
+        """Redraw the items counting down after a 429; False when none is."""
+        rows = [row for row, item in enumerate(self._items) if item.retry_at is not None]
+        for row in rows:
+            index = self.index(row)
+            self.dataChanged.emit(index, index)
+        return bool(rows)
 
     def update_item(self, item: QueueItem) -> bool:
         """Redraw one known item in place; False when it is not shown (yet)."""
@@ -144,6 +180,15 @@ class QueuePanel(QWidget):
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(QueueModel.REFRESH_MS)
         self._refresh_timer.timeout.connect(self.refresh)
+        #: Ticks once a second while an item counts down after a 429.
+        self._countdown = QTimer(self)
+        self._countdown.setInterval(1000)
+        self._countdown.timeout.connect(self._tick)
+        self.error_label = QLabel()
+        self.error_label.setObjectName("queue.error")
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet("color: #c62828;")
+        self.error_label.setVisible(False)
         self.summary = QLabel()
         self.summary.setObjectName("queue.summary")
         self.paused_label = QLabel("Stopped: nothing more is sent until you resume.")
@@ -158,6 +203,8 @@ class QueuePanel(QWidget):
         self.down_button.setToolTip("Move down (Alt+Down)")
         self.retry_button = QPushButton("Retry")
         self.retry_button.setToolTip("Queue a failed or cancelled item again")
+        self.skip_button = QPushButton("Send now")
+        self.skip_button.setToolTip("Stop waiting for the busy service and send this item now")
         self.clear_button = QPushButton("Clear finished")
 
         paused = QHBoxLayout()
@@ -168,12 +215,14 @@ class QueuePanel(QWidget):
             self.remove_button,
             self.up_button,
             self.down_button,
+            self.skip_button,
             self.retry_button,
             self.clear_button,
         ):
             edit.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(paused)
+        layout.addWidget(self.error_label)
         layout.addWidget(self.list, 1)
         layout.addLayout(edit)
         layout.addWidget(self.summary)
@@ -186,6 +235,7 @@ class QueuePanel(QWidget):
         self.up_button.clicked.connect(lambda: self.move_selected(-1))
         self.down_button.clicked.connect(lambda: self.move_selected(1))
         self.retry_button.clicked.connect(self.retry_selected)
+        self.skip_button.clicked.connect(self.skip_selected)
         self.clear_button.clicked.connect(presenter.clear_finished)
         self.resume_button.clicked.connect(presenter.resume)
         presenter.changed.connect(self._on_change)
@@ -195,6 +245,11 @@ class QueuePanel(QWidget):
 
     def _on_change(self, change: QueueChange) -> None:
         item = change.item
+        if change.kind is ChangeKind.ERROR:
+            self.error_label.setText(change.message or "The speech queue hit an error.")
+            self.error_label.setVisible(True)
+        if item is not None and item.retry_at is not None and not self._countdown.isActive():
+            self._countdown.start()
         if (
             item is not None
             and change.kind is ChangeKind.CHANGED
@@ -219,6 +274,14 @@ class QueuePanel(QWidget):
         self.resume_button.setVisible(paused)
         self._update_summary()
         self._update_buttons()
+        self._tick()
+
+    def _tick(self) -> None:
+        """Redraw the countdowns; the timer runs only while something counts down."""
+        if not self.model.redraw_waits():
+            self._countdown.stop()
+        elif not self._countdown.isActive():
+            self._countdown.start()
 
     def _at_bottom(self) -> bool:
         bar = self.list.verticalScrollBar()
@@ -248,6 +311,7 @@ class QueuePanel(QWidget):
         self.retry_button.setEnabled(
             item is not None and item.state in (ItemState.FAILED, ItemState.CANCELLED)
         )
+        self.skip_button.setEnabled(item is not None and item.retry_at is not None)
 
     def _current_id(self) -> int | None:
         item = self.model.item_at(self.list.currentIndex().row())
@@ -283,5 +347,15 @@ class QueuePanel(QWidget):
 
     def retry_selected(self) -> None:
         item = self.selected()
-        if item is not None:
+        if item is None:
+            return
+        if not item.unclear:
             self._presenter.retry(item.item_id)
+        elif RetryUnclearDialog.ask(self, item.text):
+            self._presenter.queue.retry(item.item_id, confirm=True)
+
+    def skip_selected(self) -> None:
+        """Send the selected item now instead of waiting out the busy service."""
+        item = self.selected()
+        if item is not None and self._presenter.queue.skip_wait(item.item_id):
+            self.refresh()
