@@ -82,8 +82,6 @@ class Batch:
         self._rest: _Cutter | None = None
         #: Sentences never queued (given back before their slice came).
         self._unqueued: list[str] = []
-        #: Given back: lines that left for the service with no proof either way (not put back).
-        self.maybe_spoken: list[str] = []
         #: The ids of the sentences not taken yet (a person's removals left out): kept up to
         #: date change by change, so a change costs the same in a batch of 1 or 1,000.
         self._untaken: set[int] = set()
@@ -282,23 +280,9 @@ class Speaker:
         if batch._rest is not None:  # a long text: what was not queued yet is not sent either
             batch._unqueued += batch._rest.take(None)
             batch._rest = None
-        # A line that left for the service may be on it (an unclear answer): it is never handed
-        # back to be sent again; the reason says so, and the queue's own Retry asks first.
-        left = [i for i in batch.items if not taken(i) and i.ever_sent and i.item_id not in dropped]
-        unsent = [
-            i.text
-            for i in batch.items
-            if not taken(i) and not i.ever_sent and i.item_id not in dropped
-        ]
+        unsent = [i.text for i in batch.items if not taken(i) and i.item_id not in dropped]
         batch.unsent_text = "\n".join([*unsent, *batch._unqueued])
-        batch.maybe_spoken = [i.text for i in left]
         batch.reason = (lost.reason or lost.state.value) if lost is not None else reason
-        if left:
-            n = len(left)
-            batch.reason += (
-                f"; {n} line{'' if n == 1 else 's'} may or may not have been spoken and "
-                f"{'is' if n == 1 else 'are'} not put back (Retry in the queue asks first)"
-            )
         self._settle(batch, BatchOutcome.GIVEN_BACK)
 
     def _settle(self, batch: Batch, outcome: BatchOutcome) -> None:

@@ -151,22 +151,3 @@ def test_speak_now_drops_the_part_of_a_paste_not_queued_yet(
         assert client.calls[-1][1] == "Say this instead."
 
     asyncio.run(scenario())
-
-
-def test_a_line_that_may_have_been_spoken_is_not_put_back(parts: tuple) -> None:
-    """An unclear answer (the service may have taken it) is never handed back to be sent
-    again by whoever re-sends the box: only the lines that never left are."""
-    from avaturn_desktop.core.errors import UnclearOutcomeError
-
-    speaker, _queue, client, controller = parts
-
-    async def scenario() -> None:
-        controller.go_live()
-        client.script = ["t1", UnclearOutcomeError("The connection dropped after sending.")]
-        batch = speaker.say("First is fine. Second is unclear. Third never left.")
-        await until(lambda: batch.outcome is BatchOutcome.GIVEN_BACK)
-        assert batch.unsent_text == "Third never left."
-        assert batch.maybe_spoken == ["Second is unclear."]
-        assert "may or may not have been spoken" in (batch.reason or "")
-
-    asyncio.run(scenario())
