@@ -65,7 +65,7 @@ class Plan:
     #: Real seconds a session plays before the next cause ends it.
     play_s: float = 2.0
     #: The session's maximum duration and nobody-watching timeout, in simulated seconds.
-    max_duration: int = 600
+    max_duration: int = 900
     user_absent_timeout: int = 240
     chars_per_second: float = 60.0
     seed: int = 12
@@ -99,10 +99,13 @@ class Figures:
     #: (simulated hours, app MB, page processes MB), every ``Plan.memory_every_s`` real seconds.
     memory_timeline: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)
     stuck: list[str] = dataclasses.field(default_factory=list)
+    #: Causes not applied: the session had ended by itself (its maximum duration) first.
+    preempted: Counter[str] = dataclasses.field(default_factory=Counter)
 
     def as_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["injected"] = dict(sorted(self.injected.items()))
+        data["preempted"] = dict(sorted(self.preempted.items()))
         for key in ("noticed_s", "back_live_s"):
             data[key] = {
                 cause: {
@@ -118,7 +121,11 @@ class Figures:
 
 class SimProcess:
     """The simulator in its own process, restartable on its port, with the tasks it heard
-    collected before each restart (an ended session is forgotten after a while)."""
+    collected before each restart and every minute (it forgets an ended session after five).
+
+    The soak runs in the app's process, so what it does itself counts in the app's memory:
+    it keeps one HTTP client, and reads the simulator's whole state (every task of every
+    session it still holds) only now and then."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
@@ -127,6 +134,7 @@ class SimProcess:
         self.url = ""
         #: task_id -> (text, status): every task of every session, newest status.
         self.tasks: dict[str, tuple[str, str]] = {}
+        self.http = httpx.AsyncClient(headers=SIM_AUTH, timeout=10)
 
     def start(self) -> None:
         self.proc = run_simulator(
@@ -150,11 +158,10 @@ class SimProcess:
         await asyncio.to_thread(self.start)
 
     async def state(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(headers=SIM_AUTH, timeout=10) as http:
-            answer = await http.get(f"{self.url}/_sim/state")
-            answer.raise_for_status()
-            result: dict[str, Any] = answer.json()
-            return result
+        answer = await self.http.get(f"{self.url}/_sim/state")
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
 
     async def collect(self) -> dict[str, Any]:
         state = await self.state()
@@ -163,10 +170,11 @@ class SimProcess:
                 self.tasks[task["task_id"]] = (task["text"], task["status"])
         return state
 
-    async def control(self, method: str, path: str, body: Any = None) -> None:
-        async with httpx.AsyncClient(headers=SIM_AUTH, timeout=10) as http:
-            answer = await http.request(method, f"{self.url}{path}", json=body)
+    async def control(self, method: str, path: str, body: Any = None) -> int:
+        answer = await self.http.request(method, f"{self.url}{path}", json=body)
+        if answer.status_code != 404:  # a session that ended meanwhile: the caller decides
             answer.raise_for_status()
+        return answer.status_code
 
 
 async def until(predicate: Callable[[], bool], within: float, what: str) -> None:
@@ -237,6 +245,7 @@ class Soak:
         self.fed: list[str] = []
         self.rng = random.Random(plan.seed)
         self._feeding = True
+        self._collected = time.monotonic()
 
     # -- the app ---------------------------------------------------------------------------
 
@@ -294,6 +303,7 @@ class Soak:
             with contextlib.suppress(Exception):
                 await self.sim.collect()
             await teardown(app)
+            await self.sim.http.aclose()
             self.sim.stop()
         self._count()
         return self.figures
@@ -371,7 +381,9 @@ class Soak:
         if slot.controller.snapshot.session_id != session_id:
             return  # it ended by itself meanwhile (its max duration): counted as it was
         self.figures.injected[cause] += 1
-        await self.sim.collect()  # before the service may forget its ended sessions
+        if time.monotonic() - self._collected > 60:  # before the service forgets them
+            self._collected = time.monotonic()
+            await self.sim.collect()
         injected_at = time.monotonic()
         left: list[float] = []
 
@@ -380,9 +392,16 @@ class Soak:
                 left.append(time.monotonic())
 
         unsubscribe = slot.controller.subscribe(on_session)
+
+        def still_live() -> bool:
+            snap = slot.controller.snapshot
+            return snap.state is SessionState.LIVE and snap.session_id == session_id
+
         match cause:
             case "kill":
-                await self.sim.control("POST", f"/_sim/sessions/{session_id}/kill", {})
+                path = f"/_sim/sessions/{session_id}/kill"
+                if await self.sim.control("POST", path, {}) == 404:
+                    self._preempted(cause)
             case "max_duration":
                 pass  # it reaches it by itself (the simulator's clock runs faster)
             case "user_absent":
@@ -391,18 +410,31 @@ class Soak:
                     "/_sim/faults",
                     {"refuse_event_channels": True, "drop_event_channels": True},
                 )
-                await self._service_ended(session_id, "user_absent_timeout")
+                # nobody watches for the session's timeout (and a little more), then the
+                # service is reachable again
+                absent_s = self.plan.user_absent_timeout / self.plan.time_scale
+                await asyncio.sleep(absent_s + 0.3)
+                reason = await self._service_ended(session_id)
                 await self.sim.control("PUT", "/_sim/faults", {})
+                if reason != "user_absent_timeout":
+                    self._preempted(cause)
             case "service_restart":
                 await self.sim.restart()
             case "renderer_crash":
                 pid = app.shell.view.page().renderProcessPid()
+                assert pid > 0, "no renderer to kill"  # never 0: that signals the whole group
                 os.kill(pid, signal.SIGKILL)
             case "frozen_video":
                 before = slot.watch.problems["frozen"]
                 await self.sim.control("PUT", "/_sim/faults", {"video_fault": "freeze"})
-                await until(lambda: slot.watch.problems["frozen"] > before, 20, "a frozen video")
+                await until(
+                    lambda: slot.watch.problems["frozen"] > before or not still_live(),
+                    20,
+                    "a frozen video",
+                )
                 await self.sim.control("PUT", "/_sim/faults", {})
+                if slot.watch.problems["frozen"] == before:
+                    self._preempted(cause)
         try:
             await self._live(slot, session_id, 30, f"a live session after {cause}")
         except TimeoutError as exc:
@@ -414,15 +446,20 @@ class Soak:
         self.figures.noticed_s.setdefault(cause, []).append(left_at - injected_at)
         self.figures.back_live_s.setdefault(cause, []).append(time.monotonic() - left_at)
 
-    async def _service_ended(self, session_id: str, reason: str) -> None:
+    def _preempted(self, cause: str) -> None:
+        self.figures.injected[cause] -= 1
+        self.figures.preempted[cause] += 1
+
+    async def _service_ended(self, session_id: str) -> str:
+        """Why the service ended the session (waits until it did)."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             state = await self.sim.state()
             ended = [s for s in state["sessions"] if s["session_id"] == session_id]
-            if ended and ended[0]["end_reason"] == reason:
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"session {session_id} did not end as {reason}")
+            if ended and ended[0]["end_reason"] is not None:
+                return str(ended[0]["end_reason"])
+            await asyncio.sleep(0.25)
+        raise TimeoutError(f"session {session_id} did not end")
 
     async def _feed(self, slot: AvatarSlot) -> None:
         """Keep two or three lines waiting all along, each a sentence of its own."""

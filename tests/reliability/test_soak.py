@@ -26,7 +26,7 @@ pytestmark = [
 RESULTS: dict[str, Figures] = {}
 
 VARIANTS = [
-    pytest.param("quick", 1.2, marks=pytest.mark.timeout(110), id="quick"),
+    pytest.param("quick", 1.3, marks=pytest.mark.timeout(110), id="quick"),
     pytest.param("24h", 24.0, marks=[pytest.mark.slow, pytest.mark.timeout(2400)], id="24h"),
 ]
 
@@ -50,7 +50,7 @@ def test_a_kiosk_recovers_from_every_ending_for_hours_and_never_doubles_a_line(
 
     assert figures.stuck == []
     assert figures.sim_hours >= hours
-    assert set(figures.injected) == set(CAUSES), figures.injected
+    assert all(figures.injected[cause] > 0 for cause in CAUSES), figures.injected
     # every ending was followed by a restart the supervisor counted
     assert sum(figures.restarts_by_reason.values()) >= sum(figures.injected.values())
     assert figures.restarts_by_reason.get("page_crashed", 0) >= figures.injected["renderer_crash"]
