@@ -291,8 +291,12 @@ class SpeechQueue:
         #: Set to wake the sender from a wait (skip, remove, stop, resume, a new session, ...).
         self._wake: asyncio.Event | None = None
         self._wake_loop: asyncio.AbstractEventLoop | None = None
+        #: The last ended session with lines not said to their end, and how many (see
+        #: :meth:`say_unfinished_again`); ``None`` when there are none.
+        self._unfinished: tuple[str, int] | None = None
         #: Looks again when the oldest line on the service stops counting (see ``_room``).
-        self._lookahead_timer: asyncio.TimerHandle | None = None
+        #: (qasync's handles do not say when they are due, so that is kept beside it)
+        self._lookahead_timer: tuple[asyncio.Handle, float] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe = controller.subscribe(self._on_session)
         self._on_session(controller.snapshot)
@@ -633,12 +637,13 @@ class SpeechQueue:
         self._kick()
 
     def _session_over(self) -> None:
-        self._live_session = None
+        ended, self._live_session = self._live_session, None
         self._early = None
-        # decided before anything is marked: a line a Stop is cutting off is not carried
+        # decided before anything is marked; nothing is carried while a Stop or Speak now is
+        # silencing the avatar (the person asked for silence, or for other words)
         carry = (
             {c.item_id for c in plan_resume(self._entries) if c.was in ON_SERVICE_STATES}
-            if self.carry_over
+            if self.carry_over and not self._paused and not self._interrupting
             else set()
         )
         carried: list[_Entry] = []
@@ -662,7 +667,16 @@ class SpeechQueue:
                 self._unsent_at_session_end(entry)
         carried.sort(key=lambda e: e.send_seq)
         self._say_again(carried)
+        if ended is not None and not self.carry_over:
+            self._note_unfinished(ended)
         self._poke()
+
+    def _note_unfinished(self, session_id: str | None) -> None:
+        count = 0 if session_id is None else len(resumable_rows(self._store, session_id))
+        now = (session_id, count) if session_id is not None and count else None
+        if now != self._unfinished:
+            self._unfinished = now
+            self._notify(ChangeKind.UNFINISHED, None)
 
     def _say_again(self, lines: Sequence[_Entry]) -> None:
         """Queue copies of ``lines`` (which a dead session had taken) ahead of what waited:
@@ -703,22 +717,31 @@ class SpeechQueue:
         self._kick()
         return copies
 
-    def unfinished(self, session_id: str) -> int:
-        """How many lines of the ended ``session_id`` :meth:`say_unfinished_again` would say."""
+    def unfinished(self, session_id: str | None = None) -> int:
+        """How many lines of the ended ``session_id`` (default: the last one that ended with
+        some) :meth:`say_unfinished_again` would say."""
+        if session_id is None:
+            return 0 if self._unfinished is None else self._unfinished[1]
         return len(resumable_rows(self._store, session_id))
 
-    def say_unfinished_again(self, session_id: str) -> list[QueueItem]:
-        """Say again the lines the ended ``session_id`` had taken and not said to their end
-        (cut mid-sentence, or not started): the one click outside kiosk mode. Each is queued
-        ahead of what waits, its new row linked to the old one, and never said twice."""
+    def say_unfinished_again(self, session_id: str | None = None) -> list[QueueItem]:
+        """Say again the lines the ended ``session_id`` (default: the last one that ended with
+        some) had taken and not said to their end (cut mid-sentence, or not started): the one
+        click outside kiosk mode. Each is queued ahead of what waits, its new row linked to the
+        old one, and never said twice."""
+        if session_id is None:
+            if self._unfinished is None:
+                return []
+            session_id = self._unfinished[0]
         if session_id == self._live_session:
             raise ConfigError("That session is still live: its lines are still being said.")
         rows = resumable_rows(self._store, session_id)
         taken = {e.resumed_from for e in self._entries if e.resumed_from is not None}
-        lines = [
-            (r.text, r.row_id, r.route, r.question_id) for r in rows if r.row_id not in taken
-        ]
-        return [e.view() for e in self._queue_carried(lines)]
+        lines = [(r.text, r.row_id, r.route, r.question_id) for r in rows if r.row_id not in taken]
+        copies = self._queue_carried(lines)
+        if self._unfinished is not None and self._unfinished[0] == session_id:
+            self._note_unfinished(None)
+        return [e.view() for e in copies]
 
     def _unsent_at_session_end(self, entry: _Entry) -> None:
         """A line not sent to a session that ended: held for the next one, or refused."""
@@ -795,11 +818,11 @@ class SpeechQueue:
             return
         when = loop.time() + max(0.0, delay)
         timer = self._lookahead_timer
-        if timer is not None and not timer.cancelled() and timer.when() <= when + 0.05:
+        if timer is not None and not timer[0].cancelled() and timer[1] <= when + 0.05:
             return
         if timer is not None:
-            timer.cancel()
-        self._lookahead_timer = loop.call_at(when, self._lookahead_due)
+            timer[0].cancel()
+        self._lookahead_timer = (loop.call_later(max(0.0, delay), self._lookahead_due), when)
 
     def _lookahead_due(self) -> None:
         self._lookahead_timer = None
@@ -945,14 +968,15 @@ class SpeechQueue:
             await self._unclear(entry, session_id, exc.user_message)
         except NotFoundError as exc:
             entry.left = False  # refused: the session is gone
-            if self.carry_over:
-                # never said: held for the next session, in its place
-                entry.carry_on_answer = False
+            if entry.carry_on_answer:  # its session's end carries it, after the cut line
+                self._cancel(entry, REASON_CARRIED)
+            elif self.carry_over:
+                # never said: held in its place for the next session (by the end, below)
                 entry.cancel_on_ack = None
                 entry.state = ItemState.WAITING
-                if self._live_session != session_id:  # already over: held now
+                if self._live_session != session_id:  # that end came already
                     self._unsent_at_session_end(entry)
-                else:  # the session's end (below) holds it with the rest
+                else:
                     self._notify(ChangeKind.CHANGED, entry)
             else:
                 self._fail(entry, REASON_SESSION_GONE)
@@ -1336,7 +1360,7 @@ class SpeechQueue:
             self._unsubscribe()
         self._paused = True
         if self._lookahead_timer is not None:
-            self._lookahead_timer.cancel()
+            self._lookahead_timer[0].cancel()
             self._lookahead_timer = None
         for task in list(self._tasks):
             task.cancel()
