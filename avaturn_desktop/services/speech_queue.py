@@ -14,6 +14,17 @@ Sending
     new session, a 429 wait); only a proven refusal (429 or 4xx) returns it. Items not yet sent
     can be removed and reordered.
 
+Look-ahead
+    Only the line speaking and the next are with the service (``lookahead``, 2); the rest waits
+    here, where it can be moved, removed or edited until it is needed. The next goes when a
+    line ends, so the service always has the next line before the current one ends: no gap.
+    Lines so short (or a voice so fast) that what waits on the service would be said in less
+    than ``LOOKAHEAD_COVER_S`` get a deeper look-ahead (at most ``LOOKAHEAD_MOST``), from the
+    speaking rate learned from the lines said so far, so that a busy machine hearing a line
+    end late does not leave the avatar silent. A line whose end event was lost stops counting
+    once any voice would have finished it (``_due``): the queue never stalls on a lost event.
+    ``lookahead=None`` posts every line the moment it is queued.
+
     A ``429`` was refused by the service: the item waits ``retry_after`` seconds, clamped to
     ``RETRY_AFTER_CEILING_S``, visibly (``retry_at``), and is sent again; the wait ends early on
     :meth:`SpeechQueue.skip_wait`, Remove, Stop, Resume or Speak now. An unclear outcome (the
@@ -30,7 +41,18 @@ No live session
     ``refuse`` it is refused with :class:`QueueRefusedError`. Nothing is dropped silently.
     Text held while no session exists has no log row yet (a row belongs to a session); it gets
     one, ``queued``, the moment a session goes live. When a session ends, what was sent and not
-    spoken becomes ``cancelled`` ("session ended"); what was waiting is held for the next one.
+    spoken becomes ``cancelled`` ("session ended"); what was waiting is held for the next one,
+    its new row linked to the old (``resumed_from``).
+
+Reconnect carry-over (``carry_over``, kiosk mode)
+    When a session dies, the lines it had taken and not said to their end (the one cut
+    mid-sentence, the next one, one whose request was on its way) are said once more in the
+    next session, from their start, ahead of what waited, in the order they were sent
+    (:func:`~avaturn_desktop.services.resume.plan_resume`). The old rows end ``cancelled``
+    (``REASON_CARRIED``) and the new ones name them in ``resumed_from``, which the log lets
+    happen once per row. A line a Stop or Speak now is silencing is not carried. Outside kiosk
+    mode the same lines end "session ended" and :meth:`SpeechQueue.say_unfinished_again` says
+    them again when a person asks (one click, once).
 
 Speaking events
     ``avatar_started_speaking_phrase`` / ``avatar_ended_speaking_phrase`` are matched to items
@@ -129,6 +151,13 @@ STOP_PAGE_PAUSE_S: Final = 0.2
 MAX_SENDER_ERRORS: Final = 3
 #: Lines on the service at a time: the one speaking and the next (see "Look-ahead").
 LOOKAHEAD: Final = 2
+#: ... and more, while what waits on the service would be said in less than this (very short
+#: lines, a fast voice): time enough for the app to hear a line end and send the next one
+#: before the avatar runs out of words, even on a busy machine. Never more than ``LOOKAHEAD_MOST``.
+LOOKAHEAD_COVER_S: Final = 0.6
+LOOKAHEAD_MOST: Final = 8
+#: The speaking rate assumed until the queue has timed lines of its own (characters a second).
+DEFAULT_CHARS_PER_S: Final = 15.0
 #: A line on the service counts against the look-ahead until its end is seen, or at most this
 #: long plus its text at ``SLOWEST_CHARS_PER_S``: a lost "ended" event never stalls the queue.
 LOOKAHEAD_GRACE_S: Final = 10.0
@@ -194,6 +223,8 @@ class _Entry:
     send_seq: int = 0
     #: Started by a plain ``avatar_started_speaking`` (a phrase event may adopt it).
     provisional: bool = False
+    #: When the avatar began saying it (the queue's clock), to learn the speaking rate.
+    started_at: float | None = None
     #: Stop / Speak now arrived while its request was in flight: cancel it once answered.
     cancel_on_ack: str | None = None
     #: A cancel-all is on its way for it: an "ended" event now means it was cut off.
@@ -295,6 +326,8 @@ class SpeechQueue:
         #: :meth:`say_unfinished_again`); ``None`` when there are none.
         self._unfinished: tuple[str, int] | None = None
         #: Looks again when the oldest line on the service stops counting (see ``_room``).
+        #: The voice's speaking rate, learned from the lines it said (see ``_room``).
+        self._chars_per_s = DEFAULT_CHARS_PER_S
         #: (qasync's handles do not say when they are due, so that is kept beside it)
         self._lookahead_timer: tuple[asyncio.Handle, float] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -803,13 +836,16 @@ class SpeechQueue:
             return True
         now = self._clock()
         counted = [
-            due
+            (due, e)
             for e in self._entries
             if e.state in ON_SERVICE_STATES and (due := _due(e, now)) > now
         ]
         if len(counted) < self.lookahead:
             return True
-        self._look_again_in(min(counted) - now)
+        waiting_chars = sum(len(e.text) for _, e in counted if e.state is not ItemState.SPEAKING)
+        if waiting_chars / self._chars_per_s < LOOKAHEAD_COVER_S and len(counted) < LOOKAHEAD_MOST:
+            return True  # too little left to say to cover the time it takes to send the next
+        self._look_again_in(min(due for due, _ in counted) - now)
         return False
 
     def _look_again_in(self, delay: float) -> None:
@@ -1189,6 +1225,7 @@ class SpeechQueue:
         if self._write(self._store.mark_speaking, entry.row_id, at=started) is None:
             return
         entry.state = ItemState.SPEAKING
+        entry.started_at = started
         self._notify(ChangeKind.CHANGED, entry)
         # The avatar speaks one phrase at a time: one that was speaking is over now, even if
         # its end event was lost (e.g. while the event channel was reconnecting).
@@ -1205,6 +1242,7 @@ class SpeechQueue:
         if self._write(self._store.mark_spoken, entry.row_id, at=ended) is None:
             return
         entry.state = ItemState.SPOKEN
+        self._learn_rate(entry, ended)
         self._notify(ChangeKind.CHANGED, entry)
         self._trim()
         self._kick()  # room for the next line
@@ -1262,6 +1300,16 @@ class SpeechQueue:
             for entry in group:
                 entry.resumed_from = None
             return add()
+
+    def _learn_rate(self, entry: _Entry, ended: float) -> None:
+        """Fold a line said start to end (by its own phrase events) into the speaking rate."""
+        if entry.started_at is None or entry.provisional:
+            return
+        took = ended - entry.started_at
+        if took < 0.05 or len(entry.text) < 8:
+            return
+        rate = min(max(len(entry.text) / took, 1.0), 2000.0)
+        self._chars_per_s = 0.7 * self._chars_per_s + 0.3 * rate
 
     def _mark_sent(self, entry: _Entry) -> None:
         """Log ``sent`` (with the time the request left) once, when the service has it."""

@@ -27,7 +27,7 @@ from avaturn_desktop.services.speech_queue import SpeechQueue
 from avaturn_desktop.services.tasklog import TaskLogStore
 
 St = ItemState
-LINES = [f"Line {n}." for n in range(1, 7)]
+LINES = [f"Line {n} is long enough to need its time." for n in range(1, 7)]
 
 
 @dataclass
@@ -127,9 +127,9 @@ def test_a_line_waiting_behind_the_look_ahead_can_be_removed_moved_and_never_lea
             await quiet()
 
     run(scenario())
-    assert rig.sent() == ["Line 1.", "Line 2.", "Line 5.", "Line 3."]
-    assert all(i.text != "Line 4." for i in rig.queue.items)
-    removed = [(r.state, r.reason) for r in rig.store.query() if r.text == "Line 4."]
+    assert rig.sent() == [LINES[0], LINES[1], LINES[4], LINES[2]]
+    assert all(i.text != LINES[3] for i in rig.queue.items)
+    removed = [(r.state, r.reason) for r in rig.store.query() if r.text == LINES[3]]
     assert removed == [(TaskState.CANCELLED, REASON_REMOVED)]
 
 
@@ -218,7 +218,7 @@ def test_a_session_killed_mid_line_says_the_cut_line_again_then_the_rest_once(
         by_text.setdefault(row.text, []).append(row)
     spoken = [r.text for r in sorted(rows, key=lambda r: r.row_id) if r.state is TaskState.SPOKEN]
     assert spoken == LINES  # each line to its end exactly once, in order
-    for text in ("Line 3.", "Line 4."):
+    for text in (LINES[2], LINES[3]):
         old, new = by_text[text][0], by_text[text][-1]
         assert (old.session_id, old.state, old.reason) == (
             "s1",
@@ -227,7 +227,7 @@ def test_a_session_killed_mid_line_says_the_cut_line_again_then_the_rest_once(
         )
         assert (new.session_id, new.resumed_from) == ("s2", old.row_id)
     # the lines that waited are linked too: their rows of the dead session ended unsent
-    for text in ("Line 5.", "Line 6."):
+    for text in (LINES[4], LINES[5]):
         old, new = by_text[text][0], by_text[text][-1]
         assert old.session_id == "s1" and new.resumed_from == old.row_id
     # the old rows of what was spoken are never continued
@@ -283,7 +283,7 @@ def test_a_line_a_stop_is_cutting_off_is_not_carried(kiosk: Rig) -> None:
         await quiet()
 
     run(scenario())
-    assert rig.sent_to("s2") == ["Line 3."]
+    assert rig.sent_to("s2") == [LINES[2]]
 
 
 def test_a_404_in_kiosk_mode_holds_the_line_for_the_next_session(kiosk: Rig) -> None:
@@ -331,11 +331,41 @@ def test_outside_kiosk_the_unfinished_lines_are_said_again_on_one_call_only(rig:
 
     run(scenario())
     # said again ahead of the line that waited
-    assert rig.sent_to("s2") == ["Line 2.", "Line 3.", "Line 4."]
+    assert rig.sent_to("s2") == [LINES[1], LINES[2], LINES[3]]
     links = {r.text: r.resumed_from for r in rig.store.query(session_id="s2")}
     old = {r.text: r.row_id for r in rig.store.query(session_id="s1")}
     assert links == {
-        "Line 2.": old["Line 2."],
-        "Line 3.": old["Line 3."],
-        "Line 4.": old["Line 4."],
+        LINES[1]: old[LINES[1]],
+        LINES[2]: old[LINES[2]],
+        LINES[3]: old[LINES[3]],
     }
+
+
+def test_very_short_lines_keep_enough_on_the_service_to_cover_sending_the_next(
+    tmp_path: Path,
+) -> None:
+    """Lines the avatar says in a blink: two would run out before the app hears one end and
+    sends the next, so the look-ahead holds enough words for ``LOOKAHEAD_COVER_S``, learned
+    from how fast the voice really speaks, and never more than ``LOOKAHEAD_MOST`` lines."""
+    clock = [1000.0]
+    rig = make(tmp_path, clock=lambda: clock[0])
+
+    async def scenario() -> None:
+        rig.controller.go_live()
+        # 15 characters a second until it knows better: "Hi there." is 0.6 s, two suffice
+        rig.queue.enqueue([f"Hi there {n}." for n in range(30)])
+        await until(lambda: len(rig.client.calls) == 2)
+        await quiet()
+        assert len(rig.client.calls) == 2
+        # the voice turns out to say 11 characters in 0.06 s: about 180 a second
+        for n in range(1, 9):
+            rig.queue.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id=f"t{n}"))
+            clock[0] += 0.06
+            rig.queue.handle_page_event(AvatarEndedSpeakingPhrase(phrase_id=f"t{n}"))
+            await quiet()
+        on_service = [i for i in rig.queue.items if i.state in (St.SENDING, St.SENT)]
+        assert len(on_service) == speech_queue.LOOKAHEAD_MOST
+        assert len(rig.client.calls) == 8 + speech_queue.LOOKAHEAD_MOST
+
+    run(scenario())
+    rig.store.close()

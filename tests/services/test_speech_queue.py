@@ -105,12 +105,15 @@ async def settle(rig: Rig) -> None:
     await until(lambda: not any(s in (St.SENDING, St.WAITING) for s in rig.states()))
 
 
+LONG = ["One is the first line.", "Two is the second line.", "Three is the third line."]
+
+
 def test_sends_in_order_one_at_a_time_and_logs_every_state(rig: Rig) -> None:
     async def scenario() -> None:
         gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         rig.client.script = [gate]
         rig.controller.go_live()
-        rig.queue.enqueue(["One.", "Two.", "Three."])
+        rig.queue.enqueue(LONG)
         await until(lambda: len(rig.client.calls) == 1)
         # one in flight: the others wait, but they are logged already
         assert rig.states() == [St.SENDING, St.WAITING, St.WAITING]
@@ -127,7 +130,7 @@ def test_sends_in_order_one_at_a_time_and_logs_every_state(rig: Rig) -> None:
         await settle(rig)
 
     run(scenario())
-    assert [text for _, text in rig.client.calls] == ["One.", "Two.", "Three."]
+    assert [text for _, text in rig.client.calls] == LONG
     assert rig.states() == [St.SPOKEN, St.SENT, St.SENT]
     first = rig.store.query()[0]
     assert (first.state, first.task_id, first.sent_at, first.acked_at) == (

@@ -152,8 +152,9 @@ def test_the_look_ahead_timer_runs_on_the_apps_qt_loop(
     queue = queue_rig.queue
     queue.lookahead = 2
     queue_rig.controller.go_live()
-    queue.enqueue(["One.", "Two.", "Three."])
+    long = "is a line long enough to take its time."
+    queue.enqueue([f"One {long}", f"Two {long}", f"Three {long}"])
     qloop.run_until_complete(until(lambda: len(queue_rig.client.calls) == 2))
-    queue.enqueue(["Four."])  # the sender looks again while the timer is armed
+    queue.enqueue([f"Four {long}"])  # the sender looks again while the timer is armed
     qloop.run_until_complete(until(lambda: len(queue_rig.client.calls) == 4))
     assert not queue.paused and [i.state for i in queue.items] == [ItemState.SENT] * 4
