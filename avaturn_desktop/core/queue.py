@@ -23,6 +23,8 @@ REASON_REQUEUED_VOICE: Final = "queued again with the new voice"
 REASON_UNCLEAR: Final = "may or may not have been spoken"
 REASON_SESSION_GONE: Final = "the session has ended on the service"
 REASON_CRASHED: Final = "could not be sent (an error in the app)"
+#: Waited when the avatar was stopped, and new words came: kept here until Resume or Remove.
+REASON_SET_ASIDE: Final = "set aside by Stop: Resume says it, Remove drops it"
 #: A line a dead session had taken (cut mid-sentence, or not started): its copy says it again,
 #: from its start, in the next session (``services/resume.py``).
 REASON_CARRIED: Final = (
@@ -112,6 +114,8 @@ class QueueItem:
     unclear: bool = False
     #: The question this line answers (Ask mode), else ``None``.
     question_id: str | None = None
+    #: It waited when the avatar was stopped and new words went first: not sent until Resume.
+    set_aside: bool = False
 
     @property
     def acknowledged(self) -> bool:

@@ -169,7 +169,10 @@ class Speaker:
         every slice is in the queue.
         """
         cutter, first = self._first(text)
-        return self._track(text, self.queue.enqueue(first), cutter)
+        items = self.queue.enqueue(first)
+        # after a Stop, new words are said now; what waited is set aside for the person
+        self.queue.set_aside_waiting(but={item.item_id for item in items})
+        return self._track(text, items, cutter)
 
     async def speak_now(self, text: str) -> Batch:
         """Cut off what plays and what waits, then say ``text`` first."""

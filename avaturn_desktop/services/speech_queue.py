@@ -89,7 +89,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from typing import Any, Final, Literal, Protocol
 
 from avaturn_desktop.core.errors import (
@@ -118,6 +118,7 @@ from avaturn_desktop.core.queue import (
     REASON_REQUEUED_VOICE,
     REASON_SESSION_ENDED,
     REASON_SESSION_GONE,
+    REASON_SET_ASIDE,
     REASON_SPEAK_NOW,
     REASON_STOPPED,
     REASON_UNCLEAR,
@@ -238,6 +239,8 @@ class _Entry:
     carried: bool = False
     #: Its session died while its request was on its way: carried once the answer is in.
     carry_on_answer: bool = False
+    #: Waited through a Stop, and new words went first: not sent until Resume keeps it.
+    set_aside: bool = False
 
     def view(self) -> QueueItem:
         return QueueItem(
@@ -253,6 +256,7 @@ class _Entry:
             ever_sent=self.left,
             unclear=self.unclear,
             question_id=self.question_id,
+            set_aside=self.set_aside,
         )
 
 
@@ -487,16 +491,40 @@ class SpeechQueue:
             self._notify(ChangeKind.REMOVED, entry)
 
     def resume(self) -> None:
-        """Send again after :meth:`stop`; a wait after a 429 ends too (the person said: now)."""
+        """Send again after :meth:`stop` (what was set aside too); a wait after a 429 ends too
+        (the person said: now)."""
         if self._paused:
             self._paused = False
             self._notify(ChangeKind.PAUSED, None)
         for entry in self._entries:
-            if entry.state is ItemState.WAITING and entry.retry_at is not None:
+            if entry.state is ItemState.WAITING and (entry.retry_at is not None or entry.set_aside):
                 entry.retry_at = None
+                entry.set_aside = False
                 entry.reason = None
                 self._notify(ChangeKind.CHANGED, entry)
         self._kick()
+
+    def set_aside_waiting(self, *, but: Collection[int] = ()) -> int:
+        """After a Stop, new words go at once: what waited is set aside (kept, marked, sent
+        only when :meth:`resume` keeps it, or dropped with :meth:`remove`), and sending is on
+        again. ``but``: the ids of the new words. Returns how many lines were set aside;
+        nothing happens unless stopped."""
+        if not self._paused:
+            return 0
+        aside = [
+            e
+            for e in self._entries
+            if e.state is ItemState.WAITING and not e.set_aside and e.item_id not in but
+        ]
+        for entry in aside:
+            entry.set_aside = True
+            entry.retry_at = None
+            entry.reason = REASON_SET_ASIDE
+            self._notify(ChangeKind.CHANGED, entry)
+        self._paused = False
+        self._notify(ChangeKind.PAUSED, None)
+        self._kick()
+        return len(aside)
 
     # -- interrupting ----------------------------------------------------------------------
 
@@ -789,7 +817,7 @@ class SpeechQueue:
         entry.row_id = None
         entry.session_id = None
         entry.voice_id = None
-        entry.reason = None
+        entry.reason = REASON_SET_ASIDE if entry.set_aside else None
         if self.live:  # a new session is live already: it is queued for that one
             self._add_row(entry)
         self._notify(ChangeKind.CHANGED, entry)
@@ -822,7 +850,12 @@ class SpeechQueue:
         ):
             return None
         for entry in self._entries:
-            if entry.state is ItemState.WAITING and entry.row_id is not None and not entry.replaced:
+            if (
+                entry.state is ItemState.WAITING
+                and entry.row_id is not None
+                and not entry.replaced
+                and not entry.set_aside
+            ):
                 return entry if self._room() else None
         return None
 
@@ -879,6 +912,7 @@ class SpeechQueue:
         if (
             entry.state is not ItemState.WAITING
             or entry.left
+            or entry.set_aside
             or entry.replaced is not None
             or entry.row_id is None
             or entry.retry_at is not None

@@ -293,3 +293,54 @@ def test_a_line_of_a_later_cue_is_removed_while_the_first_plays(
                 app.kill()
             assert app.stdout is not None
             app.stdout.close()
+
+
+def test_words_said_after_stop_go_at_once_and_what_waited_is_set_aside(
+    simulator: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    app = start_app(home, simulator)
+    lines = [
+        "The first line is long enough to be stopped while the avatar says it.",
+        "The second line was with the service when the avatar was stopped.",
+        "The third line waited in the app and is set aside.",
+    ]
+    try:
+        api = Api(home)
+        http = api.http
+        assert http.post("/api/v1/session/start", json={}).status_code == 202
+        wait_for(lambda: api.state()["session"]["state"] == "live", "live", 40)
+        session_id = api.state()["session"]["id"]
+        for line in lines:
+            assert http.post("/api/v1/say", json={"text": line}).status_code == 200
+        wait_for(lambda: api.state()["current_text"] == lines[0], "the first line speaking")
+        assert http.post("/api/v1/stop").status_code == 200
+        assert api.state()["queue"]["paused"] is True
+        # a new line: said now, no Resume
+        word = "Sorry, one word from the presenter."
+        assert http.post("/api/v1/say", json={"text": word}).status_code == 200
+        wait_for(
+            lambda: (word, "spoken") in spoken_texts(simulator, session_id),
+            lambda: f"the new line spoken: {spoken_texts(simulator, session_id)}",
+        )
+        assert lines[2] not in said(simulator, session_id)
+        items = {i["text"]: i for i in http.get("/api/v1/queue").json()["items"]}
+        assert items[lines[2]]["state"] == "waiting" and items[lines[2]]["set_aside"] is True
+        # Resume keeps it: said after all
+        assert http.post("/api/v1/resume").status_code == 200
+        wait_for(
+            lambda: (lines[2], "spoken") in spoken_texts(simulator, session_id),
+            lambda: f"the set-aside line spoken: {spoken_texts(simulator, session_id)}",
+        )
+        assert said(simulator, session_id)[-2:] == [word, lines[2]]
+        http.close()
+    finally:
+        app.terminate()
+        try:
+            app.wait(30)
+        finally:
+            if app.poll() is None:
+                app.kill()
+            assert app.stdout is not None
+            app.stdout.close()

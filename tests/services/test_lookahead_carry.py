@@ -369,3 +369,48 @@ def test_very_short_lines_keep_enough_on_the_service_to_cover_sending_the_next(
 
     run(scenario())
     rig.store.close()
+
+
+# -- words after a Stop --------------------------------------------------------------------
+
+
+def test_a_line_said_after_stop_goes_at_once_and_what_waited_is_set_aside(
+    tmp_path: Path,
+) -> None:
+    from avaturn_desktop.core.queue import REASON_SET_ASIDE
+    from avaturn_desktop.core.settings import Settings
+    from avaturn_desktop.services.settings_store import SettingsStore
+    from avaturn_desktop.services.speech import Speaker
+
+    rig = make(tmp_path)
+    speaker = Speaker(rig.queue, SettingsStore(Settings()))
+
+    async def scenario() -> None:
+        rig.controller.go_live()
+        rig.queue.enqueue(LINES[:4])
+        await until(lambda: len(rig.client.calls) == 2)
+        rig.queue.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id="t1"))
+        await rig.queue.stop()
+        assert rig.queue.paused
+        speaker.say("Sorry, a word from the presenter.")
+        assert not rig.queue.paused  # no Resume needed
+        await until(lambda: len(rig.client.calls) == 3)
+        await quiet()
+        assert rig.sent()[-1] == "Sorry, a word from the presenter."
+        aside = [i for i in rig.queue.items if i.set_aside]
+        assert [(i.text, i.state, i.reason) for i in aside] == [
+            (LINES[2], St.WAITING, REASON_SET_ASIDE),
+            (LINES[3], St.WAITING, REASON_SET_ASIDE),
+        ]
+        rig.say("t3")
+        await quiet()
+        assert len(rig.client.calls) == 3  # set aside stays set aside
+        assert rig.queue.remove(aside[1].item_id)  # drop one
+        rig.queue.resume()  # keep the other
+        await until(lambda: len(rig.client.calls) == 4)
+
+    run(scenario())
+    assert rig.sent()[3:] == [LINES[2]]
+    assert not any(i.set_aside for i in rig.queue.items)
+    speaker.close()
+    rig.store.close()

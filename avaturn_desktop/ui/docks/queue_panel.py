@@ -284,8 +284,16 @@ class QueuePanel(QWidget):
         if self._selected_id is None and at_bottom:
             self.list.scrollToBottom()
         paused = self._presenter.paused
-        self.paused_label.setVisible(paused)
-        self.resume_button.setVisible(paused)
+        aside = sum(1 for item in self.model._items if item.set_aside)
+        if paused:
+            self.paused_label.setText("Stopped: nothing more is sent until you resume.")
+        elif aside:
+            self.paused_label.setText(
+                f"Stopped: {aside} waiting {'line was' if aside == 1 else 'lines were'} set "
+                "aside (Resume says them, Remove drops them)."
+            )
+        self.paused_label.setVisible(paused or bool(aside))
+        self.resume_button.setVisible(paused or bool(aside))
         unfinished = self._presenter.unfinished()
         self.unfinished_label.setText(
             f"The session ended before {unfinished} "
