@@ -16,6 +16,7 @@ from tests.blackbox import (  # noqa: F401 (the fixture is used by name)
     simulator,
     spoken_texts,
     start_app,
+    stop,
     wait_for,
 )
 
@@ -188,14 +189,7 @@ def test_a_script_is_fired_cue_by_cue_through_the_control_api(
         assert "// pause for the applause" in target.read_text(encoding="utf-8")
         http.close()
     finally:
-        app.terminate()
-        try:
-            app.wait(30)
-        finally:
-            if app.poll() is None:
-                app.kill()
-            assert app.stdout is not None
-            app.stdout.close()
+        stop(app)
 
 
 def _ws_op(api: Api, op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -285,14 +279,7 @@ def test_a_line_of_a_later_cue_is_removed_while_the_first_plays(
         assert all(status == "spoken" for _t, status in spoken_texts(simulator, session_id))
         http.close()
     finally:
-        app.terminate()
-        try:
-            app.wait(30)
-        finally:
-            if app.poll() is None:
-                app.kill()
-            assert app.stdout is not None
-            app.stdout.close()
+        stop(app)
 
 
 def test_words_said_after_stop_go_at_once_and_what_waited_is_set_aside(
@@ -336,11 +323,4 @@ def test_words_said_after_stop_go_at_once_and_what_waited_is_set_aside(
         assert said(simulator, session_id)[-2:] == [word, lines[2]]
         http.close()
     finally:
-        app.terminate()
-        try:
-            app.wait(30)
-        finally:
-            if app.poll() is None:
-                app.kill()
-            assert app.stdout is not None
-            app.stdout.close()
+        stop(app)

@@ -4,13 +4,13 @@ its reconnect carry-over (a dead session's unfinished lines said once more in th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeClient, FakeController, FakeStage
+from fakes import FakeClient, FakeController, FakeStage, until
 
 from avaturn_desktop.core.errors import NotFoundError, UnclearOutcomeError
 from avaturn_desktop.core.events import AvatarEndedSpeakingPhrase, AvatarStartedSpeakingPhrase
@@ -76,14 +76,6 @@ def kiosk(tmp_path: Path) -> Iterator[Rig]:
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coro)
-
-
-async def until(predicate: Callable[[], bool], rounds: int = 500) -> None:
-    for _ in range(rounds):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 async def quiet() -> None:
