@@ -319,6 +319,8 @@ class SpeechQueue:
         self._pump: asyncio.Task[None] | None = None
         #: The item whose request is on its way (one at a time; see ``_claim``).
         self._in_flight: _Entry | None = None
+        #: Set once the request in flight is answered and settled (a late line re-cancelled).
+        self._settled: asyncio.Event | None = None
         #: Speak now's cancel is on its way: nothing new is sent meanwhile.
         self._interrupting = 0
         #: A phrase that started before the answer to the line in flight (see ``_Early``).
@@ -539,7 +541,14 @@ class SpeechQueue:
             self._paused = True
             self._notify(ChangeKind.PAUSED, None)
         self._poke()  # a sender waiting out a 429 lets go
-        return await self._cancel_on_service(REASON_STOPPED)
+        settled = self._settled if self._in_flight is not None else None
+        result = await self._cancel_on_service(REASON_STOPPED)
+        if settled is not None:
+            # A line on its way may land after the cancel: it is cancelled again once answered
+            # (see _acknowledged). Stop returns only then, so nothing it cut off is left.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), STOP_BUDGET_S)
+        return result
 
     async def speak_now(self, texts: str | Sequence[str]) -> list[QueueItem]:
         """Cancel what plays and what is queued, then send ``texts`` first.
@@ -1016,9 +1025,11 @@ class SpeechQueue:
         session_id = self._live_session
         if session_id is None or not self._claim(entry):
             return
+        settled = self._settled = asyncio.Event()
         try:
             await self._request(entry, session_id)
         finally:
+            settled.set()
             self._early = None  # not acknowledged: that phrase was not this line's
             if entry.carry_on_answer:
                 entry.carry_on_answer = False
