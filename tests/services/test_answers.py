@@ -357,31 +357,82 @@ def test_a_question_replaced_before_its_stream_starts_never_asks(make_sim: Any) 
     assert [r["question"] for r in llm_requests(sim)] == [QUESTION]
 
 
+@dataclass
+class HeldLine:
+    """The queue's way to the service, with one order forced: a line's request leaves only
+    once a Stop's cancels (the page's and the service's) have landed, the order in which the
+    queue's sending races Stop. Every call that reached the service is recorded, in order,
+    with the moment the door's Stop returned."""
+
+    client: AvaturnClient
+    token: str
+    events: list[str] = field(default_factory=list)
+    cancels_landed: asyncio.Event = field(default_factory=asyncio.Event)
+    hold: bool = True
+
+    async def add_task(self, session_id: str, text: str) -> Any:
+        if self.hold:
+            await self.cancels_landed.wait()
+        created = await self.client.add_task(session_id, text)
+        self.events.append(f"task: {text}")
+        return created
+
+    async def cancel_all(self, token: str | None = None) -> Any:
+        # the page's path and the service's alike, with the live session's own token
+        result = await self.client.cancel_all(self.token)
+        self.events.append("cancel")
+        if self.events.count("cancel") >= 2:  # both paths of the first Stop
+            self.cancels_landed.set()
+        return result
+
+    async def change_voice(self, voice_id: str) -> None:
+        await self.client.change_voice(self.token, voice_id)
+
+    def after_stop(self) -> list[str]:
+        return self.events[self.events.index("stop returned") + 1 :]
+
+
 @pytest.mark.xfail(
-    strict=False,
-    reason="known race, open: a sentence whose POST is in flight when Stop comes can land on "
-    "the service after the cancel and stay queued there (the queue logs it cancelled)",
+    strict=True,
+    reason="needs SpeechQueue.stop to wait for the line in flight and cancel again before it "
+    "returns (services/speech_queue.py; the change is described where this test was added)",
 )
-def test_stop_ends_the_stream_and_nothing_more_is_queued(make_sim: Any, store) -> None:
+def test_stop_with_a_line_in_flight_leaves_nothing_of_the_answer_on_the_service(
+    make_sim: Any, store: TaskLogStore
+) -> None:
+    """Stop while the answer's first sentence is on its way, its request landing after the
+    cancels: once Stop has returned nothing of the answer is queued or speaking on the
+    service, and nothing more reaches it."""
     sim = make_sim(tokens_per_second=40.0)
 
     async def scenario() -> None:
-        async with live_queue(sim, store) as live:
-            service = service_for(sim, SpeechQueueSink(live.queue), store=store)
-            watch = Watch(service)
-            view = await service.ask(QUESTION, session_id=live.session_id)
-            await watch.until(lambda: watch.views[-1].sentences)
-            stopped = service.stop()
-            await live.queue.stop()  # the caller stops the queue as well
-            assert stopped is not None and stopped.state is QS.STOPPED
-            assert service.stop() is None  # nothing left to stop
-            said = list(stopped.sentences)
-            await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
-            final = await service.wait(view.question_id)
-            assert list(final.sentences) == said == SENTENCES[: len(said)] and said
-            assert live.texts() == said  # nothing of the answer went out after the stop
-            assert {t["status"] for t in live.tasks()} == {"cancelled"}
-            assert [(q.state, q.reason) for q in store.questions()] == [(QS.STOPPED, "stopped")]
+        async with httpx.AsyncClient() as http:
+            client = AvaturnClient(http, api_key="test-key", base_url=sim.base_url)
+            created = await client.create_session()
+            controller = FakeController()
+            controller.go_live(created.session_id)
+            held = HeldLine(client, created.token)
+            queue = SpeechQueue(held, store, controller, stage=held)
+            live = Live(queue, created.session_id, sim)
+            try:
+                service = service_for(sim, SpeechQueueSink(queue), store=store)
+                service.follow_queue_stops(queue)
+                view = await service.ask(QUESTION, session_id=live.session_id)
+                await poll(lambda: [i.state for i in queue.items] == [ItemState.SENDING])
+                await queue.stop()  # the door's Stop (the control API's POST /stop)
+                held.events.append("stop returned")
+                # what is on the service the moment Stop returns
+                assert {t["status"] for t in live.tasks()} <= {"cancelled"}, live.tasks()
+                stopped = await service.wait(view.question_id)
+                assert stopped.state is QS.STOPPED and stopped.reason == "stopped"
+                await poll(lambda: queue.items[0].state.finished)
+                await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
+                assert not [e for e in held.after_stop() if e.startswith("task")], held.events
+                assert live.texts() == list(stopped.sentences) == SENTENCES[:1]
+                assert {t["status"] for t in live.tasks()} == {"cancelled"}
+                assert [(q.state, q.reason) for q in store.questions()] == [(QS.STOPPED, "stopped")]
+            finally:
+                await queue.shutdown()
 
     run(scenario())
 
