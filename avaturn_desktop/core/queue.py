@@ -23,6 +23,11 @@ REASON_REQUEUED_VOICE: Final = "queued again with the new voice"
 REASON_UNCLEAR: Final = "may or may not have been spoken"
 REASON_SESSION_GONE: Final = "the session has ended on the service"
 REASON_CRASHED: Final = "could not be sent (an error in the app)"
+#: A line a dead session had taken (cut mid-sentence, or not started): its copy says it again,
+#: from its start, in the next session (``services/resume.py``).
+REASON_CARRIED: Final = (
+    "session ended before it was said to its end; said again in the next session"
+)
 #: Wait after a 429 without a Retry-After.
 DEFAULT_RETRY_AFTER_S: Final = 1.0
 
@@ -130,6 +135,8 @@ class ChangeKind(StrEnum):
     REMOVED = "removed"
     MOVED = "moved"
     PAUSED = "paused"  # ``paused`` changed (no item)
+    #: An ended session's lines not said to their end changed (``SpeechQueue.unfinished``).
+    UNFINISHED = "unfinished"
     #: Something went wrong that a person should see (``message``; ``item`` if it is about one).
     ERROR = "error"
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from avaturn_desktop.core.chunker import SentenceChunker
 from avaturn_desktop.core.errors import ConfigError
 from avaturn_desktop.core.queue import (
+    REASON_CARRIED,
     REASON_REMOVED,
     REASON_SPEAK_NOW,
     ItemState,
@@ -55,8 +56,13 @@ class BatchOutcome(enum.StrEnum):
 
 def taken(item: QueueItem) -> bool:
     """The service has the sentence: it answered with a task id, or the avatar is already
-    saying it (a phrase can start, even end, before the answer to its POST arrives)."""
-    return item.acknowledged or item.state in (ItemState.SPEAKING, ItemState.SPOKEN)
+    saying it (a phrase can start, even end, before the answer to its POST arrives), or its
+    session died and a copy says it in the next one (kiosk mode)."""
+    return (
+        item.acknowledged
+        or item.state in (ItemState.SPEAKING, ItemState.SPOKEN)
+        or (item.state is ItemState.CANCELLED and item.reason == REASON_CARRIED)
+    )
 
 
 def _removed(item: QueueItem) -> bool:

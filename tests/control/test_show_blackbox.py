@@ -231,3 +231,65 @@ def test_script_flag_opens_the_script_at_start(simulator: str, tmp_path: Path) -
         app.wait(30)
         assert app.stdout is not None
         app.stdout.close()
+
+
+LONG_SCRIPT = """\
+# Part one
+The first cue has a long opening sentence that takes the avatar a while to say.
+Its second sentence is long as well, so the later cue waits in the app.
+Its third sentence closes the first cue.
+
+The second cue starts here.
+This line of the second cue is taken out before it is sent.
+The second cue ends here.
+"""
+
+
+def test_a_line_of_a_later_cue_is_removed_while_the_first_plays(
+    simulator: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """GO twice: only the line speaking and the next are with the service, so a line of the
+    second cue can still be taken out of the queue while the first cue plays."""
+    home = tmp_path / "home"
+    app = start_app(home, simulator)
+    try:
+        api = Api(home)
+        http = api.http
+        assert http.post("/api/v1/session/start", json={}).status_code == 202
+        wait_for(lambda: api.state()["session"]["state"] == "live", "live", 40)
+        session_id = api.state()["session"]["id"]
+        assert http.post("/api/v1/cues/load", json={"text": LONG_SCRIPT}).status_code == 200
+        assert http.post("/api/v1/cues/go").status_code == 200
+        second = http.post("/api/v1/cues/go").json()["items"]
+        doomed = next(i for i in second if i["text"].startswith("This line"))
+        waiting = {i["id"]: i for i in http.get("/api/v1/queue").json()["items"]}
+        assert waiting[doomed["id"]]["state"] == "waiting"
+        # the service has at most the line speaking and the next
+        assert len(said(simulator, session_id)) <= 2
+        removed = http.delete(f"/api/v1/queue/{doomed['id']}")
+        assert removed.status_code == 200, removed.text
+        last = "The second cue ends here."
+        wait_for(
+            lambda: (last, "spoken") in spoken_texts(simulator, session_id),
+            lambda: f"the second cue spoken: {spoken_texts(simulator, session_id)}",
+            60,
+        )
+        assert said(simulator, session_id) == [
+            "The first cue has a long opening sentence that takes the avatar a while to say.",
+            "Its second sentence is long as well, so the later cue waits in the app.",
+            "Its third sentence closes the first cue.",
+            "The second cue starts here.",
+            last,
+        ]
+        assert all(status == "spoken" for _t, status in spoken_texts(simulator, session_id))
+        http.close()
+    finally:
+        app.terminate()
+        try:
+            app.wait(30)
+        finally:
+            if app.poll() is None:
+                app.kill()
+            assert app.stdout is not None
+            app.stdout.close()

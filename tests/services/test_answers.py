@@ -259,6 +259,8 @@ async def live_queue(sim: SimulatorServer, store: TaskLogStore, **kw: Any) -> As
         controller = FakeController()
         controller.go_live(created.session_id)
         stage = RestStage(client, created.token)
+        # no page reports speech here: every line goes at once (the look-ahead has its own tests)
+        kw.setdefault("lookahead", None)
         queue = SpeechQueue(client, store, controller, stage=stage, **kw)
         try:
             yield Live(queue, created.session_id, sim)
