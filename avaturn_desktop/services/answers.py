@@ -473,6 +473,10 @@ class AnswerService:
                         sentences = answer.chunker.feed(piece)
                         for sentence in sentences:
                             self._deliver(answer, sentence)
+                        if answer.state is not QuestionState.ANSWERING:
+                            # ended during the handover (a Stop the sink set off): from inside
+                            # this task no cancel comes, so leave now, closing the stream
+                            return
                         if sentences:
                             # let the queue send it now, before more of the stream is read
                             await asyncio.sleep(0)
@@ -528,13 +532,17 @@ class AnswerService:
         """Hand one sentence to the sink, unless the answer has ended (stopped, replaced)."""
         if answer.state is not QuestionState.ANSWERING or self._current is not answer:
             return
+        # Counted as said before it is handed over: a Stop set off by the handover itself ends
+        # the answer with this sentence in its history (it is in the queue by then).
+        answer.sentences.append(sentence)
         try:
             self._sink.queue_sentence(sentence, answer.question_id)
         except AppError as exc:
+            answer.sentences.pop()
             self._fail(answer, exc)
             raise _SinkRefused from None
-        answer.sentences.append(sentence)
-        self._notify(answer)
+        if answer.state is QuestionState.ANSWERING:
+            self._notify(answer)
 
     def _fail(self, answer: _Answer, error: AppError) -> None:
         said = len(answer.sentences)
