@@ -394,11 +394,6 @@ class HeldLine:
         return self.events[self.events.index("stop returned") + 1 :]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs SpeechQueue.stop to wait for the line in flight and cancel again before it "
-    "returns (services/speech_queue.py; the change is described where this test was added)",
-)
 def test_stop_with_a_line_in_flight_leaves_nothing_of_the_answer_on_the_service(
     make_sim: Any, store: TaskLogStore
 ) -> None:
