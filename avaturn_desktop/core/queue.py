@@ -139,6 +139,8 @@ class ChangeKind(StrEnum):
     REMOVED = "removed"
     MOVED = "moved"
     PAUSED = "paused"  # ``paused`` changed (no item)
+    #: A door asked for silence (``SpeechQueue.stop``), paused already or not (no item).
+    STOPPED = "stopped"
     #: An ended session's lines not said to their end changed (``SpeechQueue.unfinished``).
     UNFINISHED = "unfinished"
     #: Something went wrong that a person should see (``message``; ``item`` if it is about one).

@@ -540,6 +540,7 @@ class SpeechQueue:
         if not self._paused:
             self._paused = True
             self._notify(ChangeKind.PAUSED, None)
+        self._notify(ChangeKind.STOPPED, None)  # every time: what follows stops ends too
         self._poke()  # a sender waiting out a 429 lets go
         settled = self._settled if self._in_flight is not None else None
         result = await self._cancel_on_service(REASON_STOPPED)
@@ -549,6 +550,17 @@ class SpeechQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(settled.wait(), STOP_BUDGET_S)
         return result
+
+    async def cut_off(self, reason: str) -> StopResult:
+        """Cut off what plays and what the service holds (ended with ``reason``) without
+        pausing: what waits here goes next. Raises :class:`StopUnconfirmedError` as
+        :meth:`stop` does. (A new question cuts the old answer off this way.)"""
+        self._interrupting += 1  # nothing new leaves while the cancel is on its way
+        try:
+            return await self._cancel_on_service(reason)
+        finally:
+            self._interrupting -= 1
+            self._kick()
 
     async def speak_now(self, texts: str | Sequence[str]) -> list[QueueItem]:
         """Cancel what plays and what is queued, then send ``texts`` first.
