@@ -435,7 +435,7 @@ async def run(
             await shell.wait_exposed()
             if options.window is None:  # else main said so at the frame's first expose
                 _report("window shown", started)
-            shell.window.repaint()  # the panels painted in (a paint, now)
+            shell.window.paint_now()  # the panels in place and painted
             _report("window filled", started)
             shell.window.close()
         await shell.offer_orphans(ask=not headless and not options.kiosk)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QWindow
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -55,8 +55,10 @@ DOCKS: tuple[tuple[str, str, Qt.DockWidgetArea, tuple[int, int], tuple[int, int]
     ("voices", "Voice library", _B, (618, 314), (618, 192)),
     ("ab", "A/B", _B, (652, 551), (620, 307)),
     ("metrics", "Metrics", _B, (544, 424), (544, 424)),
-    ("audio", "Sound", _L, (448, 114), (415, 100)),
+    ("audio", "Sound", _L, (415, 114), (415, 100)),
 )
+#: The stage's size hint and minimum size hint (``ui/audience.py``'s ``StageHost``).
+STAGE_HINTS = ((640, 480), (160, 90))
 #: Docks that share a place, as tabs: (the dock on top, the others).
 TABS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("log", ("cues", "voices", "ab", "metrics")),
@@ -135,7 +137,7 @@ class MainWindow(QMainWindow):
         self.was_closed = False
         #: Whether Show mode is on (set by the show's parts): ending the session asks first.
         self.show_mode: Callable[[], bool] = lambda: False
-        stage = QWidget()
+        stage = Placeholder(*STAGE_HINTS)
         stage.setObjectName("stage.placeholder")
         stage.setStyleSheet("background: #20242a;")
         self.setCentralWidget(stage)
@@ -184,6 +186,7 @@ class MainWindow(QMainWindow):
         self.session_panel = session_panel
         self.stage = stage
         self.setCentralWidget(stage)  # the placeholder goes
+        stage.show()  # a child added to a window on screen is shown explicitly
         self.backend_status.setText(backend_label)
         self._add_dock("session", "Session", session_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         for name, title, widget, area in extra_docks:
@@ -205,6 +208,7 @@ class MainWindow(QMainWindow):
         if dock is not None:
             old = dock.widget()
             dock.setWidget(widget)
+            widget.show()  # a child added to a window on screen is shown explicitly
             if isinstance(old, Placeholder):
                 old.deleteLater()
             return
@@ -297,6 +301,14 @@ class MainWindow(QMainWindow):
         self.create_action.setEnabled(not state.busy)
         self.cancel_action.setEnabled(state in (SessionState.CREATING, SessionState.CONNECTING))
         self.terminate_action.setEnabled(live)
+
+    def paint_now(self) -> None:
+        """Lay out and paint at once (what the next loop turn would do)."""
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+        layout = self.layout()
+        if layout is not None:
+            layout.activate()
+        self.repaint()
 
     def show_control(self, url: str, *, exposed: bool) -> None:
         """The control API listens at ``url``: say so in the status bar (and loudly when it
