@@ -428,9 +428,6 @@ async def run(
             shell.enter_kiosk()
         else:
             shell.show()
-        from avaturn_desktop.ui.gc_guard import MainThreadCollector
-
-        MainThreadCollector.freeze_long_lived()
         if exit_after == "shown":
             await shell.wait_exposed()
             if options.window is None:  # else main said so at the frame's first expose
@@ -445,6 +442,11 @@ async def run(
         elif auto_start:
             shell.start_session()
         first_word = _say_at_start(parts, options.say)
+        from avaturn_desktop.ui.gc_guard import MainThreadCollector
+
+        # Start-up is done: freeze what it made, in the next loop turn, so that the session's
+        # first request is on its way (its answer is awaited meanwhile) rather than behind it.
+        asyncio.get_running_loop().call_soon(MainThreadCollector.freeze_long_lived)
         if exit_after == "first-word":
             if first_word is None:
                 _report("nothing to say (give --say TEXT)", None)
