@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -19,6 +18,8 @@ from avaturn_desktop.core import paths
 from avaturn_desktop.core.backend import Backend
 
 if TYPE_CHECKING:
+    import asyncio  # imported where it is used: not before the window is on screen
+
     from avaturn_desktop.control.server import ControlServer
     from avaturn_desktop.core import settings as settings_mod
     from avaturn_desktop.services.runtime import Runtime
@@ -130,6 +131,8 @@ def main(args: argparse.Namespace) -> int:
             ),
             child_key,
         )
+
+    import asyncio
 
     import qasync
 
@@ -334,6 +337,8 @@ async def assemble(options: LaunchOptions) -> AsyncIterator[Assembled]:
     A child simulator whose socket was bound before the spawn is not waited for: the window
     is built meanwhile, and a child that fails to come up is reported in the window.
     """
+    import asyncio
+
     child = None if options.child_simulator is None else options.child_simulator[0]
     if child is not None and child.address is None:
         try:
@@ -362,6 +367,8 @@ async def assemble(options: LaunchOptions) -> AsyncIterator[Assembled]:
 
 async def _watch_child(child: ChildSimulator, runtime: Runtime) -> None:
     """Say in the window when the built-in simulator does not come up (sessions would fail)."""
+    import asyncio
+
     from avaturn_desktop.simulator.child import ChildSimulatorError
 
     try:
@@ -417,6 +424,8 @@ async def run(
     instance_name: str | None = None,
 ) -> int:
     """The app's life: assemble, show, offer leftovers, wait for quit, tear down in order."""
+    import asyncio
+
     async with assemble(options) as parts:
         shell = parts.shell
         _close_on_signals(shell.window)
@@ -468,6 +477,8 @@ def _say_at_start(parts: Assembled, texts: tuple[str, ...]) -> asyncio.Future[No
     done when the first of them starts speaking."""
     if not texts:
         return None
+    import asyncio
+
     from avaturn_desktop.core.errors import AppError
     from avaturn_desktop.core.queue import ItemState
 
