@@ -106,6 +106,11 @@ def main(args: argparse.Namespace) -> int:
             _report("window shown", started)
 
     # Stage 2: the rest, while the window is on screen.
+    # httpx imports its command-line tool at import time when click, rich and pygments are
+    # installed (a development environment has them): ~70 ms the app never uses. A None entry
+    # makes that one import fail, which httpx expects (its ``main`` then says to install
+    # ``httpx[cli]``); nothing else of httpx changes.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     from avaturn_desktop.core import settings as settings_mod
     from avaturn_desktop.services.secrets import load_api_key
 
