@@ -195,6 +195,15 @@ class QueuePanel(QWidget):
         self.paused_label.setStyleSheet("color: #c62828; font-weight: bold;")
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Send the waiting items again")
+        self.unfinished_label = QLabel()
+        self.unfinished_label.setObjectName("queue.unfinished")
+        self.unfinished_label.setWordWrap(True)
+        self.again_button = QPushButton("Say them again")
+        self.again_button.setObjectName("queue.again")
+        self.again_button.setToolTip(
+            "Queue the lines the ended session cut off or never started, ahead of what waits "
+            "(each is said once more, from its start)"
+        )
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Remove the selected item (Delete)")
         self.up_button = QPushButton("Up")
@@ -210,6 +219,9 @@ class QueuePanel(QWidget):
         paused = QHBoxLayout()
         paused.addWidget(self.paused_label, 1)
         paused.addWidget(self.resume_button)
+        unfinished = QHBoxLayout()
+        unfinished.addWidget(self.unfinished_label, 1)
+        unfinished.addWidget(self.again_button)
         edit = QHBoxLayout()
         for button in (
             self.remove_button,
@@ -222,6 +234,7 @@ class QueuePanel(QWidget):
             edit.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(paused)
+        layout.addLayout(unfinished)
         layout.addWidget(self.error_label)
         layout.addWidget(self.list, 1)
         layout.addLayout(edit)
@@ -238,6 +251,7 @@ class QueuePanel(QWidget):
         self.skip_button.clicked.connect(self.skip_selected)
         self.clear_button.clicked.connect(presenter.clear_finished)
         self.resume_button.clicked.connect(presenter.resume)
+        self.again_button.clicked.connect(presenter.say_unfinished_again)
         presenter.changed.connect(self._on_change)
         self.refresh()
 
@@ -270,8 +284,23 @@ class QueuePanel(QWidget):
         if self._selected_id is None and at_bottom:
             self.list.scrollToBottom()
         paused = self._presenter.paused
-        self.paused_label.setVisible(paused)
-        self.resume_button.setVisible(paused)
+        aside = sum(1 for item in self.model._items if item.set_aside)
+        if paused:
+            self.paused_label.setText("Stopped: nothing more is sent until you resume.")
+        elif aside:
+            self.paused_label.setText(
+                f"Stopped: {aside} waiting {'line was' if aside == 1 else 'lines were'} set "
+                "aside (Resume says them, Remove drops them)."
+            )
+        self.paused_label.setVisible(paused or bool(aside))
+        self.resume_button.setVisible(paused or bool(aside))
+        unfinished = self._presenter.unfinished()
+        self.unfinished_label.setText(
+            f"The session ended before {unfinished} "
+            f"{'line was' if unfinished == 1 else 'lines were'} said to the end."
+        )
+        self.unfinished_label.setVisible(bool(unfinished))
+        self.again_button.setVisible(bool(unfinished))
         self._update_summary()
         self._update_buttons()
         self._tick()
