@@ -3,6 +3,7 @@ panels then take the docks' places without moving them (no pop-in of panels)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -105,3 +106,42 @@ def test_a_window_closed_before_its_panels_came_ends_the_app(
             await app.shell.wait_closed()  # at once: nobody waits for a closed window
 
     qloop.run_until_complete(scenario())
+
+
+@pytest.mark.web
+def test_a_built_in_simulator_that_does_not_come_up_is_said_in_the_window(
+    qloop: qasync.QEventLoop, tmp_path: Path, qtbot: Any
+) -> None:
+    """The window is built without waiting for the child simulator; if it then fails to
+    start, the window says so (before, start-up itself waited for it and failed)."""
+    from avaturn_desktop.simulator.child import start_child
+
+    child = start_child(api_key="k" * 24, extra_args=["--chars-per-second", "-1"], prebind=True)
+    frame = MainWindow()
+    frame.show()
+    qtbot.waitExposed(frame)
+
+    async def scenario() -> None:
+        options = LaunchOptions(
+            settings=Settings(), data_dir=tmp_path, window=frame, child_simulator=(child, "k")
+        )
+        async with assemble(options) as app:
+            said = asyncio.Event()
+            errors: list[str] = []
+
+            def heard(level: str, text: str) -> None:
+                if level == "error":
+                    errors.append(text)
+                    if "did not start" in text:
+                        said.set()
+
+            app.runtime.notices.subscribe(heard)
+            async with asyncio.timeout(30):
+                await said.wait()
+            assert "exit code 2" in " ".join(errors)
+            assert "k" * 24 not in " ".join(errors)
+
+    try:
+        qloop.run_until_complete(scenario())
+    finally:
+        child.stop()
