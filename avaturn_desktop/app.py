@@ -211,7 +211,7 @@ class LaunchOptions:
     """What a start of the app is asked for: the same for the command line, tests, the bench
     and the screenshot script (they all build the app through :func:`assemble`)."""
 
-    settings: settings_mod.Settings = field(default_factory=lambda: _default_settings())
+    settings: settings_mod.Settings = field(default_factory=_default_settings)
     #: None: start the built-in simulator (the offline default).
     backend: Backend | None = None
     #: Where the settings are saved when changed (None: kept in memory only).
@@ -237,7 +237,7 @@ class LaunchOptions:
     say: tuple[str, ...] = ()
     #: The main window's frame, already on screen (``main`` shows it before it imports the
     #: services); None: the shell makes it.
-    window: Any = None
+    window: MainWindow | None = None
 
 
 @dataclass
@@ -380,8 +380,7 @@ async def _watch_child(child: ChildSimulator, runtime: Runtime) -> None:
         async with asyncio.timeout(30):
             await child.started()
     except (ChildSimulatorError, TimeoutError) as exc:
-        log.error("The built-in simulator did not start: %s", exc)
-        runtime.notices.error(
+        runtime.notices.error(  # logged there too
             f"The built-in simulator did not start ({exc}); sessions cannot be created. "
             "Restart the app; if it happens again, see the log file."
         )
