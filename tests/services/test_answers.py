@@ -918,15 +918,40 @@ def test_stop_from_any_door_ends_the_answer_but_making_way_does_not(
             watch = Watch(service)
             first = await service.ask(QUESTION, session_id=live.session_id)
             await watch.until(lambda: watch.views[-1].sentences)
-            # a new question cuts the first answer off with the queue's own stop ...
+            # a new question cuts the first answer off (not a Stop) ...
             second = await service.ask("And why are sunsets red?", session_id=live.session_id)
             assert service.answer(first.question_id).state is QS.REPLACED  # type: ignore[union-attr]
             assert service.current is not None and service.current.state is QS.ANSWERING
             await watch.until(lambda: (c := service.current) is not None and c.sentences)
-            # ... while a Stop from a door (the queue pausing) ends the answer being written
+            # ... while a Stop from a door ends the answer being written
             await live.queue.stop()
             stopped = await service.wait(second.question_id)
             assert stopped.state is QS.STOPPED and 1 <= len(stopped.sentences) < 4
+            await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
+            unfollow()
+
+    run(scenario())
+
+
+def test_stop_on_a_queue_stopped_already_ends_the_new_answer(
+    make_sim: Any, store: TaskLogStore
+) -> None:
+    """Stop, Ask, Stop: the second Stop finds the queue paused already, and still ends the
+    answer being written (every Stop counts, not only the one that pauses)."""
+    sim = make_sim(tokens_per_second=40.0)
+
+    async def scenario() -> None:
+        async with live_queue(sim, store) as live:
+            service = service_for(sim, SpeechQueueSink(live.queue), store=store)
+            unfollow = service.follow_queue_stops(live.queue)
+            watch = Watch(service)
+            await live.queue.stop()
+            asked = await service.ask(QUESTION, session_id=live.session_id)
+            await watch.until(lambda: watch.views[-1].sentences)
+            assert live.queue.paused
+            await live.queue.stop()
+            stopped = await service.wait(asked.question_id)
+            assert stopped.state is QS.STOPPED and len(stopped.sentences) < 4
             await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
             unfollow()
 
