@@ -20,6 +20,7 @@ from avaturn_desktop.core.backend import Backend
 if TYPE_CHECKING:
     import asyncio  # imported where it is used: not before the window is on screen
 
+    from avaturn_desktop import prestart
     from avaturn_desktop.control.server import ControlServer
     from avaturn_desktop.core import settings as settings_mod
     from avaturn_desktop.services.runtime import Runtime
@@ -82,12 +83,38 @@ def main(args: argparse.Namespace) -> int:
     lock = instance.InstanceLock(data)
     if not lock.acquire():
         return _second_start(data, lock)
+    try:
+        return _main_locked(args, started, data)
+    finally:
+        lock.release()
 
+
+def _main_locked(args: argparse.Namespace, started: float, data: Path) -> int:
+    # Stage 0: the built-in simulator, when this run will very probably use it (see
+    # ``prestart``): its half second of start-up then runs beside Qt's, on the other core.
+    from avaturn_desktop import prestart
+    from avaturn_desktop.services import secrets as app_secrets
+
+    early = prestart.spawn_if_likely(
+        args, paths.config_dir(), data, env_key=app_secrets.has_environment_key()
+    )
+    try:
+        return _main_staged(args, started, data, early)
+    except BaseException:
+        if early is not None:
+            early.child.kill()  # killed twice at worst: the app's teardown stopped it already
+        raise
+
+
+def _main_staged(
+    args: argparse.Namespace, started: float, data: Path, early: prestart.EarlyChild | None
+) -> int:
     # Stage 1: the window, with Qt alone imported. Its frame (menus, status bar, every dock at
     # its size) is painted before the services, the settings' models, the keyring, the event
     # loop's glue or the web engine's view exist; the shell fills it after.
     from PySide6.QtWidgets import QApplication
 
+    from avaturn_desktop import instance
     from avaturn_desktop.ui import qtlog
     from avaturn_desktop.ui.web.scheme import register_schemes
 
@@ -117,25 +144,10 @@ def main(args: argparse.Namespace) -> int:
     settings = settings_mod.load(paths.config_dir())
     api_key, source = load_api_key()
     backend = choose_backend(args, settings, api_key)
-    child = None
-    if backend is None:
-        # The built-in simulator in its own process, started now so that it comes up while the
-        # rest of the app is imported and built (its imports, memory and interpreter lock are
-        # not the window's). It dies with the app, even on kill -9; its key is new each run
-        # and never on a command line. Its socket is bound here: its URL is known at once.
-        import secrets
+    child = _simulator_child(backend, settings, early)
+    from avaturn_desktop import prestart
 
-        from avaturn_desktop.simulator.child import start_child
-
-        child_key = secrets.token_urlsafe(24)
-        child = (
-            start_child(
-                api_key=child_key,
-                extra_args=["--llm-tokens-per-second", f"{settings.llm.sim_tokens_per_second:g}"],
-                prebind=True,  # its URL known now: the window does not wait for it
-            ),
-            child_key,
-        )
+    prestart.remember(data, "simulator" if backend is None else backend.kind)
 
     import asyncio
 
@@ -165,20 +177,45 @@ def main(args: argparse.Namespace) -> int:
             say=tuple(args.say),
             window=frame,
         )
-        try:
-            return runner.run(
-                run(
-                    app,
-                    options,
-                    auto_start=args.auto_start or args.exit_after in ("live", "first-word"),
-                    exit_after=args.exit_after,
-                    started=started,
-                    headless=args.headless,
-                    instance_name=instance.server_name(data),
-                )
+        return runner.run(
+            run(
+                app,
+                options,
+                auto_start=args.auto_start or args.exit_after in ("live", "first-word"),
+                exit_after=args.exit_after,
+                started=started,
+                headless=args.headless,
+                instance_name=instance.server_name(data),
             )
-        finally:
-            lock.release()
+        )
+
+
+def _simulator_child(
+    backend: Backend | None, settings: settings_mod.Settings, early: prestart.EarlyChild | None
+) -> tuple[ChildSimulator, str] | None:
+    """The built-in simulator's child process and key when the run uses it (None: another
+    backend). The one spawned early is kept when it was started with the settings' flags.
+
+    The child runs in its own process so that its imports, memory and interpreter lock are
+    not the window's. It dies with the app, even on kill -9; its key is new each run and never
+    on a command line. Its socket is bound by the app: its URL is known at once.
+    """
+    from avaturn_desktop import prestart
+
+    wanted = prestart.child_args(settings.llm.sim_tokens_per_second)
+    if early is not None:
+        if backend is None and early.args == wanted and early.child.running:
+            return early.child, early.key
+        log.info("The simulator started early is not used by this run: ended")
+        early.child.kill()
+    if backend is not None:
+        return None
+    import secrets
+
+    from avaturn_desktop.simulator.child import start_child
+
+    key = secrets.token_urlsafe(24)
+    return start_child(api_key=key, extra_args=wanted, prebind=True), key
 
 
 def _default_settings() -> settings_mod.Settings:

@@ -48,6 +48,11 @@ def load_api_key() -> tuple[str | None, KeySource]:
     return _load(ENV_VAR, KEYRING_USER, _withdrawn.get(ENV_VAR, ""))
 
 
+def has_environment_key() -> bool:
+    """Whether the environment gave an Avaturn key (cheap: no keyring is asked)."""
+    return bool(os.environ.get(ENV_VAR, "").strip() or _withdrawn.get(ENV_VAR, ""))
+
+
 def load_llm_api_key() -> tuple[str | None, KeySource]:
     """The language model's key and where it came from. The environment wins."""
     return _load(LLM_ENV_VAR, LLM_KEYRING_USER, _withdrawn.get(LLM_ENV_VAR, ""))

@@ -29,7 +29,6 @@ Qt-free: the app may start it before Qt is even imported.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -43,10 +42,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from avaturn_desktop.simulator import listen
 from avaturn_desktop.simulator.listen import SDK_PATH
+
+if TYPE_CHECKING:
+    import asyncio  # imported in ``started``: the app spawns the child before it needs asyncio
 
 __all__ = ["ChildSimulator", "ChildSimulatorError", "start_child"]
 
@@ -201,6 +203,8 @@ class ChildSimulator:
         Raises ``ChildSimulatorError`` if it exits first. Bound the wait with
         ``asyncio.timeout`` (a child that hangs without exiting is not detected here).
         """
+        import asyncio
+
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
@@ -245,6 +249,15 @@ class ChildSimulator:
                     stream.close()
         self._settle(ChildSimulatorError("the child simulator was stopped"))
         return proc.returncode
+
+    def kill(self) -> int | None:
+        """End a child that was never used, at once (SIGKILL): the app started it early and
+        the run turned out not to need it (a cloud key, other simulator flags)."""
+        proc = self._proc
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            proc.kill()
+        return self.stop()
 
     def __enter__(self) -> ChildSimulator:
         return self
