@@ -206,7 +206,10 @@ def _simulator_child(
     if early is not None:
         if backend is None and early.args == wanted and early.child.running:
             return early.child, early.key
-        log.info("The simulator started early is not used by this run: ended")
+        log.info(
+            "The simulator started before the window (pid %d) is not used by this run: ended",
+            early.child.pid,
+        )
         early.child.kill()
     if backend is not None:
         return None
