@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from typing import Any, Literal
 
 log = logging.getLogger("avaturn.secrets")
@@ -35,6 +36,13 @@ _withdrawn: dict[str, str] = {}
 
 
 def _keyring() -> tuple[Any, type[Exception]]:
+    if sys.platform != "darwin":
+        # keyring loads its macOS backend everywhere, and that backend looks for the Security
+        # framework at import: ctypes.util.find_library runs ldconfig, gcc and ld for each of
+        # three frameworks (~80 ms before the first session, on Linux). A None entry makes
+        # that one import fail at once, as it fails there anyway (the backend then says it is
+        # unavailable, as before); nothing else of keyring changes.
+        sys.modules.setdefault("keyring.backends.macOS.api", None)  # type: ignore[arg-type]
     try:
         import keyring
         from keyring.errors import KeyringError
