@@ -93,6 +93,13 @@ class Shell:
         self.stage.set_watchdog(runtime.settings.value.kiosk.watchdog_command())
         # a touch or a key on the stage wakes a kiosk from its attract screen
         self.view.gestures.touched.connect(lambda: self.slot.wake("touch"))
+        # The page loads now, in its own process, while the panels are built: its messages
+        # arrive through the event loop, once this constructor has returned. Its policy is
+        # the backend's from the first load (no reload at the first start).
+        self.view.avatar_page.allow_media_origins(
+            [runtime.backend.api_base, runtime.backend.sdk_url]
+        )
+        self.view.load_stage()
         settings = runtime.settings.value
         self.session = SessionPresenter(self.slot, self.messages)
         self.session_panel = SessionPanel(
@@ -149,11 +156,6 @@ class Shell:
                 "Add a key in File → Settings to use the Avaturn cloud."
             )
         self.view.avatar_page.outside_link.connect(self._outside_link)
-        # the page's policy is the backend's from the first load (no reload at the first start)
-        self.view.avatar_page.allow_media_origins(
-            [runtime.backend.api_base, runtime.backend.sdk_url]
-        )
-        self.view.load_stage()
 
     def _outside_link(self, url: str, opened: bool) -> None:
         if opened:
