@@ -21,12 +21,12 @@ from PySide6.QtCore import (
     QObject,
     QPersistentModelIndex,
     Qt,
-    QTimer,
 )
 from PySide6.QtGui import QBrush, QColor
 
 from avaturn_desktop.core.tasks import TaskRecord, TaskState
 from avaturn_desktop.services.tasklog import TaskLogStore
+from avaturn_desktop.ui.frames import frame_timer
 
 PAGE: Final = 200
 CACHE_ROWS: Final = 4_000
@@ -141,10 +141,9 @@ class LogModel(QAbstractTableModel):
         self.pages_read = 0
         #: Rows written and not shown yet (see :meth:`row_written`), in a dict for order.
         self._pending: dict[int, None] = {}
-        self._flush_timer = QTimer(self)
-        self._flush_timer.setSingleShot(True)
-        self._flush_timer.setInterval(0)
-        self._flush_timer.timeout.connect(self.flush)
+        # A frame after the first write, not the next loop turn: the request that sends a
+        # line leaves before its row is drawn, and a burst of writes is one redraw.
+        self._flush_timer = frame_timer(self, self.flush)
         self.reload()
 
     # -- filter ----------------------------------------------------------------------------
@@ -193,7 +192,7 @@ class LogModel(QAbstractTableModel):
     # -- live updates ----------------------------------------------------------------------
 
     def row_written(self, row_id: int, new: bool = False) -> None:
-        """A row was added or changed in the store: shown at the end of this loop turn.
+        """A row was added or changed in the store: shown within a frame.
 
         Writes come in bursts (a pasted script logs hundreds of rows at once, each line's
         state changes a few times): they are gathered and shown together by :meth:`flush`,

@@ -16,13 +16,25 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 
 class StatusText(QWidget):
-    """One line of plain text, as a label shows it, that repaints on change and never asks
-    for a new layout (see the module docs)."""
+    """Plain text, as a label shows it, that repaints on change and never asks for a new
+    layout (see the module docs). It takes ``lines`` lines of the font (wrapped at words
+    when more than one) and asks for ``chars`` characters of width."""
 
-    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        text: str = "",
+        parent: QWidget | None = None,
+        *,
+        lines: int = 1,
+        chars: int = 24,
+        align: Qt.AlignmentFlag = Qt.AlignmentFlag.AlignLeft,
+    ) -> None:
         super().__init__(parent)
         self._text = text
-        self._elided = False
+        self._lines = max(1, lines)
+        self._chars = chars
+        self._align = align
+        self._cut = False
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
 
     def text(self) -> str:
@@ -35,29 +47,31 @@ class StatusText(QWidget):
 
     def sizeHint(self) -> QSize:
         metrics = self.fontMetrics()
-        return QSize(metrics.horizontalAdvance("0") * 24, metrics.height())
+        return QSize(metrics.horizontalAdvance("0") * self._chars, self._height())
 
     def minimumSizeHint(self) -> QSize:
+        return QSize(self.fontMetrics().horizontalAdvance("0") * 4, self._height())
+
+    def _height(self) -> int:
         metrics = self.fontMetrics()
-        return QSize(metrics.horizontalAdvance("0") * 4, metrics.height())
+        return metrics.height() + metrics.lineSpacing() * (self._lines - 1)
 
     def paintEvent(self, event: QPaintEvent) -> None:
         rect = self.contentsRect()
         metrics = self.fontMetrics()
-        shown = metrics.elidedText(self._text, Qt.TextElideMode.ElideRight, rect.width())
-        elided = shown != self._text
-        if elided != self._elided:
-            self._elided = elided
-            self.setToolTip(self._text if elided else "")
-        elif elided and self.toolTip() != self._text:
-            self.setToolTip(self._text)
+        flags = int(self._align | Qt.AlignmentFlag.AlignVCenter)
+        if self._lines == 1:
+            shown = metrics.elidedText(self._text, Qt.TextElideMode.ElideRight, rect.width())
+            cut = shown != self._text
+        else:
+            flags |= int(Qt.TextFlag.TextWordWrap)
+            shown = self._text
+            cut = metrics.boundingRect(rect, flags, shown).height() > rect.height()
+        if cut or self._cut:  # the whole text in the tooltip while it does not fit
+            self._cut = cut
+            self.setToolTip(self._text if cut else "")
         painter = QPainter(self)
         self.style().drawItemText(
-            painter,
-            rect,
-            int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
-            self.palette(),
-            self.isEnabled(),
-            shown,
+            painter, rect, flags, self.palette(), self.isEnabled(), shown,
             QPalette.ColorRole.WindowText,
-        )
+        )  # fmt: skip

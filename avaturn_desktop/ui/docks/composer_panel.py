@@ -42,6 +42,7 @@ from avaturn_desktop.core import catalog
 from avaturn_desktop.core.tasks import QuestionState
 from avaturn_desktop.services.answers import AnswerView
 from avaturn_desktop.services.speech import Batch, BatchOutcome
+from avaturn_desktop.ui.status_text import StatusText
 
 if TYPE_CHECKING:
     from avaturn_desktop.ui.speaking import QueuePresenter
@@ -128,11 +129,11 @@ class ComposerPanel(QWidget):
         self.editor.setObjectName("composer.editor")
         self.editor.setPlaceholderText(ECHO_HINT)
         self.editor.setTabChangesFocus(True)
-        self.count_label = QLabel()
+        # Both change with each text typed and sent: text that never relays the window out.
+        self.count_label = StatusText(chars=30, align=Qt.AlignmentFlag.AlignRight)
         self.count_label.setObjectName("composer.count")
-        self.status_label = QLabel()
+        self.status_label = StatusText(lines=2, chars=40)
         self.status_label.setObjectName("composer.status")
-        self.status_label.setWordWrap(True)
 
         self.echo_button = QPushButton("Echo")
         self.echo_button.setObjectName("composer.echo")

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from avaturn_desktop.core.script import SCRIPT_SUFFIXES
 from avaturn_desktop.services.cues import CueState, CueView
+from avaturn_desktop.ui.status_text import StatusText
 
 if TYPE_CHECKING:
     from avaturn_desktop.ui.show import CuePresenter
@@ -302,7 +303,7 @@ class CuePanel(QWidget):
         self.standby_label = QLabel()
         self.standby_label.setObjectName("cues.standby")
         self.standby_label.setWordWrap(True)
-        self.clock_label = QLabel()
+        self.clock_label = StatusText(chars=44)  # ticks every second: no relayout
         self.clock_label.setObjectName("cues.clock")
         self.file_label = QLabel()
         self.file_label.setObjectName("cues.file")

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 from avaturn_desktop.core.paths import data_dir
 from avaturn_desktop.core.tasks import TaskState
 from avaturn_desktop.ui.log_model import Column, LogModel
+from avaturn_desktop.ui.status_text import StatusText
 
 log = logging.getLogger("avaturn.ui")
 
@@ -117,7 +118,7 @@ class LogPanel(QWidget):
         self.copy_shortcut = QShortcut(QKeySequence.StandardKey.Copy, self.table)
         self.copy_shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
 
-        self.count_label = QLabel()
+        self.count_label = StatusText()  # changes with each row: never relays the window out
         self.count_label.setObjectName("log.count")
         self.copy_button = QPushButton("Copy")
         self.copy_button.setToolTip("Copy the selected rows (Ctrl+C)")
