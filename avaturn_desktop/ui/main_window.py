@@ -23,6 +23,7 @@ from avaturn_desktop.ui import window_state
 from avaturn_desktop.ui.docks.session_panel import SessionPanel, format_duration
 from avaturn_desktop.ui.messages import Level, MessageBus
 from avaturn_desktop.ui.presenters import SessionPresenter
+from avaturn_desktop.ui.status_text import StatusText
 
 log = logging.getLogger("avaturn.ui")
 
@@ -94,7 +95,8 @@ class MainWindow(QMainWindow):
 
         self.backend_status = QLabel(backend_label)
         self.backend_status.setObjectName("status.backend")
-        self.state_status = QLabel()
+        # the time left ticks every second: text that never lays the window out again
+        self.state_status = StatusText(chars=34, align=Qt.AlignmentFlag.AlignRight)
         self.state_status.setObjectName("status.state")
         self.show_badge = QLabel(" SHOW ")
         self.show_badge.setObjectName("status.show")

@@ -11,7 +11,13 @@ elided (the whole text is its tooltip then).
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QPainter, QPaintEvent, QPalette
+from PySide6.QtGui import (
+    QAbstractTextDocumentLayout,
+    QPainter,
+    QPaintEvent,
+    QPalette,
+    QTextDocument,
+)
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 
@@ -28,8 +34,11 @@ class StatusText(QWidget):
         lines: int = 1,
         chars: int = 24,
         align: Qt.AlignmentFlag = Qt.AlignmentFlag.AlignLeft,
+        rich: bool = False,
     ) -> None:
         super().__init__(parent)
+        #: Rich text (the HTML a QLabel takes), laid out in ``lines`` lines and clipped there.
+        self._document: QTextDocument | None = QTextDocument(self) if rich else None
         self._text = text
         self._lines = max(1, lines)
         self._chars = chars
@@ -43,6 +52,8 @@ class StatusText(QWidget):
     def setText(self, text: str) -> None:
         if text != self._text:
             self._text = text
+            if self._document is not None:
+                self._document.setHtml(text)
             self.update()
 
     def sizeHint(self) -> QSize:
@@ -57,6 +68,9 @@ class StatusText(QWidget):
         return metrics.height() + metrics.lineSpacing() * (self._lines - 1)
 
     def paintEvent(self, event: QPaintEvent) -> None:
+        if self._document is not None:
+            self._paint_rich()
+            return
         rect = self.contentsRect()
         metrics = self.fontMetrics()
         flags = int(self._align | Qt.AlignmentFlag.AlignVCenter)
@@ -75,3 +89,23 @@ class StatusText(QWidget):
             painter, rect, flags, self.palette(), self.isEnabled(), shown,
             QPalette.ColorRole.WindowText,
         )  # fmt: skip
+
+    def _paint_rich(self) -> None:
+        assert self._document is not None
+        rect = self.contentsRect()
+        document = self._document
+        document.setDefaultFont(self.font())
+        document.setDocumentMargin(0)
+        document.setTextWidth(rect.width())
+        cut = document.size().height() > rect.height() + 1
+        if cut or self._cut:
+            self._cut = cut
+            self.setToolTip(document.toPlainText() if cut else "")
+        painter = QPainter(self)
+        painter.translate(rect.topLeft())
+        painter.setClipRect(0, 0, rect.width(), rect.height())
+        context = QAbstractTextDocumentLayout.PaintContext()
+        context.palette.setColor(
+            QPalette.ColorRole.Text, self.palette().color(QPalette.ColorRole.WindowText)
+        )
+        document.documentLayout().draw(painter, context)

@@ -68,3 +68,14 @@ def test_text_that_does_not_fit_is_elided_with_the_whole_in_the_tooltip(qtbot: A
     qtbot.waitUntil(lambda: text.toolTip() == whole)
     text.setText("Short")
     qtbot.waitUntil(lambda: text.toolTip() == "")
+
+
+def test_rich_text_is_drawn_and_cut_to_its_lines(qtbot: Any) -> None:
+    text = StatusText(lines=2, rich=True)
+    qtbot.addWidget(text)
+    text.resize(160, text.sizeHint().height())
+    text.show()
+    qtbot.waitExposed(text)
+    text.setText("<b>Standby 3 · Part 1:</b> " + "good evening, everyone. " * 6)
+    assert text.text().startswith("<b>Standby 3")
+    qtbot.waitUntil(lambda: text.toolTip().startswith("Standby 3 · Part 1: good evening"))

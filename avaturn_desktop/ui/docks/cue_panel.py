@@ -300,9 +300,9 @@ class CuePanel(QWidget):
         self.open_button = QPushButton("Open…")
         self.save_button = QPushButton("Save")
         self.reload_button = QPushButton("Reload")
-        self.standby_label = QLabel()
+        # changes with every GO: text that never lays the window out again
+        self.standby_label = StatusText(lines=2, chars=40, rich=True)
         self.standby_label.setObjectName("cues.standby")
-        self.standby_label.setWordWrap(True)
         self.clock_label = StatusText(chars=44)  # ticks every second: no relayout
         self.clock_label.setObjectName("cues.clock")
         self.file_label = QLabel()
