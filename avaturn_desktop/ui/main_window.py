@@ -21,6 +21,7 @@ from avaturn_desktop.core.paths import resource
 from avaturn_desktop.core.session_state import SessionSnapshot, SessionState
 from avaturn_desktop.ui import window_state
 from avaturn_desktop.ui.docks.session_panel import SessionPanel, format_duration
+from avaturn_desktop.ui.frames import opaque
 from avaturn_desktop.ui.messages import Level, MessageBus
 from avaturn_desktop.ui.presenters import SessionPresenter
 from avaturn_desktop.ui.status_text import StatusText
@@ -116,7 +117,7 @@ class MainWindow(QMainWindow):
     def _add_dock(self, name: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock.{name}")
-        dock.setWidget(widget)
+        dock.setWidget(opaque(widget))
         self.addDockWidget(area, dock)
         self.docks[name] = dock
 
