@@ -35,6 +35,7 @@ from avaturn_desktop.ui.status_text import StatusText
 log = logging.getLogger("avaturn.ui")
 
 SEARCH_DELAY_MS: Final = 250
+SESSIONS_CHECK_MS: Final = 1000
 FORMATS: Final = (("csv", "CSV"), ("jsonl", "JSONL"), ("srt", "SRT subtitles"))
 #: ``(path, format, session_id or None) -> rows written``
 Exporter = Callable[[Path, str, str | None], int]
@@ -160,7 +161,7 @@ class LogPanel(QWidget):
         self._follow_end = True
         self._sessions_timer = QTimer(self)
         self._sessions_timer.setSingleShot(True)
-        self._sessions_timer.setInterval(0)
+        self._sessions_timer.setInterval(SESSIONS_CHECK_MS)
         self._sessions_timer.timeout.connect(self._check_sessions)
         self._follow_timer = QTimer(self)
         self._follow_timer.setSingleShot(True)
@@ -187,8 +188,9 @@ class LogPanel(QWidget):
             self.session_combo.blockSignals(False)
 
     def row_written(self, row_id: int, new: bool) -> None:
-        """A row was added: a session not in the filter yet gets its entry (checked once per
-        burst of writes, not per row)."""
+        """A row was added: a session not in the filter yet gets its entry (checked at most
+        once a second while rows are added: the check reads the sessions from SQLite, and a
+        script fired cue by cue adds rows dozens of times a second)."""
         if new and not self._sessions_timer.isActive():
             self._sessions_timer.start()
 

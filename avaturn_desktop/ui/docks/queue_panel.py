@@ -159,8 +159,8 @@ class QueueModel(QAbstractListModel):
         """Show the changes noted since the last flush; the ids of the items redrawn."""
         if self._structure:
             self._structure = False
-            self._changed.clear()
-            return self._sync(self._presenter.items)
+            changed, self._changed = self._changed, {}
+            return self._sync(self._presenter.items, set(changed))
         changed, self._changed = self._changed, {}
         redrawn: set[int] = set()
         for item_id, item in changed.items():
@@ -176,8 +176,9 @@ class QueueModel(QAbstractListModel):
             self.dataChanged.emit(index, index)
         return redrawn
 
-    def _sync(self, items: tuple[QueueItem, ...]) -> set[int]:
-        """Become ``items`` by removing, inserting and (rarely) reordering rows."""
+    def _sync(self, items: tuple[QueueItem, ...], changed: set[int]) -> set[int]:
+        """Become ``items`` by removing, inserting and (rarely) reordering rows; the rows of
+        the items in ``changed`` (noted as changed) are redrawn."""
         wanted = {item.item_id for item in items}
         gone = [row for row, item in enumerate(self._items) if item.item_id not in wanted]
         for first, last in reversed(_runs(gone)):
@@ -204,14 +205,15 @@ class QueueModel(QAbstractListModel):
                 self.endInsertRows()
                 row += end - pos
                 pos = end
-        redrawn: set[int] = set()
-        for row, (old, new) in enumerate(zip(self._items, items, strict=True)):
-            if old is not new and old != new:
-                redrawn.add(new.item_id)
-                index = self.index(row)
-                self.dataChanged.emit(index, index)
         self._items = list(items)
         self._reindex()
+        redrawn: set[int] = set()
+        for item_id in changed:
+            at = self._rows.get(item_id)
+            if at is not None:
+                redrawn.add(item_id)
+                index = self.index(at)
+                self.dataChanged.emit(index, index)
         self._waits = {item.item_id for item in items if item.retry_at is not None}
         self.counts = Counter(item.state for item in items)
         return redrawn
