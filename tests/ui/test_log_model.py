@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QModelRoleData, QModelRoleDataSpan, Qt
 
 from avaturn_desktop.core.tasks import TaskRoute, TaskState
 from avaturn_desktop.services.tasklog import TaskLogStore
@@ -151,3 +151,45 @@ def test_panel_copies_searches_resends_and_exports(
     )
     assert panel.export("srt") == target
     assert exported == [(target, "srt", "s-b")]
+
+
+def test_a_repaint_asks_python_once_per_cell_with_the_same_values(
+    store: TaskLogStore, qtbot: Any
+) -> None:
+    """Qt asks a model for seven roles per cell at every repaint; the log answers them in one
+    call into Python (multiData), with what data() says role by role."""
+    model = LogModel(store)
+    panel = LogPanel(model, sessions=lambda: list(SESSIONS), exporter=lambda *_: 0)
+    qtbot.addWidget(panel)
+    panel.resize(1400, 500)
+    panel.show()
+    qtbot.waitExposed(panel)
+    calls: list[int] = []
+    real_data = LogModel.data
+
+    def counting(self: LogModel, index: Any, role: int = 0) -> Any:
+        calls.append(role)
+        return real_data(self, index, role)
+
+    qtbot.wait(20)
+    try:
+        LogModel.data = counting  # type: ignore[method-assign]
+        panel.table.viewport().repaint()
+    finally:
+        LogModel.data = real_data  # type: ignore[method-assign]
+    assert calls == []
+    roles = (
+        Qt.ItemDataRole.DisplayRole,
+        Qt.ItemDataRole.ToolTipRole,
+        Qt.ItemDataRole.ForegroundRole,
+        Qt.ItemDataRole.TextAlignmentRole,
+        Qt.ItemDataRole.UserRole,
+        Qt.ItemDataRole.FontRole,
+    )
+    for row in (0, 5):
+        for column in Column:
+            index = model.index(row, column)
+            for role in roles:
+                got = QModelRoleData(int(role))
+                model.multiData(index, QModelRoleDataSpan(got))
+                assert got.data() == model.data(index, role), (row, column, role)

@@ -116,17 +116,18 @@ class QueueModel(QAbstractListModel):
         return 0 if parent.isValid() else len(self._items)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole:
-            item = self.item_at(index.row())
-            return None if item is None else describe(item)
-        if role == Qt.ItemDataRole.ForegroundRole:
-            item = self.item_at(index.row())
-            colour = None if item is None else _COLOURS.get(item.state)
-            return QBrush(colour) if colour is not None else None
-        if role == Qt.ItemDataRole.ToolTipRole:
-            item = self.item_at(index.row())
-            return None if item is None else item.text
-        return None
+        item = self.item_at(index.row())
+        return None if item is None else _value(item, int(role))
+
+    def multiData(self, index: _Index, roleDataSpan: Any) -> None:
+        """Every role a row is painted with, in one call into Python instead of one a role."""
+        item = self.item_at(index.row())
+        if item is None:
+            return
+        for role_data in roleDataSpan:
+            value = _value(item, role_data.role())
+            if value is not None:
+                role_data.setData(value)
 
     def item_at(self, row: int) -> QueueItem | None:
         return self._items[row] if 0 <= row < len(self._items) else None
@@ -253,6 +254,22 @@ class QueueModel(QAbstractListModel):
                 index = self.index(row)
                 self.dataChanged.emit(index, index)
         return bool(self._waits)
+
+
+_DISPLAY: Final = int(Qt.ItemDataRole.DisplayRole)
+_FOREGROUND: Final = int(Qt.ItemDataRole.ForegroundRole)
+_TOOLTIP: Final = int(Qt.ItemDataRole.ToolTipRole)
+
+
+def _value(item: QueueItem, role: int) -> Any:
+    if role == _DISPLAY:
+        return describe(item)
+    if role == _FOREGROUND:
+        colour = _COLOURS.get(item.state)
+        return QBrush(colour) if colour is not None else None
+    if role == _TOOLTIP:
+        return item.text
+    return None
 
 
 def _runs(rows: list[int]) -> list[tuple[int, int]]:
