@@ -132,6 +132,13 @@ class CueModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
         return None
 
+    def multiData(self, index: _Index, roleDataSpan: Any) -> None:
+        """Every role a cell is painted with, in one call into Python instead of one a role."""
+        for role_data in roleDataSpan:
+            value = self.data(index, role_data.role())
+            if value is not None:
+                role_data.setData(value)
+
     @staticmethod
     def _display(cue: CueView, column: int) -> str:
         if column == COL_NUMBER:
