@@ -163,10 +163,7 @@ class LogPanel(QWidget):
         self._sessions_timer.setSingleShot(True)
         self._sessions_timer.setInterval(SESSIONS_CHECK_MS)
         self._sessions_timer.timeout.connect(self._check_sessions)
-        self._follow_timer = QTimer(self)
-        self._follow_timer.setSingleShot(True)
-        self._follow_timer.setInterval(50)
-        self._follow_timer.timeout.connect(self._follow_inserted)
+        model.rowsAboutToBeInserted.connect(self._before_rows_inserted)
         model.rowsInserted.connect(self._on_rows_inserted)
         model.rowsRemoved.connect(self._update_count)
         self._update_count()
@@ -209,15 +206,14 @@ class LogPanel(QWidget):
             search=self.search.text().strip(),
         )
 
-    def _on_rows_inserted(self) -> None:
-        # Rows arrive in bursts (a pasted script is hundreds of them): follow the end once per
-        # burst, not once per row (scrolling lays out every column each time).
-        if not self._follow_timer.isActive():
-            bar = self.table.verticalScrollBar()
-            self._follow_end = bar.value() >= bar.maximum() - 2
-            self._follow_timer.start()
+    def _before_rows_inserted(self) -> None:
+        bar = self.table.verticalScrollBar()
+        self._follow_end = bar.value() >= bar.maximum() - 2
 
-    def _follow_inserted(self) -> None:
+    def _on_rows_inserted(self) -> None:
+        # The model shows written rows a frame at a time, so this runs at most a few times a
+        # frame: following the end right away makes the insertion and the scroll one repaint
+        # of the table, where a later scroll repainted it whole a second time.
         self._update_count()
         if self._follow_end:
             self.table.scrollToBottom()
