@@ -154,16 +154,10 @@ def test_panel_copies_searches_resends_and_exports(
 
 
 def test_a_repaint_asks_python_once_per_cell_with_the_same_values(
-    store: TaskLogStore, qtbot: Any
+    store: TaskLogStore, qtbot: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Qt asks a model for seven roles per cell at every repaint; the log answers them in one
     call into Python (multiData), with what data() says role by role."""
-    model = LogModel(store)
-    panel = LogPanel(model, sessions=lambda: list(SESSIONS), exporter=lambda *_: 0)
-    qtbot.addWidget(panel)
-    panel.resize(1400, 500)
-    panel.show()
-    qtbot.waitExposed(panel)
     calls: list[int] = []
     real_data = LogModel.data
 
@@ -171,12 +165,18 @@ def test_a_repaint_asks_python_once_per_cell_with_the_same_values(
         calls.append(role)
         return real_data(self, index, role)
 
+    # (in place before the model exists: the binding looks an override up once)
+    monkeypatch.setattr(LogModel, "data", counting)
+    model = LogModel(store)
+    panel = LogPanel(model, sessions=lambda: list(SESSIONS), exporter=lambda *_: 0)
+    qtbot.addWidget(panel)
+    panel.resize(1400, 500)
+    panel.show()
+    qtbot.waitExposed(panel)
     qtbot.wait(20)
-    try:
-        LogModel.data = counting  # type: ignore[method-assign]
-        panel.table.viewport().repaint()
-    finally:
-        LogModel.data = real_data  # type: ignore[method-assign]
+    calls.clear()
+    panel.table.viewport().repaint()
+    qtbot.wait(20)
     assert calls == []
     roles = (
         Qt.ItemDataRole.DisplayRole,
@@ -193,3 +193,42 @@ def test_a_repaint_asks_python_once_per_cell_with_the_same_values(
                 got = QModelRoleData(int(role))
                 model.multiData(index, QModelRoleDataSpan(got))
                 assert got.data() == model.data(index, role), (row, column, role)
+
+
+def test_a_row_added_does_not_ask_the_header_of_every_row(
+    tmp_path: Path, qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Qt sized the row numbers by asking the header data of up to two hundred rows (each a
+    call into Python) after every row added; the width comes from the row count now."""
+    asked: list[int] = []
+    real = LogModel.headerData
+
+    def counting(self: LogModel, section: int, *args: Any) -> Any:
+        asked.append(section)
+        return real(self, section, *args)
+
+    monkeypatch.setattr(LogModel, "headerData", counting)  # before the model exists
+    with TaskLogStore(tmp_path / "small.sqlite3") as small:
+        for i in range(400):
+            small.add(session_id="s-a", text=f"Line {i}.", voice_id="v1", route=TaskRoute.REST)
+        model = LogModel(small)
+        panel = LogPanel(model, sessions=lambda: ["s-a"], exporter=lambda *_: 0)
+        qtbot.addWidget(panel)
+        panel.resize(1200, 400)
+        panel.show()
+        qtbot.waitExposed(panel)
+        panel.table.scrollToBottom()  # following the end
+        qtbot.wait(20)
+        asked.clear()
+        for i in range(5):
+            record = small.add(
+                session_id="s-a", text=f"New {i}.", voice_id="v1", route=TaskRoute.REST
+            )
+            model.row_written(record.row_id, True)
+            qtbot.waitUntil(lambda i=i: model.rowCount() == 401 + i)
+            qtbot.wait(60)  # shown, followed and painted
+        assert panel.table.verticalScrollBar().value() == panel.table.verticalScrollBar().maximum()
+        assert len(asked) < 5 * 200, len(asked)  # only the numbers shown (900 a row before)
+        width = panel.table.verticalHeader().sizeHint().width()
+        assert width >= panel.fontMetrics().horizontalAdvance("405")
+        panel.hide()  # nothing paints from the store once it is closed

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtCore import QItemSelectionModel, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -65,6 +65,20 @@ _COLUMN_WIDTHS = {
 }
 
 
+class RowNumbers(QHeaderView):
+    """The row numbers beside the log, as wide as the largest number. Qt sizes a header by
+    asking the model for the header data of up to two hundred sections, each a call into
+    Python, after every insertion: the width comes from the row count instead."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(Qt.Orientation.Vertical, parent)
+
+    def sizeHint(self) -> QSize:
+        digits = len(str(max(1, self.count())))
+        width = self.fontMetrics().horizontalAdvance("0" * digits) + 12
+        return QSize(width, self.defaultSectionSize())
+
+
 class LogPanel(QWidget):
     #: The text of a row to queue again.
     resend_requested = Signal(str)
@@ -107,6 +121,7 @@ class LogPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
+        self.table.setVerticalHeader(RowNumbers(self.table))
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         header = self.table.horizontalHeader()
