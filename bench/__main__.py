@@ -31,6 +31,7 @@ KEYS = (
     "ui_two_avatars_max_stall_ms",
     "time_to_first_word_s",
     "first_word_vs_bare_page",
+    "lookahead_extra_gap_ms_p99",
 )
 
 
@@ -144,6 +145,29 @@ def cues(quick: bool) -> list[Figure]:
     ]
 
 
+def lookahead(quick: bool) -> list[Figure]:
+    lines = 40 if quick else 150
+    # short lines at a brisk pace: the next line must be with the service before one ends
+    with simulator_process("--chars-per-second", "200") as url:
+        data = run_child("bench.lookahead", ["--api-base", url, "--lines", str(lines)],
+                         timeout=900)  # fmt: skip
+    ours, floor = data["with_lookahead"], data["all_at_once"]
+    return [
+        Figure(
+            "lookahead_extra_gap_ms_p99",
+            rounded(data["extra_gap_p99_ms"]),
+            "< 20",
+            "ms",
+            f"gap between lines p50 / p99 / max: look-ahead of {data['lookahead']} "
+            f"{ours['gap_p50_ms']:.1f} / {ours['gap_p99_ms']:.1f} / {ours['gap_max_ms']:.1f} ms "
+            f"(at most {ours['most_on_service']} lines on the service), every line at once "
+            f"{floor['gap_p50_ms']:.1f} / {floor['gap_p99_ms']:.1f} / {floor['gap_max_ms']:.1f} "
+            f"ms; {ours['spoken']} + {floor['spoken']} of {2 * data['lines']} lines spoken",
+            data,
+        )
+    ]
+
+
 BENCHMARKS: dict[str, tuple[Callable[[bool], list[Figure]], tuple[str, ...]]] = {
     "dispatch": (dispatch.run, KEYS[0:2]),
     "ui_stall": (ui_stall, KEYS[2:3]),
@@ -154,6 +178,7 @@ BENCHMARKS: dict[str, tuple[Callable[[bool], list[Figure]], tuple[str, ...]]] = 
     "llm": (llm.run, KEYS[9:10]),
     "cues": (cues, KEYS[10:11]),
     "ui_stall_avatars": (ui_stall_avatars, KEYS[11:12]),
+    "lookahead": (lookahead, KEYS[14:15]),
 }
 
 

@@ -105,3 +105,12 @@ class FakeController:
     async def end_remotely(self, reason: EndReason, detail: str | None = None) -> None:
         self.remote_ends.append((reason, detail))
         self.end(reason.value)
+
+
+async def until(predicate: Callable[[], bool], rounds: int = 500) -> None:
+    """Let the loop run until ``predicate`` holds (a condition, never a timed sleep)."""
+    for _ in range(rounds):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")

@@ -122,6 +122,8 @@ def item_json(item: QueueItem) -> dict[str, Any]:
     }
     if item.question_id is not None:
         out["question_id"] = item.question_id
+    if item.set_aside:
+        out["set_aside"] = True
     return out
 
 

@@ -23,6 +23,13 @@ REASON_REQUEUED_VOICE: Final = "queued again with the new voice"
 REASON_UNCLEAR: Final = "may or may not have been spoken"
 REASON_SESSION_GONE: Final = "the session has ended on the service"
 REASON_CRASHED: Final = "could not be sent (an error in the app)"
+#: Waited when the avatar was stopped, and new words came: kept here until Resume or Remove.
+REASON_SET_ASIDE: Final = "set aside by Stop: Resume says it, Remove drops it"
+#: A line a dead session had taken (cut mid-sentence, or not started): its copy says it again,
+#: from its start, in the next session (``services/resume.py``).
+REASON_CARRIED: Final = (
+    "session ended before it was said to its end; said again in the next session"
+)
 #: Wait after a 429 without a Retry-After.
 DEFAULT_RETRY_AFTER_S: Final = 1.0
 
@@ -107,6 +114,8 @@ class QueueItem:
     unclear: bool = False
     #: The question this line answers (Ask mode), else ``None``.
     question_id: str | None = None
+    #: It waited when the avatar was stopped and new words went first: not sent until Resume.
+    set_aside: bool = False
 
     @property
     def acknowledged(self) -> bool:
@@ -130,6 +139,10 @@ class ChangeKind(StrEnum):
     REMOVED = "removed"
     MOVED = "moved"
     PAUSED = "paused"  # ``paused`` changed (no item)
+    #: A door asked for silence (``SpeechQueue.stop``), paused already or not (no item).
+    STOPPED = "stopped"
+    #: An ended session's lines not said to their end changed (``SpeechQueue.unfinished``).
+    UNFINISHED = "unfinished"
     #: Something went wrong that a person should see (``message``; ``item`` if it is about one).
     ERROR = "error"
 

@@ -130,9 +130,7 @@ class QueueLike(Protocol):
 
     def remove(self, item_id: int) -> bool: ...
 
-    async def stop(self) -> object: ...
-
-    def resume(self) -> None: ...
+    async def cut_off(self, reason: str) -> object: ...
 
 
 class SpeechQueueSink:
@@ -163,10 +161,8 @@ class SpeechQueueSink:
             item.question_id == replaces and item.state in ON_SERVICE_STATES for item in queue.items
         )
         if on_service:
-            was_paused = queue.paused
-            await queue.stop()
-            if not was_paused:
-                queue.resume()
+            # not a Stop: the queue is not paused, and a Stop meanwhile is a person's
+            await queue.cut_off(REASON_REPLACED)
 
 
 class QuestionLog(Protocol):
@@ -283,7 +279,6 @@ class AnswerService:
         self._clients: dict[tuple[str, str, float], openai.AsyncOpenAI] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Questions inside ``sink.begin``: a queue stop then is the sink's own, making way.
-        self._making_way = 0
         self._prepared = False
 
     # -- reading ----------------------------------------------------------------------------
@@ -320,12 +315,12 @@ class AnswerService:
         ).start()
 
     def follow_queue_stops(self, queue: QueueLike) -> Callable[[], None]:
-        """Stop from any door (the queue pausing) ends the answer being written too, so Stop
-        ends the stream and the speech together; the sink's own stop, when a new question
-        makes way, does not. Returns the unsubscribe."""
+        """Stop from any door ends the answer being written too (every Stop, the queue paused
+        already or not), so Stop ends the stream and the speech together. A new question
+        cuts the old answer off without a Stop. Returns the unsubscribe."""
 
         def changed(change: QueueChange) -> None:
-            if change.kind is ChangeKind.PAUSED and queue.paused and not self._making_way:
+            if change.kind is ChangeKind.STOPPED:
                 self.stop()
 
         unsubscribe = queue.subscribe(changed)
@@ -384,11 +379,7 @@ class AnswerService:
         self._notify(answer)
         log.info("Question %s asked (%s, model %s)", answer.question_id, endpoint.host,
                  settings.model)  # fmt: skip
-        self._making_way += 1
-        try:
-            await self._sink.begin(answer.question_id, previous.question_id if previous else None)
-        finally:
-            self._making_way -= 1
+        await self._sink.begin(answer.question_id, previous.question_id if previous else None)
         if answer.state is QuestionState.ANSWERING:  # not replaced or stopped meanwhile
             messages = self._messages(settings, session_id, question)
             answer.task = self._spawn(self._run(answer, endpoint, settings, messages))
@@ -473,6 +464,10 @@ class AnswerService:
                         sentences = answer.chunker.feed(piece)
                         for sentence in sentences:
                             self._deliver(answer, sentence)
+                        if answer.state is not QuestionState.ANSWERING:
+                            # ended during the handover (a Stop the sink set off): from inside
+                            # this task no cancel comes, so leave now, closing the stream
+                            return
                         if sentences:
                             # let the queue send it now, before more of the stream is read
                             await asyncio.sleep(0)
@@ -528,13 +523,17 @@ class AnswerService:
         """Hand one sentence to the sink, unless the answer has ended (stopped, replaced)."""
         if answer.state is not QuestionState.ANSWERING or self._current is not answer:
             return
+        # Counted as said before it is handed over: a Stop set off by the handover itself ends
+        # the answer with this sentence in its history (it is in the queue by then).
+        answer.sentences.append(sentence)
         try:
             self._sink.queue_sentence(sentence, answer.question_id)
         except AppError as exc:
+            answer.sentences.pop()
             self._fail(answer, exc)
             raise _SinkRefused from None
-        answer.sentences.append(sentence)
-        self._notify(answer)
+        if answer.state is QuestionState.ANSWERING:
+            self._notify(answer)
 
     def _fail(self, answer: _Answer, error: AppError) -> None:
         said = len(answer.sentences)

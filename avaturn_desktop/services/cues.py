@@ -472,7 +472,8 @@ class CuePlayer:
     def _resume_after_stop(self, fired: int) -> None:
         """After a Stop the queue is paused: drop the unsent lines of the cues it cut off and
         send again, so GO is heard (see the module docs)."""
-        if not self._queue.paused:
+        # stopped: paused, or (when the cue's words went first) what waited set aside
+        if not self._queue.paused and not any(i.set_aside for i in self._queue.items):
             return
         for index, run in self._runs.items():
             if index == fired:

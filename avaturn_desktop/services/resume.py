@@ -32,6 +32,7 @@ from typing import Final, Protocol
 
 from avaturn_desktop.core.queue import (
     ON_SERVICE_STATES,
+    REASON_CARRIED,
     REASON_SESSION_ENDED,
     REASON_SESSION_GONE,
     ItemState,
@@ -39,8 +40,8 @@ from avaturn_desktop.core.queue import (
 from avaturn_desktop.core.tasks import TaskRecord, TaskState
 from avaturn_desktop.services.tasklog import TaskLogStore
 
-#: Why the old row of a carried line ended (its new row's ``resumed_from`` points to it).
-REASON_CARRIED: Final = "session ended before it was said; said again in the next session"
+__all__ = ["REASON_CARRIED", "Carry", "plan_resume", "resumable_rows", "texts_and_links"]
+
 #: The old rows a person may still ask to have said again (the session ended, nothing else).
 _ENDED_WITH_THE_SESSION: Final = {
     (TaskState.CANCELLED, REASON_SESSION_ENDED),

@@ -214,6 +214,9 @@ class AvatarSlot:
             self.controller,
             stage=stage,
             policy=settings.offline_policy,
+            # unattended: a dead session's unfinished lines are said again by themselves;
+            # with a person there, the window offers it as one click
+            carry_over=runtime.kiosk,
         )
         self.speaker = Speaker(self.queue, runtime.settings)
         self.cues = CuePlayer(

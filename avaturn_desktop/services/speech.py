@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from avaturn_desktop.core.chunker import SentenceChunker
 from avaturn_desktop.core.errors import ConfigError
 from avaturn_desktop.core.queue import (
+    REASON_CARRIED,
     REASON_REMOVED,
     REASON_SPEAK_NOW,
     ItemState,
@@ -55,8 +56,13 @@ class BatchOutcome(enum.StrEnum):
 
 def taken(item: QueueItem) -> bool:
     """The service has the sentence: it answered with a task id, or the avatar is already
-    saying it (a phrase can start, even end, before the answer to its POST arrives)."""
-    return item.acknowledged or item.state in (ItemState.SPEAKING, ItemState.SPOKEN)
+    saying it (a phrase can start, even end, before the answer to its POST arrives), or its
+    session died and a copy says it in the next one (kiosk mode)."""
+    return (
+        item.acknowledged
+        or item.state in (ItemState.SPEAKING, ItemState.SPOKEN)
+        or (item.state is ItemState.CANCELLED and item.reason == REASON_CARRIED)
+    )
 
 
 def _removed(item: QueueItem) -> bool:
@@ -163,7 +169,10 @@ class Speaker:
         every slice is in the queue.
         """
         cutter, first = self._first(text)
-        return self._track(text, self.queue.enqueue(first), cutter)
+        items = self.queue.enqueue(first)
+        # after a Stop, new words are said now; what waited is set aside for the person
+        self.queue.set_aside_waiting(but={item.item_id for item in items})
+        return self._track(text, items, cutter)
 
     async def speak_now(self, text: str) -> Batch:
         """Cut off what plays and what waits, then say ``text`` first."""

@@ -14,6 +14,17 @@ Sending
     new session, a 429 wait); only a proven refusal (429 or 4xx) returns it. Items not yet sent
     can be removed and reordered.
 
+Look-ahead
+    Only the line speaking and the next are with the service (``lookahead``, 2); the rest waits
+    here, where it can be moved, removed or edited until it is needed. The next goes when a
+    line ends, so the service always has the next line before the current one ends: no gap.
+    Lines so short (or a voice so fast) that what waits on the service would be said in less
+    than ``LOOKAHEAD_COVER_S`` get a deeper look-ahead (at most ``LOOKAHEAD_MOST``), from the
+    speaking rate learned from the lines said so far, so that a busy machine hearing a line
+    end late does not leave the avatar silent. A line whose end event was lost stops counting
+    once any voice would have finished it (``_due``): the queue never stalls on a lost event.
+    ``lookahead=None`` posts every line the moment it is queued.
+
     A ``429`` was refused by the service: the item waits ``retry_after`` seconds, clamped to
     ``RETRY_AFTER_CEILING_S``, visibly (``retry_at``), and is sent again; the wait ends early on
     :meth:`SpeechQueue.skip_wait`, Remove, Stop, Resume or Speak now. An unclear outcome (the
@@ -30,7 +41,18 @@ No live session
     ``refuse`` it is refused with :class:`QueueRefusedError`. Nothing is dropped silently.
     Text held while no session exists has no log row yet (a row belongs to a session); it gets
     one, ``queued``, the moment a session goes live. When a session ends, what was sent and not
-    spoken becomes ``cancelled`` ("session ended"); what was waiting is held for the next one.
+    spoken becomes ``cancelled`` ("session ended"); what was waiting is held for the next one,
+    its new row linked to the old (``resumed_from``).
+
+Reconnect carry-over (``carry_over``, kiosk mode)
+    When a session dies, the lines it had taken and not said to their end (the one cut
+    mid-sentence, the next one, one whose request was on its way) are said once more in the
+    next session, from their start, ahead of what waited, in the order they were sent
+    (:func:`~avaturn_desktop.services.resume.plan_resume`). The old rows end ``cancelled``
+    (``REASON_CARRIED``) and the new ones name them in ``resumed_from``, which the log lets
+    happen once per row. A line a Stop or Speak now is silencing is not carried. Outside kiosk
+    mode the same lines end "session ended" and :meth:`SpeechQueue.say_unfinished_again` says
+    them again when a person asks (one click, once).
 
 Speaking events
     ``avatar_started_speaking_phrase`` / ``avatar_ended_speaking_phrase`` are matched to items
@@ -62,11 +84,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from typing import Any, Final, Literal, Protocol
 
 from avaturn_desktop.core.errors import (
@@ -88,12 +111,14 @@ from avaturn_desktop.core.models import TaskCreated
 from avaturn_desktop.core.queue import (
     DEFAULT_RETRY_AFTER_S,
     ON_SERVICE_STATES,
+    REASON_CARRIED,
     REASON_CRASHED,
     REASON_NOT_SENT_ENDED,
     REASON_REMOVED,
     REASON_REQUEUED_VOICE,
     REASON_SESSION_ENDED,
     REASON_SESSION_GONE,
+    REASON_SET_ASIDE,
     REASON_SPEAK_NOW,
     REASON_STOPPED,
     REASON_UNCLEAR,
@@ -111,6 +136,7 @@ from avaturn_desktop.core.queue import (
 )
 from avaturn_desktop.core.session_state import EndReason, SessionSnapshot, SessionState
 from avaturn_desktop.core.tasks import TaskRecord, TaskRoute
+from avaturn_desktop.services.resume import plan_resume, resumable_rows
 from avaturn_desktop.services.tasklog import IllegalTransitionError, TaskLogStore
 
 log = logging.getLogger("avaturn.queue")
@@ -124,6 +150,19 @@ STOP_PAGE_TRIES: Final = 3
 STOP_PAGE_PAUSE_S: Final = 0.2
 #: Errors in a row after which the sender pauses (and says so) instead of spinning.
 MAX_SENDER_ERRORS: Final = 3
+#: Lines on the service at a time: the one speaking and the next (see "Look-ahead").
+LOOKAHEAD: Final = 2
+#: ... and more, while what waits on the service would be said in less than this (very short
+#: lines, a fast voice): time enough for the app to hear a line end and send the next one
+#: before the avatar runs out of words, even on a busy machine. Never more than ``LOOKAHEAD_MOST``.
+LOOKAHEAD_COVER_S: Final = 0.6
+LOOKAHEAD_MOST: Final = 8
+#: The speaking rate assumed until the queue has timed lines of its own (characters a second).
+DEFAULT_CHARS_PER_S: Final = 15.0
+#: A line on the service counts against the look-ahead until its end is seen, or at most this
+#: long plus its text at ``SLOWEST_CHARS_PER_S``: a lost "ended" event never stalls the queue.
+LOOKAHEAD_GRACE_S: Final = 10.0
+SLOWEST_CHARS_PER_S: Final = 4.0
 
 QueueListener = Callable[[QueueChange], None]
 #: ``(row_id, new)``: a log row was added (``new``) or changed.
@@ -185,6 +224,8 @@ class _Entry:
     send_seq: int = 0
     #: Started by a plain ``avatar_started_speaking`` (a phrase event may adopt it).
     provisional: bool = False
+    #: When the avatar began saying it (the queue's clock), to learn the speaking rate.
+    started_at: float | None = None
     #: Stop / Speak now arrived while its request was in flight: cancel it once answered.
     cancel_on_ack: str | None = None
     #: A cancel-all is on its way for it: an "ended" event now means it was cut off.
@@ -192,6 +233,14 @@ class _Entry:
     #: Ended unsent (Speak now, a session end) while another request was in flight: never
     #: sent, and ended (with this reason) once that request is answered.
     replaced: str | None = None
+    #: The log row this line continues (said again after its session died), for its new row.
+    resumed_from: int | None = None
+    #: A copy of a line a dead session had taken: it goes before the lines that waited.
+    carried: bool = False
+    #: Its session died while its request was on its way: carried once the answer is in.
+    carry_on_answer: bool = False
+    #: Waited through a Stop, and new words went first: not sent until Resume keeps it.
+    set_aside: bool = False
 
     def view(self) -> QueueItem:
         return QueueItem(
@@ -207,6 +256,7 @@ class _Entry:
             ever_sent=self.left,
             unclear=self.unclear,
             question_id=self.question_id,
+            set_aside=self.set_aside,
         )
 
 
@@ -237,12 +287,19 @@ class SpeechQueue:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_rate_limit_retries: int = 5,
         keep_finished: int = 200,
+        lookahead: int | None = LOOKAHEAD,
+        carry_over: bool = False,
     ) -> None:
         self._client = client
         self._store = store
         self._controller = controller
         self._stage = stage
         self.policy: Policy = policy
+        #: Lines handed to the service at a time (``None``: every line as soon as it is queued).
+        self.lookahead = lookahead
+        #: Say the lines a dead session had taken again in the next one, by itself (kiosk mode);
+        #: otherwise they end "session ended" and a door offers :meth:`say_unfinished_again`.
+        self.carry_over = carry_over
         self._voice_getter = voice_id_getter or (lambda: controller.snapshot.voice_id)
         self._clock = clock
         self._sleep = sleep
@@ -262,6 +319,8 @@ class SpeechQueue:
         self._pump: asyncio.Task[None] | None = None
         #: The item whose request is on its way (one at a time; see ``_claim``).
         self._in_flight: _Entry | None = None
+        #: Set once the request in flight is answered and settled (a late line re-cancelled).
+        self._settled: asyncio.Event | None = None
         #: Speak now's cancel is on its way: nothing new is sent meanwhile.
         self._interrupting = 0
         #: A phrase that started before the answer to the line in flight (see ``_Early``).
@@ -269,6 +328,14 @@ class SpeechQueue:
         #: Set to wake the sender from a wait (skip, remove, stop, resume, a new session, ...).
         self._wake: asyncio.Event | None = None
         self._wake_loop: asyncio.AbstractEventLoop | None = None
+        #: The last ended session with lines not said to their end, and how many (see
+        #: :meth:`say_unfinished_again`); ``None`` when there are none.
+        self._unfinished: tuple[str, int] | None = None
+        #: Looks again when the oldest line on the service stops counting (see ``_room``).
+        #: The voice's speaking rate, learned from the lines it said (see ``_room``).
+        self._chars_per_s = DEFAULT_CHARS_PER_S
+        #: (qasync's handles do not say when they are due, so that is kept beside it)
+        self._lookahead_timer: tuple[asyncio.Handle, float] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe = controller.subscribe(self._on_session)
         self._on_session(controller.snapshot)
@@ -426,16 +493,40 @@ class SpeechQueue:
             self._notify(ChangeKind.REMOVED, entry)
 
     def resume(self) -> None:
-        """Send again after :meth:`stop`; a wait after a 429 ends too (the person said: now)."""
+        """Send again after :meth:`stop` (what was set aside too); a wait after a 429 ends too
+        (the person said: now)."""
         if self._paused:
             self._paused = False
             self._notify(ChangeKind.PAUSED, None)
         for entry in self._entries:
-            if entry.state is ItemState.WAITING and entry.retry_at is not None:
+            if entry.state is ItemState.WAITING and (entry.retry_at is not None or entry.set_aside):
                 entry.retry_at = None
+                entry.set_aside = False
                 entry.reason = None
                 self._notify(ChangeKind.CHANGED, entry)
         self._kick()
+
+    def set_aside_waiting(self, *, but: Collection[int] = ()) -> int:
+        """After a Stop, new words go at once: what waited is set aside (kept, marked, sent
+        only when :meth:`resume` keeps it, or dropped with :meth:`remove`), and sending is on
+        again. ``but``: the ids of the new words. Returns how many lines were set aside;
+        nothing happens unless stopped."""
+        if not self._paused:
+            return 0
+        aside = [
+            e
+            for e in self._entries
+            if e.state is ItemState.WAITING and not e.set_aside and e.item_id not in but
+        ]
+        for entry in aside:
+            entry.set_aside = True
+            entry.retry_at = None
+            entry.reason = REASON_SET_ASIDE
+            self._notify(ChangeKind.CHANGED, entry)
+        self._paused = False
+        self._notify(ChangeKind.PAUSED, None)
+        self._kick()
+        return len(aside)
 
     # -- interrupting ----------------------------------------------------------------------
 
@@ -449,8 +540,27 @@ class SpeechQueue:
         if not self._paused:
             self._paused = True
             self._notify(ChangeKind.PAUSED, None)
+        self._notify(ChangeKind.STOPPED, None)  # every time: what follows stops ends too
         self._poke()  # a sender waiting out a 429 lets go
-        return await self._cancel_on_service(REASON_STOPPED)
+        settled = self._settled if self._in_flight is not None else None
+        result = await self._cancel_on_service(REASON_STOPPED)
+        if settled is not None:
+            # A line on its way may land after the cancel: it is cancelled again once answered
+            # (see _acknowledged). Stop returns only then, so nothing it cut off is left.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), STOP_BUDGET_S)
+        return result
+
+    async def cut_off(self, reason: str) -> StopResult:
+        """Cut off what plays and what the service holds (ended with ``reason``) without
+        pausing: what waits here goes next. Raises :class:`StopUnconfirmedError` as
+        :meth:`stop` does. (A new question cuts the old answer off this way.)"""
+        self._interrupting += 1  # nothing new leaves while the cancel is on its way
+        try:
+            return await self._cancel_on_service(reason)
+        finally:
+            self._interrupting -= 1
+            self._kick()
 
     async def speak_now(self, texts: str | Sequence[str]) -> list[QueueItem]:
         """Cancel what plays and what is queued, then send ``texts`` first.
@@ -609,20 +719,111 @@ class SpeechQueue:
         self._kick()
 
     def _session_over(self) -> None:
-        self._live_session = None
+        ended, self._live_session = self._live_session, None
         self._early = None
+        # decided before anything is marked; nothing is carried while a Stop or Speak now is
+        # silencing the avatar (the person asked for silence, or for other words)
+        carry = (
+            {c.item_id for c in plan_resume(self._entries) if c.was in ON_SERVICE_STATES}
+            if self.carry_over and not self._paused and not self._interrupting
+            else set()
+        )
+        carried: list[_Entry] = []
         for entry in list(self._entries):
             if entry.state in (ItemState.SENT, ItemState.SPEAKING):
-                self._cancel(entry, REASON_SESSION_ENDED)
+                if entry.item_id in carry:
+                    self._cancel(entry, REASON_CARRIED)
+                    carried.append(entry)
+                else:
+                    self._cancel(entry, REASON_SESSION_ENDED)
             elif entry.state is ItemState.SENDING:
                 entry.cancel_on_ack = REASON_SESSION_ENDED
+                if entry.item_id in carry:
+                    entry.cancel_on_ack = REASON_CARRIED
+                    entry.carry_on_answer = True
             elif (
                 entry.state is ItemState.WAITING
                 and entry.row_id is not None
                 and entry.replaced is None
             ):
                 self._unsent_at_session_end(entry)
+        carried.sort(key=lambda e: e.send_seq)
+        self._say_again(carried)
+        if ended is not None and not self.carry_over:
+            self._note_unfinished(ended)
         self._poke()
+
+    def _note_unfinished(self, session_id: str | None) -> None:
+        count = 0 if session_id is None else len(resumable_rows(self._store, session_id))
+        now = (session_id, count) if session_id is not None and count else None
+        if now != self._unfinished:
+            self._unfinished = now
+            self._notify(ChangeKind.UNFINISHED, None)
+
+    def _say_again(self, lines: Sequence[_Entry]) -> None:
+        """Queue copies of ``lines`` (which a dead session had taken) ahead of what waited:
+        said once more, from their start, each new row linked to the old one."""
+        self._queue_carried(
+            [(e.text, e.row_id, e.route, e.question_id) for e in lines if e.row_id is not None]
+        )
+
+    def _queue_carried(
+        self, lines: Sequence[tuple[str, int | None, TaskRoute, str | None]]
+    ) -> list[_Entry]:
+        copies = [
+            _Entry(
+                item_id=next(self._ids),
+                text=text,
+                route=route,
+                question_id=question_id,
+                resumed_from=row_id,
+                carried=True,
+            )
+            for text, row_id, route, question_id in lines
+        ]
+        if not copies:
+            return []
+        at = next(
+            (
+                i
+                for i, e in enumerate(self._entries)
+                if e.state is ItemState.WAITING and not e.carried
+            ),
+            len(self._entries),
+        )
+        self._entries[at:at] = copies
+        if self.live:
+            self._add_rows(copies)
+        for copy in copies:
+            self._notify(ChangeKind.ADDED, copy)
+        self._kick()
+        return copies
+
+    def unfinished(self, session_id: str | None = None) -> int:
+        """How many lines of the ended ``session_id`` (default: the last one that ended with
+        some) :meth:`say_unfinished_again` would say."""
+        if session_id is None:
+            return 0 if self._unfinished is None else self._unfinished[1]
+        return len(resumable_rows(self._store, session_id))
+
+    def say_unfinished_again(self, session_id: str | None = None) -> list[QueueItem]:
+        """Say again the lines the ended ``session_id`` (default: the last one that ended with
+        some) had taken and not said to their end (cut mid-sentence, or not started): the one
+        click outside kiosk mode. Each is queued ahead of what waits, its new row linked to the
+        old one, and never said twice."""
+        if session_id is None:
+            if self._unfinished is None:
+                return []
+            session_id = self._unfinished[0]
+        if session_id == self._live_session:
+            raise ConfigError("That session is still live: its lines are still being said.")
+        rows = resumable_rows(self._store, session_id)
+        taken = {e.resumed_from for e in self._entries if e.resumed_from is not None}
+        lines = [(r.text, r.row_id, r.route, r.question_id) for r in rows if r.row_id not in taken]
+        copies = self._queue_carried(lines)
+        if self._unfinished is not None and self._unfinished[0] == session_id:
+            self._note_unfinished(None)
+        return [e.view() for e in copies]
 
     def _unsent_at_session_end(self, entry: _Entry) -> None:
         """A line not sent to a session that ended: held for the next one, or refused."""
@@ -631,11 +832,13 @@ class SpeechQueue:
             self._end_unsent([entry], REASON_NOT_SENT_ENDED)
             return
         if entry.row_id is not None:
-            self._write(self._store.mark_cancelled, entry.row_id, REASON_NOT_SENT_ENDED)
+            ended = self._write(self._store.mark_cancelled, entry.row_id, REASON_NOT_SENT_ENDED)
+            # its next row continues this one (in the log's chain of a line said at most once)
+            entry.resumed_from = entry.row_id if ended is not None else None
         entry.row_id = None
         entry.session_id = None
         entry.voice_id = None
-        entry.reason = None
+        entry.reason = REASON_SET_ASIDE if entry.set_aside else None
         if self.live:  # a new session is live already: it is queued for that one
             self._add_row(entry)
         self._notify(ChangeKind.CHANGED, entry)
@@ -668,9 +871,52 @@ class SpeechQueue:
         ):
             return None
         for entry in self._entries:
-            if entry.state is ItemState.WAITING and entry.row_id is not None and not entry.replaced:
-                return entry
+            if (
+                entry.state is ItemState.WAITING
+                and entry.row_id is not None
+                and not entry.replaced
+                and not entry.set_aside
+            ):
+                return entry if self._room() else None
         return None
+
+    def _room(self) -> bool:
+        """Whether the look-ahead lets one more line go to the service now.
+
+        A line on the service counts until it ends, or until it has been there longer than
+        any voice takes to say it (its end event was lost): then a timer looks again.
+        """
+        if self.lookahead is None:
+            return True
+        now = self._clock()
+        counted = [
+            (due, e)
+            for e in self._entries
+            if e.state in ON_SERVICE_STATES and (due := _due(e, now)) > now
+        ]
+        if len(counted) < self.lookahead:
+            return True
+        waiting_chars = sum(len(e.text) for _, e in counted if e.state is not ItemState.SPEAKING)
+        if waiting_chars / self._chars_per_s < LOOKAHEAD_COVER_S and len(counted) < LOOKAHEAD_MOST:
+            return True  # too little left to say to cover the time it takes to send the next
+        self._look_again_in(min(due for due, _ in counted) - now)
+        return False
+
+    def _look_again_in(self, delay: float) -> None:
+        loop = _loop()
+        if loop is None:
+            return
+        when = loop.time() + max(0.0, delay)
+        timer = self._lookahead_timer
+        if timer is not None and not timer[0].cancelled() and timer[1] <= when + 0.05:
+            return
+        if timer is not None:
+            timer[0].cancel()
+        self._lookahead_timer = (loop.call_later(max(0.0, delay), self._lookahead_due), when)
+
+    def _lookahead_due(self) -> None:
+        self._lookahead_timer = None
+        self._kick()
 
     def _claim(self, entry: _Entry) -> bool:
         """The one place that lets an item go to the service, at the moment it goes.
@@ -687,6 +933,7 @@ class SpeechQueue:
         if (
             entry.state is not ItemState.WAITING
             or entry.left
+            or entry.set_aside
             or entry.replaced is not None
             or entry.row_id is None
             or entry.retry_at is not None
@@ -694,6 +941,7 @@ class SpeechQueue:
             or self._interrupting
             or self._live_session is None
             or self._in_flight is not None
+            or not self._room()
         ):
             return False
         entry.left = True
@@ -789,10 +1037,16 @@ class SpeechQueue:
         session_id = self._live_session
         if session_id is None or not self._claim(entry):
             return
+        settled = self._settled = asyncio.Event()
         try:
             await self._request(entry, session_id)
         finally:
+            settled.set()
             self._early = None  # not acknowledged: that phrase was not this line's
+            if entry.carry_on_answer:
+                entry.carry_on_answer = False
+                if entry.state is ItemState.CANCELLED and entry.reason == REASON_CARRIED:
+                    self._say_again([entry])
             if self._in_flight is entry:
                 self._in_flight = None
 
@@ -807,7 +1061,18 @@ class SpeechQueue:
             await self._unclear(entry, session_id, exc.user_message)
         except NotFoundError as exc:
             entry.left = False  # refused: the session is gone
-            self._fail(entry, REASON_SESSION_GONE)
+            if entry.carry_on_answer:  # its session's end carries it, after the cut line
+                self._cancel(entry, REASON_CARRIED)
+            elif self.carry_over:
+                # never said: held in its place for the next session (by the end, below)
+                entry.cancel_on_ack = None
+                entry.state = ItemState.WAITING
+                if self._live_session != session_id:  # that end came already
+                    self._unsent_at_session_end(entry)
+                else:
+                    self._notify(ChangeKind.CHANGED, entry)
+            else:
+                self._fail(entry, REASON_SESSION_GONE)
             if self._live_session == session_id:
                 await self._controller.end_remotely(EndReason.SERVER, exc.user_message)
         except AppError as exc:
@@ -853,6 +1118,11 @@ class SpeechQueue:
         log.info("Task row %s rate limited; sending again in %.2f s", entry.row_id, wait)
 
     async def _unclear(self, entry: _Entry, session_id: str, why: str) -> None:
+        if entry.carry_on_answer:
+            # its session died meanwhile: taken or not, it is said again from its start
+            self._mark_sent(entry)
+            self._cancel(entry, REASON_CARRIED)
+            return
         entry.unclear = True
         self._mark_sent(entry)
         self._fail(entry, f"{REASON_UNCLEAR} ({why})")
@@ -1012,6 +1282,7 @@ class SpeechQueue:
         if self._write(self._store.mark_speaking, entry.row_id, at=started) is None:
             return
         entry.state = ItemState.SPEAKING
+        entry.started_at = started
         self._notify(ChangeKind.CHANGED, entry)
         # The avatar speaks one phrase at a time: one that was speaking is over now, even if
         # its end event was lost (e.g. while the event channel was reconnecting).
@@ -1028,8 +1299,10 @@ class SpeechQueue:
         if self._write(self._store.mark_spoken, entry.row_id, at=ended) is None:
             return
         entry.state = ItemState.SPOKEN
+        self._learn_rate(entry, ended)
         self._notify(ChangeKind.CHANGED, entry)
         self._trim()
+        self._kick()  # room for the next line
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -1044,23 +1317,56 @@ class SpeechQueue:
         assert session_id is not None
         voice = self.voice_id
         records: list[TaskRecord] = []
-        for (route, question_id), group in itertools.groupby(
+        for (route, question_id), grouped in itertools.groupby(
             entries, key=lambda e: (e.route, e.question_id)
         ):
-            records += self._store.add_many(
-                [entry.text for entry in group],
-                session_id=session_id,
-                voice_id=voice,
-                route=route,
-                at=self._clock(),
-                question_id=question_id,
-            )
+            group = list(grouped)
+            records += self._log_lines(group, session_id, voice, route, question_id)
         for entry, record in zip(entries, records, strict=True):
             entry.row_id = record.row_id
             entry.session_id = session_id
             entry.voice_id = voice
         for record in records:
             self._rows(record.row_id, new=True)
+
+    def _log_lines(
+        self,
+        group: Sequence[_Entry],
+        session_id: str,
+        voice: str | None,
+        route: TaskRoute,
+        question_id: str | None,
+    ) -> list[TaskRecord]:
+        links = [e.resumed_from for e in group]
+        add = functools.partial(
+            self._store.add_many,
+            [e.text for e in group],
+            session_id=session_id,
+            voice_id=voice,
+            route=route,
+            at=self._clock(),
+            question_id=question_id,
+        )
+        if not any(links):
+            return add()
+        try:
+            return add(resumed_from=links)
+        except (ValueError, KeyError):
+            # a link the log refuses (a bug here): the lines are logged all the same, unlinked
+            log.exception("The task log refused to link lines said again; logged unlinked")
+            for entry in group:
+                entry.resumed_from = None
+            return add()
+
+    def _learn_rate(self, entry: _Entry, ended: float) -> None:
+        """Fold a line said start to end (by its own phrase events) into the speaking rate."""
+        if entry.started_at is None or entry.provisional:
+            return
+        took = ended - entry.started_at
+        if took < 0.05 or len(entry.text) < 8:
+            return
+        rate = min(max(len(entry.text) / took, 1.0), 2000.0)
+        self._chars_per_s = 0.7 * self._chars_per_s + 0.3 * rate
 
     def _mark_sent(self, entry: _Entry) -> None:
         """Log ``sent`` (with the time the request left) once, when the service has it."""
@@ -1091,6 +1397,7 @@ class SpeechQueue:
         entry.retry_at = None
         self._notify(ChangeKind.CHANGED, entry)
         self._trim()
+        self._kick()  # room for the next line
 
     def _write(
         self, method: Callable[..., TaskRecord], row_id: int, *args: Any, **kw: Any
@@ -1157,6 +1464,9 @@ class SpeechQueue:
         with contextlib.suppress(ValueError):
             self._unsubscribe()
         self._paused = True
+        if self._lookahead_timer is not None:
+            self._lookahead_timer[0].cancel()
+            self._lookahead_timer = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -1171,6 +1481,12 @@ def _loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_event_loop_policy().get_event_loop()
     except RuntimeError:
         return None
+
+
+def _due(entry: _Entry, now: float) -> float:
+    """When a line on the service stops counting against the look-ahead (see ``_room``)."""
+    start = entry.sent_at if entry.sent_at is not None else now
+    return start + LOOKAHEAD_GRACE_S + len(entry.text) / SLOWEST_CHARS_PER_S
 
 
 def _clamp_wait(retry_after: float | None) -> float:

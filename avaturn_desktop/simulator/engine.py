@@ -87,6 +87,9 @@ class SpeechTask:
     status: TaskStatus = "queued"
     started_at: float | None = None
     ended_at: float | None = None
+    #: Every viewer left while it was being said: nobody heard its end, though the service
+    #: said it to its end (``heard`` in the view is False then).
+    unheard: bool = False
 
     def view(self, origin: float) -> dict[str, Any]:
         def rel(t: float | None) -> float | None:
@@ -102,6 +105,8 @@ class SpeechTask:
             "queued_at": rel(self.queued_at),
             "started_at": rel(self.started_at),
             "ended_at": rel(self.ended_at),
+            # said to its end with a viewer connected all along (what an audience heard)
+            "heard": self.status == "spoken" and not self.unheard,
         }
 
 
@@ -215,6 +220,8 @@ class SimSession:
         if viewer not in self.viewers:
             return
         self.viewers.discard(viewer)
+        if not self.viewers and self.current is not None:
+            self.current.unheard = True
         if not self.viewers and not self.ended:
             self.absent_since = self._now()
         self._poke()

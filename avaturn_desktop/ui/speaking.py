@@ -116,6 +116,13 @@ class QueuePresenter(QObject):
     def resume(self) -> None:
         self.queue.resume()
 
+    def unfinished(self) -> int:
+        """Lines the last ended session had taken and not said to their end."""
+        return self.queue.unfinished()
+
+    def say_unfinished_again(self) -> None:
+        self.queue.say_unfinished_again()
+
     def clear_finished(self) -> None:
         self.queue.clear_finished()
 

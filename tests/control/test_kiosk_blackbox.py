@@ -90,3 +90,67 @@ def test_a_kiosk_comes_back_live_after_every_ending(tmp_path: Path) -> None:
     finally:
         stop(app)
         stop(sim)
+
+
+LINES = [
+    "The first line is said to its end.",
+    "The second line is said to its end too.",
+    "The third line is cut off halfway and said again.",
+    "The fourth line was with the service when it died.",
+    "The fifth line waited in the app all along.",
+    "The sixth line closes the show for today.",
+]
+
+
+def tasks_of(url: str) -> dict[str, list[tuple[str, str]]]:
+    """``session id -> [(text, status)]`` of every session the simulator remembers."""
+    state = httpx.get(f"{url}/_sim/state", headers=SIM_AUTH).json()
+    return {
+        s["session_id"]: [(t["text"], t["status"]) for t in s["tasks"]] for s in state["sessions"]
+    }
+
+
+def test_a_kiosk_says_the_line_cut_by_a_dead_session_again_and_every_other_line_once(
+    tmp_path: Path,
+) -> None:
+    sim = run_simulator("--time-scale", "10", "--chars-per-second", "20")
+    url = base_url(sim)
+    home = tmp_path / "kiosk"
+    app = start_app(home, url, "--kiosk")
+    try:
+        api = Api(home)
+        first = live_again(api, None, 30)
+        for line in LINES:
+            answer = api.http.post("/api/v1/say", json={"text": line})
+            assert answer.status_code == 200, answer.text
+
+        def third_speaking() -> bool:
+            return (LINES[2], "speaking") in tasks_of(url).get(first, [])
+
+        wait_for(third_speaking, lambda: f"the third line speaking: {tasks_of(url)}", 60)
+        killed = httpx.post(f"{url}/_sim/sessions/{first}/kill", headers=SIM_AUTH)
+        assert killed.status_code == 200, killed.text
+        second = live_again(api, first)
+
+        def all_said() -> bool:
+            return [s for t, s in tasks_of(url).get(second, []) if t == LINES[-1]] == ["spoken"]
+
+        wait_for(all_said, lambda: f"the sixth line spoken: {tasks_of(url)}", 60)
+        sessions = tasks_of(url)
+        old, new = sessions[first], sessions[second]
+        assert [t for t, s in old if s == "spoken"] == LINES[:2]
+        assert (LINES[2], "cut") in old
+        # the next session says the cut line from its start, then the rest, once, in order
+        assert new == [(line, "spoken") for line in LINES[2:]]
+        everywhere = [t for tasks in sessions.values() for t, s in tasks if s == "spoken"]
+        assert sorted(everywhere) == sorted(LINES)  # each line to its end exactly once
+
+        # the task log links the rows of the dead session to their new ones
+        rows = api.http.get("/api/v1/log", params={"limit": 50}).json()["rows"]
+        by_id = {r["row_id"]: r for r in rows}
+        carried = [r for r in rows if r["session_id"] == second and r.get("resumed_from")]
+        assert {by_id[r["resumed_from"]]["text"] for r in carried} >= set(LINES[2:4])
+        api.http.close()
+    finally:
+        stop(app)
+        stop(sim)

@@ -16,6 +16,7 @@ from tests.blackbox import (  # noqa: F401 (the fixture is used by name)
     simulator,
     spoken_texts,
     start_app,
+    stop,
     wait_for,
 )
 
@@ -188,14 +189,7 @@ def test_a_script_is_fired_cue_by_cue_through_the_control_api(
         assert "// pause for the applause" in target.read_text(encoding="utf-8")
         http.close()
     finally:
-        app.terminate()
-        try:
-            app.wait(30)
-        finally:
-            if app.poll() is None:
-                app.kill()
-            assert app.stdout is not None
-            app.stdout.close()
+        stop(app)
 
 
 def _ws_op(api: Api, op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -231,3 +225,102 @@ def test_script_flag_opens_the_script_at_start(simulator: str, tmp_path: Path) -
         app.wait(30)
         assert app.stdout is not None
         app.stdout.close()
+
+
+LONG_SCRIPT = """\
+# Part one
+The first cue has a long opening sentence that takes the avatar a while to say.
+Its second sentence is long as well, so the later cue waits in the app.
+Its third sentence closes the first cue.
+
+The second cue starts here.
+This line of the second cue is taken out before it is sent.
+The second cue ends here.
+"""
+
+
+def test_a_line_of_a_later_cue_is_removed_while_the_first_plays(
+    simulator: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """GO twice: only the line speaking and the next are with the service, so a line of the
+    second cue can still be taken out of the queue while the first cue plays."""
+    home = tmp_path / "home"
+    app = start_app(home, simulator)
+    try:
+        api = Api(home)
+        http = api.http
+        assert http.post("/api/v1/session/start", json={}).status_code == 202
+        wait_for(lambda: api.state()["session"]["state"] == "live", "live", 40)
+        session_id = api.state()["session"]["id"]
+        assert http.post("/api/v1/cues/load", json={"text": LONG_SCRIPT}).status_code == 200
+        assert http.post("/api/v1/cues/go").status_code == 200
+        second = http.post("/api/v1/cues/go").json()["items"]
+        doomed = next(i for i in second if i["text"].startswith("This line"))
+        waiting = {i["id"]: i for i in http.get("/api/v1/queue").json()["items"]}
+        assert waiting[doomed["id"]]["state"] == "waiting"
+        # the service has at most the line speaking and the next
+        assert len(said(simulator, session_id)) <= 2
+        removed = http.delete(f"/api/v1/queue/{doomed['id']}")
+        assert removed.status_code == 200, removed.text
+        last = "The second cue ends here."
+        wait_for(
+            lambda: (last, "spoken") in spoken_texts(simulator, session_id),
+            lambda: f"the second cue spoken: {spoken_texts(simulator, session_id)}",
+            60,
+        )
+        assert said(simulator, session_id) == [
+            "The first cue has a long opening sentence that takes the avatar a while to say.",
+            "Its second sentence is long as well, so the later cue waits in the app.",
+            "Its third sentence closes the first cue.",
+            "The second cue starts here.",
+            last,
+        ]
+        assert all(status == "spoken" for _t, status in spoken_texts(simulator, session_id))
+        http.close()
+    finally:
+        stop(app)
+
+
+def test_words_said_after_stop_go_at_once_and_what_waited_is_set_aside(
+    simulator: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    app = start_app(home, simulator)
+    lines = [
+        "The first line is long enough to be stopped while the avatar says it.",
+        "The second line was with the service when the avatar was stopped.",
+        "The third line waited in the app and is set aside.",
+    ]
+    try:
+        api = Api(home)
+        http = api.http
+        assert http.post("/api/v1/session/start", json={}).status_code == 202
+        wait_for(lambda: api.state()["session"]["state"] == "live", "live", 40)
+        session_id = api.state()["session"]["id"]
+        for line in lines:
+            assert http.post("/api/v1/say", json={"text": line}).status_code == 200
+        wait_for(lambda: api.state()["current_text"] == lines[0], "the first line speaking")
+        assert http.post("/api/v1/stop").status_code == 200
+        assert api.state()["queue"]["paused"] is True
+        # a new line: said now, no Resume
+        word = "Sorry, one word from the presenter."
+        assert http.post("/api/v1/say", json={"text": word}).status_code == 200
+        wait_for(
+            lambda: (word, "spoken") in spoken_texts(simulator, session_id),
+            lambda: f"the new line spoken: {spoken_texts(simulator, session_id)}",
+        )
+        assert lines[2] not in said(simulator, session_id)
+        items = {i["text"]: i for i in http.get("/api/v1/queue").json()["items"]}
+        assert items[lines[2]]["state"] == "waiting" and items[lines[2]]["set_aside"] is True
+        # Resume keeps it: said after all
+        assert http.post("/api/v1/resume").status_code == 200
+        wait_for(
+            lambda: (lines[2], "spoken") in spoken_texts(simulator, session_id),
+            lambda: f"the set-aside line spoken: {spoken_texts(simulator, session_id)}",
+        )
+        assert said(simulator, session_id)[-2:] == [word, lines[2]]
+        http.close()
+    finally:
+        stop(app)

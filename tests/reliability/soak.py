@@ -95,6 +95,9 @@ class Figures:
     #: Lines the service received more than once and spoke to the end once (said again).
     lines_said_again: int = 0
     lost_examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: A line spoken to its end more than once: what the service did with it in each session,
+    #: how that session was ended, and the app's rows for it.
+    doubled_examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     memory_mb: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     #: (simulated hours, app MB, page processes MB), every ``Plan.memory_every_s`` real seconds.
     memory_timeline: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)
@@ -133,7 +136,11 @@ class SimProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         #: task_id -> (text, status): every task of every session, newest status.
+        #: task id -> (text, status); status ``spoken`` only when an audience heard it to its end
+        #: (the service may finish a phrase after every viewer has gone: nobody heard that)
         self.tasks: dict[str, tuple[str, str]] = {}
+        #: The session each task was heard in.
+        self.task_sessions: dict[str, str] = {}
         self.http = httpx.AsyncClient(headers=SIM_AUTH, timeout=10)
 
     def start(self) -> None:
@@ -167,7 +174,11 @@ class SimProcess:
         state = await self.state()
         for session in state["sessions"]:
             for task in session["tasks"]:
-                self.tasks[task["task_id"]] = (task["text"], task["status"])
+                status = task["status"]
+                if status == "spoken" and not task.get("heard", True):
+                    status = "spoken unheard"
+                self.tasks[task["task_id"]] = (task["text"], status)
+                self.task_sessions[task["task_id"]] = session["session_id"]
         return state
 
     async def control(self, method: str, path: str, body: Any = None) -> int:
@@ -243,6 +254,8 @@ class Soak:
         self.sim = SimProcess(plan)
         self.figures = Figures(plan=dataclasses.asdict(plan))
         self.fed: list[str] = []
+        self.session_causes: dict[str, str] = {}
+        self.rows: list[Any] = []
         self.rng = random.Random(plan.seed)
         self._feeding = True
         self._collected = time.monotonic()
@@ -302,6 +315,8 @@ class Soak:
             self._feeding = False
             with contextlib.suppress(Exception):
                 await self.sim.collect()
+            with contextlib.suppress(Exception):
+                self.rows = app.runtime.store.query(limit=1_000_000)
             await teardown(app)
             await self.sim.http.aclose()
             self.sim.stop()
@@ -381,6 +396,7 @@ class Soak:
         if slot.controller.snapshot.session_id != session_id:
             return  # it ended by itself meanwhile (its max duration): counted as it was
         self.figures.injected[cause] += 1
+        self.session_causes[session_id] = cause
         if time.monotonic() - self._collected > 60:  # before the service forgets them
             self._collected = time.monotonic()
             await self.sim.collect()
@@ -492,6 +508,23 @@ class Soak:
         f.lines_lost = len(lost)
         f.lines_said_again = sum(1 for t in self.fed if spoken[t] == 1 and received[t] > 1)
         f.lost_examples = [{"text": t, "service": statuses.get(t, [])} for t in lost[:10]]
+        heard: dict[str, list[tuple[str, str]]] = {}
+        for task_id, (text, status) in self.sim.tasks.items():
+            session = self.sim.task_sessions.get(task_id, "?")
+            heard.setdefault(text, []).append((self.session_causes.get(session, "-"), status))
+        f.doubled_examples = [
+            {
+                "text": t,
+                "service": heard.get(t, []),
+                "app": [
+                    (r.row_id, r.state.value, r.reason, r.resumed_from)
+                    for r in self.rows
+                    if r.text == t
+                ],
+            }
+            for t in self.fed
+            if spoken[t] > 1
+        ][:10]
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -259,6 +259,8 @@ async def live_queue(sim: SimulatorServer, store: TaskLogStore, **kw: Any) -> As
         controller = FakeController()
         controller.go_live(created.session_id)
         stage = RestStage(client, created.token)
+        # no page reports speech here: every line goes at once (the look-ahead has its own tests)
+        kw.setdefault("lookahead", None)
         queue = SpeechQueue(client, store, controller, stage=stage, **kw)
         try:
             yield Live(queue, created.session_id, sim)
@@ -357,31 +359,226 @@ def test_a_question_replaced_before_its_stream_starts_never_asks(make_sim: Any) 
     assert [r["question"] for r in llm_requests(sim)] == [QUESTION]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race, open: a sentence whose POST is in flight when Stop comes can land on "
-    "the service after the cancel and stay queued there (the queue logs it cancelled)",
-)
-def test_stop_ends_the_stream_and_nothing_more_is_queued(make_sim: Any, store) -> None:
+@dataclass
+class HeldLine:
+    """The queue's way to the service, with one order forced: a line's request leaves only
+    once a Stop's cancels (the page's and the service's) have landed, the order in which the
+    queue's sending races Stop. Every call that reached the service is recorded, in order,
+    with the moment the door's Stop returned."""
+
+    client: AvaturnClient
+    token: str
+    events: list[str] = field(default_factory=list)
+    cancels_landed: asyncio.Event = field(default_factory=asyncio.Event)
+    hold: bool = True
+
+    async def add_task(self, session_id: str, text: str) -> Any:
+        if self.hold:
+            await self.cancels_landed.wait()
+        created = await self.client.add_task(session_id, text)
+        self.events.append(f"task: {text}")
+        return created
+
+    async def cancel_all(self, token: str | None = None) -> Any:
+        # the page's path and the service's alike, with the live session's own token
+        result = await self.client.cancel_all(self.token)
+        self.events.append("cancel")
+        if self.events.count("cancel") >= 2:  # both paths of the first Stop
+            self.cancels_landed.set()
+        return result
+
+    async def change_voice(self, voice_id: str) -> None:
+        await self.client.change_voice(self.token, voice_id)
+
+    def after_stop(self) -> list[str]:
+        return self.events[self.events.index("stop returned") + 1 :]
+
+
+def test_stop_with_a_line_in_flight_leaves_nothing_of_the_answer_on_the_service(
+    make_sim: Any, store: TaskLogStore
+) -> None:
+    """Stop while the answer's first sentence is on its way, its request landing after the
+    cancels: once Stop has returned nothing of the answer is queued or speaking on the
+    service, and nothing more reaches it."""
     sim = make_sim(tokens_per_second=40.0)
 
     async def scenario() -> None:
-        async with live_queue(sim, store) as live:
-            service = service_for(sim, SpeechQueueSink(live.queue), store=store)
-            watch = Watch(service)
-            view = await service.ask(QUESTION, session_id=live.session_id)
-            await watch.until(lambda: watch.views[-1].sentences)
-            stopped = service.stop()
-            await live.queue.stop()  # the caller stops the queue as well
-            assert stopped is not None and stopped.state is QS.STOPPED
-            assert service.stop() is None  # nothing left to stop
-            said = list(stopped.sentences)
+        async with httpx.AsyncClient() as http:
+            client = AvaturnClient(http, api_key="test-key", base_url=sim.base_url)
+            created = await client.create_session()
+            controller = FakeController()
+            controller.go_live(created.session_id)
+            held = HeldLine(client, created.token)
+            queue = SpeechQueue(held, store, controller, stage=held)
+            live = Live(queue, created.session_id, sim)
+            try:
+                service = service_for(sim, SpeechQueueSink(queue), store=store)
+                service.follow_queue_stops(queue)
+                view = await service.ask(QUESTION, session_id=live.session_id)
+                await poll(lambda: [i.state for i in queue.items] == [ItemState.SENDING])
+                await queue.stop()  # the door's Stop (the control API's POST /stop)
+                held.events.append("stop returned")
+                # what is on the service the moment Stop returns
+                assert {t["status"] for t in live.tasks()} <= {"cancelled"}, live.tasks()
+                stopped = await service.wait(view.question_id)
+                assert stopped.state is QS.STOPPED and stopped.reason == "stopped"
+                await poll(lambda: queue.items[0].state.finished)
+                await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
+                assert not [e for e in held.after_stop() if e.startswith("task")], held.events
+                assert live.texts() == list(stopped.sentences) == SENTENCES[:1]
+                assert {t["status"] for t in live.tasks()} == {"cancelled"}
+                assert [(q.state, q.reason) for q in store.questions()] == [(QS.STOPPED, "stopped")]
+            finally:
+                await queue.shutdown()
+
+    run(scenario())
+
+
+# -- Stop at every point of the stream ----------------------------------------------------------
+
+ALL_TOKENS = len(tokens_of(FULL))
+#: Where the stream stalls (the simulator keeps it open and sends nothing more) when Stop comes,
+#: and how many sentences were complete by then: before its first token, mid-sentence, between
+#: two sentences (the second begun), and after the last sentence's text but before the stream
+#: says it is finished (no finish_reason, no [DONE]).
+STALLS = {
+    "before_the_first_token": (0, 0),
+    "mid_sentence": (3, 0),
+    "mid_second_sentence": (FIRST_TOKENS + 3, 1),
+    "after_the_last_text_before_the_end": (ALL_TOKENS, len(SENTENCES) - 1),
+}
+
+
+@pytest.mark.parametrize("point", list(STALLS))
+def test_stop_at_any_point_of_the_stream_queues_nothing_more(make_sim: Any, point: str) -> None:
+    stall_at, complete = STALLS[point]
+    sim = make_sim()
+    set_faults(sim, break_after_tokens=stall_at, break_mode="stall")
+
+    async def scenario() -> None:
+        sink = RecordingSink()
+        service = service_for(sim, sink)
+        watch = Watch(service)
+        view = await service.ask(QUESTION, session_id="s1")
+        await watch.until(lambda: len(watch.views[-1].sentences) == complete)
+        # the stream is held open at that point (the simulator stalls it)
+        await poll(lambda: llm_requests(sim) and llm_requests(sim)[-1]["outcome"] == "broken")
+        stopped = service.stop()
+        assert stopped is not None and stopped.state is QS.STOPPED
+        assert stopped.reason == "stopped"
+        assert list(stopped.sentences) == SENTENCES[:complete]
+        # the rest of the text that arrived is kept, never spoken half
+        arrived = "".join(tokens_of(FULL)[:stall_at])
+        assert arrived.startswith(" ".join(SENTENCES[:complete]))
+        rest = arrived[len(" ".join(SENTENCES[:complete])) :].strip()
+        assert rest.startswith(stopped.unsaid or "")
+        await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
+        final = await service.wait(view.question_id)
+        assert final == stopped  # nothing changed after the stop
+        assert sink.of(view.question_id) == SENTENCES[:complete]
+        said = service.history("s1")
+        assert said == ([] if not complete else [
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": " ".join(SENTENCES[:complete])},
+        ])  # fmt: skip
+
+    run(scenario())
+
+
+def test_stop_before_the_request_leaves_never_asks(make_sim: Any) -> None:
+    sim = make_sim()
+
+    async def scenario() -> None:
+        sink = RecordingSink()
+        service = service_for(sim, sink)
+        view = await service.ask(QUESTION, session_id="s1")
+        stopped = service.stop()
+        assert stopped is not None and stopped.state is QS.STOPPED and stopped.sentences == ()
+        assert (await service.wait(view.question_id)) == stopped
+        assert sink.sentences == [] and service.history("s1") == []
+
+    run(scenario())
+    assert llm_requests(sim) == []
+
+
+@pytest.mark.parametrize("nth", range(len(SENTENCES)))
+def test_stop_as_a_sentence_is_handed_over_closes_the_stream(make_sim: Any, nth: int) -> None:
+    """A Stop set off by the handover itself (a listener of the queue or of the answer reacts
+    to the sentence): the stop comes from inside the stream's own task, where no cancel can
+    reach it; the stream must be closed all the same and the sentence counted as said."""
+    sim = make_sim()
+    last = nth + 1 == len(SENTENCES)  # handed over once the stream has ended
+    if not last:  # the stream stays open after its text: only a client's close ends it
+        set_faults(sim, break_after_tokens=ALL_TOKENS, break_mode="stall")
+    stopped: list[AnswerView | None] = []
+
+    async def scenario() -> None:
+        sink = RecordingSink()
+        service = service_for(sim, sink, timeout_s=60.0)
+
+        def handed_over(text: str) -> None:
+            if len(sink.sentences) == nth + 1:
+                stopped.append(service.stop())
+
+        sink.on_sentence = handed_over
+        view = await service.ask(QUESTION, session_id="s1")
+        final = await service.wait(view.question_id)
+        assert final.state is QS.STOPPED and list(final.sentences) == SENTENCES[: nth + 1]
+        assert stopped[0] is not None and stopped[0].sentences == final.sentences
+        assert sink.of(view.question_id) == SENTENCES[: nth + 1]
+        assert service.history("s1")[-1]["content"] == " ".join(SENTENCES[: nth + 1])
+        if not last:
             await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
-            final = await service.wait(view.question_id)
-            assert list(final.sentences) == said == SENTENCES[: len(said)] and said
-            assert live.texts() == said  # nothing of the answer went out after the stop
-            assert {t["status"] for t in live.tasks()} == {"cancelled"}
-            assert [(q.state, q.reason) for q in store.questions()] == [(QS.STOPPED, "stopped")]
+
+    run(scenario())
+
+
+def test_stop_twice_is_one_stop(make_sim: Any) -> None:
+    sim = make_sim()
+    set_faults(sim, break_after_tokens=FIRST_TOKENS + 3, break_mode="stall")
+
+    async def scenario() -> None:
+        sink = RecordingSink()
+        service = service_for(sim, sink)
+        watch = Watch(service)
+        view = await service.ask(QUESTION, session_id="s1")
+        await watch.until(lambda: watch.views[-1].sentences)
+        first, second = service.stop(), service.stop()
+        assert first is not None and first.state is QS.STOPPED and second is None
+        await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
+        assert service.stop() is None
+        assert (await service.wait(view.question_id)) == first
+        ended = [v for v in watch.views if v.finished]
+        assert len(ended) == 1  # announced once
+        assert sink.of(view.question_id) == SENTENCES[:1]
+        assert len(service.history("s1")) == 2  # kept once
+
+    run(scenario())
+
+
+def test_a_new_question_right_after_stop_gets_only_its_own_sentences(make_sim: Any) -> None:
+    sim = make_sim()
+    set_faults(sim, break_after_tokens=FIRST_TOKENS + 3, break_mode="stall")
+
+    async def scenario() -> None:
+        sink = RecordingSink()
+        service = service_for(sim, sink)
+        watch = Watch(service)
+        old = await service.ask(QUESTION, session_id="s1")
+        await watch.until(lambda: watch.views[-1].sentences)
+        service.stop()
+        set_faults(sim, break_after_tokens=None)
+        new = await service.ask("And why are sunsets red?", session_id="s1")
+        done = await service.wait(new.question_id)
+        assert done.state is QS.ANSWERED and len(done.sentences) == len(SENTENCES)
+        assert sink.of(old.question_id) == SENTENCES[:1]
+        assert sink.of(new.question_id) == list(done.sentences)
+        # in order: what was said of the old answer, then the new one alone
+        assert [t for _, t in sink.sentences] == SENTENCES[:1] + list(done.sentences)
+        assert sink.begins[-1] == (new.question_id, old.question_id)
+        stopped = service.answer(old.question_id)
+        assert stopped is not None and stopped.state is QS.STOPPED  # not "replaced" after all
+        assert [r["outcome"] for r in llm_requests(sim)] == ["client_closed", "completed"]
 
     run(scenario())
 
@@ -721,15 +918,40 @@ def test_stop_from_any_door_ends_the_answer_but_making_way_does_not(
             watch = Watch(service)
             first = await service.ask(QUESTION, session_id=live.session_id)
             await watch.until(lambda: watch.views[-1].sentences)
-            # a new question cuts the first answer off with the queue's own stop ...
+            # a new question cuts the first answer off (not a Stop) ...
             second = await service.ask("And why are sunsets red?", session_id=live.session_id)
             assert service.answer(first.question_id).state is QS.REPLACED  # type: ignore[union-attr]
             assert service.current is not None and service.current.state is QS.ANSWERING
             await watch.until(lambda: (c := service.current) is not None and c.sentences)
-            # ... while a Stop from a door (the queue pausing) ends the answer being written
+            # ... while a Stop from a door ends the answer being written
             await live.queue.stop()
             stopped = await service.wait(second.question_id)
             assert stopped.state is QS.STOPPED and 1 <= len(stopped.sentences) < 4
+            await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
+            unfollow()
+
+    run(scenario())
+
+
+def test_stop_on_a_queue_stopped_already_ends_the_new_answer(
+    make_sim: Any, store: TaskLogStore
+) -> None:
+    """Stop, Ask, Stop: the second Stop finds the queue paused already, and still ends the
+    answer being written (every Stop counts, not only the one that pauses)."""
+    sim = make_sim(tokens_per_second=40.0)
+
+    async def scenario() -> None:
+        async with live_queue(sim, store) as live:
+            service = service_for(sim, SpeechQueueSink(live.queue), store=store)
+            unfollow = service.follow_queue_stops(live.queue)
+            watch = Watch(service)
+            await live.queue.stop()
+            asked = await service.ask(QUESTION, session_id=live.session_id)
+            await watch.until(lambda: watch.views[-1].sentences)
+            assert live.queue.paused
+            await live.queue.stop()
+            stopped = await service.wait(asked.question_id)
+            assert stopped.state is QS.STOPPED and len(stopped.sentences) < 4
             await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
             unfollow()
 

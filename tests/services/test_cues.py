@@ -87,7 +87,14 @@ def make_rig(tmp_path: Path, *, policy: str = "hold", rate: float | None = None)
         await asyncio.sleep(0)
 
     queue = SpeechQueue(
-        client, store, controller, stage=stage, clock=clock, sleep=sleep, policy=policy
+        client,
+        store,
+        controller,
+        stage=stage,
+        clock=clock,
+        sleep=sleep,
+        policy=policy,
+        lookahead=None,  # no page here reports speech: every line goes at once
     )  # type: ignore[arg-type]
     speaker = Speaker(queue, SettingsStore(Settings()))
     notices: list[tuple[str, str]] = []

@@ -81,7 +81,9 @@ def test_lines_by_outcome_and_latency_from_a_real_queue(store: TaskLogStore) -> 
             UnclearOutcomeError("may or may not"),
             late,
         ]
-        queue = SpeechQueue(client, store, controller, stage=FakeStage(), clock=clock)
+        queue = SpeechQueue(
+            client, store, controller, stage=FakeStage(), clock=clock, lookahead=None
+        )
         metrics.watch_session(controller)
         metrics.watch_rows(queue, store)
         controller.go_live()

@@ -54,7 +54,7 @@ def test_plan_on_a_live_queue_cut_line_first_then_sent_then_in_flight_then_waiti
         client, controller = FakeClient(), FakeController()
         in_flight: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         client.script = ["t1", "t2", "t3", "t4", in_flight]
-        queue = SpeechQueue(client, store, controller, stage=FakeStage())
+        queue = SpeechQueue(client, store, controller, stage=FakeStage(), lookahead=None)
         controller.go_live()
         items = queue.enqueue(["One.", "Two.", "Three.", "Four.", "Five.", "Six."])
         await until(lambda: len(client.calls) == 5)  # "Five." is on its way, "Six." waits
@@ -88,7 +88,7 @@ def test_plan_leaves_out_what_a_stop_is_cutting_off(store: TaskLogStore) -> None
 
     async def scenario() -> tuple[list[Carry], int]:
         client, controller, stage = FakeClient(), FakeController(), FakeStage()
-        queue = SpeechQueue(client, store, controller, stage=stage)
+        queue = SpeechQueue(client, store, controller, stage=stage, lookahead=None)
         controller.go_live()
         queue.enqueue(["One.", "Two."])
         await until(lambda: len(client.calls) == 2)
@@ -262,7 +262,7 @@ def test_resumable_rows_after_a_session_died_mid_line(store: TaskLogStore) -> No
     async def scenario() -> None:
         client, controller = FakeClient(), FakeController()
         client.script = ["t1", "t2", "t3", "t4"]
-        queue = SpeechQueue(client, store, controller, stage=FakeStage())
+        queue = SpeechQueue(client, store, controller, stage=FakeStage(), lookahead=None)
         controller.go_live("s1")
         queue.enqueue(["One.", "Two.", "Three.", "Four."])
         await until(lambda: all(i.state is St.SENT for i in queue.items))

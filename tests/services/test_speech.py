@@ -24,7 +24,8 @@ from avaturn_desktop.services.tasklog import TaskLogStore
 def parts(tmp_path: Path) -> Iterator[tuple[Speaker, SpeechQueue, FakeClient, FakeController]]:
     store = TaskLogStore(tmp_path / "log.sqlite3")
     client, controller = FakeClient(), FakeController()
-    queue = SpeechQueue(client, store, controller, stage=FakeStage())
+    # no page reports speech here: every line goes at once (the look-ahead has its own tests)
+    queue = SpeechQueue(client, store, controller, stage=FakeStage(), lookahead=None)
     speaker = Speaker(queue, SettingsStore(Settings()))
     yield speaker, queue, client, controller
     speaker.close()

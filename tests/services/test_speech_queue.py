@@ -105,26 +105,36 @@ async def settle(rig: Rig) -> None:
     await until(lambda: not any(s in (St.SENDING, St.WAITING) for s in rig.states()))
 
 
+LONG = ["One is the first line.", "Two is the second line.", "Three is the third line."]
+
+
 def test_sends_in_order_one_at_a_time_and_logs_every_state(rig: Rig) -> None:
     async def scenario() -> None:
         gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         rig.client.script = [gate]
         rig.controller.go_live()
-        rig.queue.enqueue(["One.", "Two.", "Three."])
+        rig.queue.enqueue(LONG)
         await until(lambda: len(rig.client.calls) == 1)
         # one in flight: the others wait, but they are logged already
         assert rig.states() == [St.SENDING, St.WAITING, St.WAITING]
         assert [r.state for r in rig.store.query()] == [TaskState.QUEUED] * 3
         rig.clock.now = 1001.0
         gate.set_result("t-one")
+        # the look-ahead: the line to speak and the next are on the service, no more
+        await until(lambda: rig.states() == [St.SENT, St.SENT, St.WAITING])
+        assert len(rig.client.calls) == 2
+        rig.queue.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id="t-one"))
+        await asyncio.sleep(0)
+        assert len(rig.client.calls) == 2  # speaking still counts
+        rig.queue.handle_page_event(AvatarEndedSpeakingPhrase(phrase_id="t-one"))
         await settle(rig)
 
     run(scenario())
-    assert [text for _, text in rig.client.calls] == ["One.", "Two.", "Three."]
-    assert rig.states() == [St.SENT] * 3
+    assert [text for _, text in rig.client.calls] == LONG
+    assert rig.states() == [St.SPOKEN, St.SENT, St.SENT]
     first = rig.store.query()[0]
     assert (first.state, first.task_id, first.sent_at, first.acked_at) == (
-        TaskState.SENT,
+        TaskState.SPOKEN,
         "t-one",
         1000.0,
         1001.0,
@@ -325,28 +335,28 @@ def test_remove_and_reorder_waiting_items(rig: Rig) -> None:
 def test_stop_cancels_and_pauses_what_was_not_sent(rig: Rig) -> None:
     async def scenario() -> None:
         gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        rig.client.script = ["t1", "t2", gate]
+        rig.client.script = ["t1", gate]
         rig.controller.go_live()
-        rig.queue.enqueue(["One.", "Two.", "Three.", "Four."])
-        await until(lambda: len(rig.client.calls) == 3)
+        rig.queue.enqueue(["One.", "Two.", "Three."])
+        await until(lambda: len(rig.client.calls) == 2)
         rig.queue.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id="t1"))
         await rig.queue.stop()
         assert rig.stage.cancels == 1
-        assert rig.states() == [St.CANCELLED, St.CANCELLED, St.SENDING, St.WAITING]
-        gate.set_result("t3")  # reached the service after the cancel: cancelled again
-        await until(lambda: rig.states()[2] is St.CANCELLED and rig.stage.cancels == 2)
+        assert rig.states() == [St.CANCELLED, St.SENDING, St.WAITING]
+        gate.set_result("t2")  # reached the service after the cancel: cancelled again
+        await until(lambda: rig.states()[1] is St.CANCELLED and rig.stage.cancels == 2)
         assert rig.client.cancels == ["token-s1"] * 2  # the service's own cancel, each time
         # a late event for the stopped phrase does not bring it back
         rig.queue.handle_page_event(AvatarEndedSpeakingPhrase(phrase_id="t1"))
         rig.queue.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id="t2"))
-        assert rig.queue.paused and len(rig.client.calls) == 3
+        assert rig.queue.paused and len(rig.client.calls) == 2
         rig.queue.resume()
         await settle(rig)
 
     run(scenario())
-    assert rig.states() == [St.CANCELLED, St.CANCELLED, St.CANCELLED, St.SENT]
-    assert [item.reason for item in rig.queue.items[:3]] == [REASON_STOPPED] * 3
-    assert [r.state for r in rig.store.query()] == [TaskState.CANCELLED] * 3 + [TaskState.SENT]
+    assert rig.states() == [St.CANCELLED, St.CANCELLED, St.SENT]
+    assert [item.reason for item in rig.queue.items[:2]] == [REASON_STOPPED] * 2
+    assert [r.state for r in rig.store.query()] == [TaskState.CANCELLED] * 2 + [TaskState.SENT]
     assert rig.store.query()[0].ended_at is not None
 
 

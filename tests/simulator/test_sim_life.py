@@ -388,3 +388,25 @@ def test_logs_never_show_the_key_or_tokens(make_sim, viewer, caplog):
     assert session_id in text and "WebSocket /_sdk/v0/sessions/events" in text
     for secret in ("s3cret", "wrong-key", token):
         assert secret not in text
+
+
+def test_a_phrase_whose_viewers_all_left_is_said_but_not_heard(sim, viewer, until):
+    """The service says the phrase it began to its end even with nobody left to hear it:
+    ``heard`` tells an audience's phrases from those (what a kiosk's tally counts)."""
+    session_id, token = new_session(sim)
+    heard_id = add_task(sim, session_id, "Heard.")
+    alone_id = add_task(sim, session_id, "x" * 160)  # 0.4 s at 400 chars per second
+
+    async def leave_during_the_second() -> None:
+        async with viewer(sim.base_url, token) as v:
+            await v.until("avatar_ended_speaking_phrase")
+            await v.until("avatar_started_speaking_phrase")
+
+    asyncio.run(leave_during_the_second())
+
+    def said() -> dict[str, tuple[str, bool]]:
+        tasks = sim.snapshot()["sessions"][0]["tasks"]
+        return {t["task_id"]: (t["status"], t["heard"]) for t in tasks}
+
+    until(lambda: said()[alone_id][0] != "speaking")
+    assert said() == {heard_id: ("spoken", True), alone_id: ("spoken", False)}

@@ -19,7 +19,8 @@ from avaturn_desktop.ui.messages import MessageBus
 def queue_rig(tmp_path: Path, qloop: qasync.QEventLoop) -> Iterator[QueueRig]:
     store = TaskLogStore(tmp_path / "log.sqlite3")
     client, stage, controller = FakeClient(), FakeStage(), FakeController()
-    queue = SpeechQueue(client, store, controller, stage=stage)
+    # no page reports speech here: every line goes at once (the look-ahead has its own tests)
+    queue = SpeechQueue(client, store, controller, stage=stage, lookahead=None)
     bus = MessageBus()
     messages: list[tuple[str, str]] = []
     bus.message.connect(lambda level, text: messages.append((level, text)))

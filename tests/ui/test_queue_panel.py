@@ -144,6 +144,11 @@ class _StubPresenter(QObject):
 
     def resume(self) -> None: ...
 
+    def unfinished(self) -> int:
+        return 0
+
+    def say_unfinished_again(self) -> None: ...
+
     def set_items(self, items: list[QueueItem]) -> None:
         """Become ``items``, telling each change as the queue does (removed, added, moved,
         changed: one notification an item)."""
@@ -260,3 +265,50 @@ def test_a_line_changing_state_repaints_its_row_and_not_the_window(qtbot: Any) -
         painted.clear()
     assert panel.summary.text().startswith("29 waiting")
     assert layouts == []
+
+
+def test_lines_a_dead_session_cut_off_are_offered_once_and_said_again_ahead(
+    panel: QueuePanel, queue_rig: QueueRig, qloop: qasync.QEventLoop
+) -> None:
+    from avaturn_desktop.core.events import AvatarStartedSpeakingPhrase
+
+    queue = queue_rig.queue
+    queue_rig.controller.go_live("s1")
+    queue.enqueue(["Cut off here.", "Never started."])
+    qloop.run_until_complete(until(lambda: all(i.task_id for i in queue.items)))
+    queue.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id="t1"))
+    panel.refresh()
+    assert panel.again_button.isHidden()
+    queue_rig.controller.end("killed")
+    panel.refresh()
+    assert not panel.again_button.isHidden()
+    assert "2 lines were said" in panel.unfinished_label.text()
+    queue_rig.controller.go_live("s2")
+    panel.again_button.click()
+    panel.refresh()
+    assert panel.again_button.isHidden()  # offered once: a second click cannot double them
+    qloop.run_until_complete(until(lambda: len(queue_rig.client.calls) == 4))
+    assert [text for sid, text in queue_rig.client.calls if sid == "s2"] == [
+        "Cut off here.",
+        "Never started.",
+    ]
+
+
+def test_the_look_ahead_timer_runs_on_the_apps_qt_loop(
+    queue_rig: QueueRig, qloop: qasync.QEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lost end event: the timer that lets the next line go is armed on qasync's loop (whose
+    handles differ from asyncio's), and the line goes."""
+    from avaturn_desktop.services import speech_queue
+
+    monkeypatch.setattr(speech_queue, "LOOKAHEAD_GRACE_S", 0.3)
+    monkeypatch.setattr(speech_queue, "SLOWEST_CHARS_PER_S", 1e9)
+    queue = queue_rig.queue
+    queue.lookahead = 2
+    queue_rig.controller.go_live()
+    long = "is a line long enough to take its time."
+    queue.enqueue([f"One {long}", f"Two {long}", f"Three {long}"])
+    qloop.run_until_complete(until(lambda: len(queue_rig.client.calls) == 2))
+    queue.enqueue([f"Four {long}"])  # the sender looks again while the timer is armed
+    qloop.run_until_complete(until(lambda: len(queue_rig.client.calls) == 4))
+    assert not queue.paused and [i.state for i in queue.items] == [ItemState.SENT] * 4

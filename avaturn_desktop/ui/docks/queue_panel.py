@@ -111,6 +111,8 @@ class QueueModel(QAbstractListModel):
         self._waits = {item.item_id for item in self._items if item.retry_at is not None}
         #: how many items are in each state (kept change by change, for the summary)
         self.counts: Counter[ItemState] = Counter(item.state for item in self._items)
+        #: how many items wait set aside by a Stop
+        self.aside = sum(1 for item in self._items if item.set_aside)
 
     def rowCount(self, parent: _Index = _ROOT) -> int:
         return 0 if parent.isValid() else len(self._items)
@@ -168,8 +170,10 @@ class QueueModel(QAbstractListModel):
             row = self._rows.get(item_id)
             if row is None:
                 continue
-            self.counts[self._items[row].state] -= 1
+            old = self._items[row]
+            self.counts[old.state] -= 1
             self.counts[item.state] += 1
+            self.aside += int(item.set_aside) - int(old.set_aside)
             self._items[row] = item
             self._track_wait(item)
             redrawn.add(item_id)
@@ -217,6 +221,7 @@ class QueueModel(QAbstractListModel):
                 self.dataChanged.emit(index, index)
         self._waits = {item.item_id for item in items if item.retry_at is not None}
         self.counts = Counter(item.state for item in items)
+        self.aside = sum(1 for item in items if item.set_aside)
         return redrawn
 
     def _reorder(self, items: tuple[QueueItem, ...], known: set[int]) -> None:
@@ -270,6 +275,12 @@ def _value(item: QueueItem, role: int) -> Any:
     if role == _TOOLTIP:
         return item.text
     return None
+
+
+def _set_text(label: QLabel, text: str) -> None:
+    """A label's text, set only when it changes (a new text lays the window out again)."""
+    if label.text() != text:
+        label.setText(text)
 
 
 def _runs(rows: list[int]) -> list[tuple[int, int]]:
@@ -342,6 +353,15 @@ class QueuePanel(QWidget):
         self.paused_label.setStyleSheet("color: #c62828; font-weight: bold;")
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Send the waiting items again")
+        self.unfinished_label = QLabel()
+        self.unfinished_label.setObjectName("queue.unfinished")
+        self.unfinished_label.setWordWrap(True)
+        self.again_button = QPushButton("Say them again")
+        self.again_button.setObjectName("queue.again")
+        self.again_button.setToolTip(
+            "Queue the lines the ended session cut off or never started, ahead of what waits "
+            "(each is said once more, from its start)"
+        )
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Remove the selected item (Delete)")
         self.up_button = QPushButton("Up")
@@ -357,6 +377,9 @@ class QueuePanel(QWidget):
         paused = QHBoxLayout()
         paused.addWidget(self.paused_label, 1)
         paused.addWidget(self.resume_button)
+        unfinished = QHBoxLayout()
+        unfinished.addWidget(self.unfinished_label, 1)
+        unfinished.addWidget(self.again_button)
         edit = QHBoxLayout()
         for button in (
             self.remove_button,
@@ -369,6 +392,7 @@ class QueuePanel(QWidget):
             edit.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(paused)
+        layout.addLayout(unfinished)
         layout.addWidget(self.error_label)
         layout.addWidget(self.list, 1)
         layout.addLayout(edit)
@@ -384,6 +408,7 @@ class QueuePanel(QWidget):
         self.skip_button.clicked.connect(self.skip_selected)
         self.clear_button.clicked.connect(presenter.clear_finished)
         self.resume_button.clicked.connect(presenter.resume)
+        self.again_button.clicked.connect(presenter.say_unfinished_again)
         presenter.changed.connect(self._on_change)
         self.refresh()
 
@@ -407,9 +432,29 @@ class QueuePanel(QWidget):
         if follow and self.model.rowCount() > rows:
             self.list.scrollToBottom()
         paused = self._presenter.paused
-        if self.paused_label.isVisibleTo(self) != paused:
-            self.paused_label.setVisible(paused)
-            self.resume_button.setVisible(paused)
+        aside = self.model.aside
+        if paused:
+            _set_text(self.paused_label, "Stopped: nothing more is sent until you resume.")
+        elif aside:
+            _set_text(
+                self.paused_label,
+                f"Stopped: {aside} waiting {'line was' if aside == 1 else 'lines were'} set "
+                "aside (Resume says them, Remove drops them).",
+            )
+        stopped = paused or bool(aside)
+        if self.paused_label.isVisibleTo(self) != stopped:
+            self.paused_label.setVisible(stopped)
+            self.resume_button.setVisible(stopped)
+        unfinished = self._presenter.unfinished()
+        if unfinished:
+            _set_text(
+                self.unfinished_label,
+                f"The session ended before {unfinished} "
+                f"{'line was' if unfinished == 1 else 'lines were'} said to the end.",
+            )
+        if self.unfinished_label.isVisibleTo(self) != bool(unfinished):
+            self.unfinished_label.setVisible(bool(unfinished))
+            self.again_button.setVisible(bool(unfinished))
         self._update_summary()
         if self.model.rowCount() != rows or self._current_id() in redrawn:
             self._update_buttons()
