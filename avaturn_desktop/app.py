@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -16,15 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from avaturn_desktop import logs, qtenv
 from avaturn_desktop.core import paths
-from avaturn_desktop.core import settings as settings_mod
 from avaturn_desktop.core.backend import Backend
-from avaturn_desktop.core.errors import AppError
 
 if TYPE_CHECKING:
+    import asyncio  # imported where it is used: not before the window is on screen
+
     from avaturn_desktop.control.server import ControlServer
+    from avaturn_desktop.core import settings as settings_mod
     from avaturn_desktop.services.runtime import Runtime
     from avaturn_desktop.simulator.child import ChildSimulator
     from avaturn_desktop.simulator.server import SimulatorServer
+    from avaturn_desktop.ui.main_window import MainWindow
     from avaturn_desktop.ui.shell import Shell
 
 log = logging.getLogger("avaturn.app")
@@ -82,33 +83,12 @@ def main(args: argparse.Namespace) -> int:
     if not lock.acquire():
         return _second_start(data, lock)
 
-    from avaturn_desktop.services.secrets import load_api_key
-
-    settings = settings_mod.load(paths.config_dir())
-    api_key, source = load_api_key()
-    backend = choose_backend(args, settings, api_key)
-    child = None
-    if backend is None:
-        # The built-in simulator in its own process, started now so that it comes up while Qt
-        # is imported (its imports, memory and interpreter lock are not the window's). It dies
-        # with the app, even on kill -9; its key is new each run and never on a command line.
-        import secrets
-
-        from avaturn_desktop.simulator.child import start_child
-
-        child_key = secrets.token_urlsafe(24)
-        child = (
-            start_child(
-                api_key=child_key,
-                extra_args=["--llm-tokens-per-second", f"{settings.llm.sim_tokens_per_second:g}"],
-            ),
-            child_key,
-        )
-
-    import qasync
+    # Stage 1: the window, with Qt alone imported. Its frame (menus, status bar, every dock at
+    # its size) is painted before the services, the settings' models, the keyring, the event
+    # loop's glue or the web engine's view exist; the shell fills it after.
     from PySide6.QtWidgets import QApplication
 
-    from avaturn_desktop.ui import crash, qtlog
+    from avaturn_desktop.ui import qtlog
     from avaturn_desktop.ui.web.scheme import register_schemes
 
     qtlog.install()
@@ -119,6 +99,50 @@ def main(args: argparse.Namespace) -> int:
     app.setOrganizationName("Avaturn Desktop")
     app.setDesktopFileName("avaturn-desktop")
     app.setQuitOnLastWindowClosed(False)
+    frame = None
+    if not args.kiosk:  # a kiosk shows the stage alone, full screen, once it is built
+        frame = _show_frame()
+        if args.exit_after == "shown":
+            _report("window shown", started)
+
+    # Stage 2: the rest, while the window is on screen.
+    # httpx imports its command-line tool at import time when click, rich and pygments are
+    # installed (a development environment has them): ~70 ms the app never uses. A None entry
+    # makes that one import fail, which httpx expects (its ``main`` then says to install
+    # ``httpx[cli]``); nothing else of httpx changes.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    from avaturn_desktop.core import settings as settings_mod
+    from avaturn_desktop.services.secrets import load_api_key
+
+    settings = settings_mod.load(paths.config_dir())
+    api_key, source = load_api_key()
+    backend = choose_backend(args, settings, api_key)
+    child = None
+    if backend is None:
+        # The built-in simulator in its own process, started now so that it comes up while the
+        # rest of the app is imported and built (its imports, memory and interpreter lock are
+        # not the window's). It dies with the app, even on kill -9; its key is new each run
+        # and never on a command line. Its socket is bound here: its URL is known at once.
+        import secrets
+
+        from avaturn_desktop.simulator.child import start_child
+
+        child_key = secrets.token_urlsafe(24)
+        child = (
+            start_child(
+                api_key=child_key,
+                extra_args=["--llm-tokens-per-second", f"{settings.llm.sim_tokens_per_second:g}"],
+                prebind=True,  # its URL known now: the window does not wait for it
+            ),
+            child_key,
+        )
+
+    import asyncio
+
+    import qasync
+
+    from avaturn_desktop.ui import crash
+
     crash.install(api_key)
     if api_key:
         log.info("API key found in the %s", source)
@@ -139,6 +163,7 @@ def main(args: argparse.Namespace) -> int:
             script=Path(args.script) if args.script else None,
             child_simulator=child,
             say=tuple(args.say),
+            window=frame,
         )
         try:
             return runner.run(
@@ -156,12 +181,37 @@ def main(args: argparse.Namespace) -> int:
             lock.release()
 
 
+def _default_settings() -> settings_mod.Settings:
+    from avaturn_desktop.core.settings import Settings
+
+    return Settings()
+
+
+def _show_frame() -> MainWindow:
+    """The main window's frame, shown, once it is on screen (its first expose)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from avaturn_desktop.ui.main_window import ExposeWatch, MainWindow
+
+    frame = MainWindow()
+    frame.show()
+    frame.winId()
+    handle = frame.windowHandle()
+    if handle is not None and not handle.isExposed():
+        wait = QEventLoop()
+        watch = ExposeWatch(wait.quit, handle)
+        QTimer.singleShot(5000, wait.quit)  # never hang start-up on a platform that is late
+        wait.exec()
+        handle.removeEventFilter(watch)
+    return frame
+
+
 @dataclass
 class LaunchOptions:
     """What a start of the app is asked for: the same for the command line, tests, the bench
     and the screenshot script (they all build the app through :func:`assemble`)."""
 
-    settings: settings_mod.Settings = field(default_factory=settings_mod.Settings)
+    settings: settings_mod.Settings = field(default_factory=_default_settings)
     #: None: start the built-in simulator (the offline default).
     backend: Backend | None = None
     #: Where the settings are saved when changed (None: kept in memory only).
@@ -185,6 +235,9 @@ class LaunchOptions:
     child_simulator: tuple[ChildSimulator, str] | None = None
     #: Texts to queue at start (``--say``), spoken once a session is live.
     say: tuple[str, ...] = ()
+    #: The main window's frame, already on screen (``main`` shows it before it imports the
+    #: services); None: the shell makes it.
+    window: MainWindow | None = None
 
 
 @dataclass
@@ -212,10 +265,14 @@ def build(options: LaunchOptions) -> Assembled:
     closers: list[Callable[[], Any]] = []
     if backend is None and options.child_simulator is not None:
         child, key = options.child_simulator
-        child.wait_ready()  # started before Qt: normally up already (see assemble)
-        backend = Backend("simulator", child.base_url, child.sdk_url, key)
+        if child.address is not None and child.address_sdk_url is not None:
+            # its socket is bound: requests wait in its backlog until it serves (see assemble)
+            backend = Backend("simulator", child.address, child.address_sdk_url, key)
+        else:
+            child.wait_ready()  # started before Qt: normally up already (see assemble)
+            backend = Backend("simulator", child.base_url, child.sdk_url, key)
         closers.append(child.stop)
-        log.info("No API key: the local simulator runs at %s (pid %d)", child.base_url, child.pid)
+        log.info("No API key: the local simulator runs at %s (pid %d)", backend.api_base, child.pid)
     elif backend is None:
         import secrets
 
@@ -241,7 +298,7 @@ def build(options: LaunchOptions) -> Assembled:
         data_dir=data,
         on_close=closers,
     )
-    shell = Shell(runtime)
+    shell = Shell(runtime, window=options.window)
     return Assembled(runtime, shell, simulator=simulator, data_dir=data)
 
 
@@ -280,21 +337,53 @@ async def teardown(app: Assembled) -> None:
 
 @contextlib.asynccontextmanager
 async def assemble(options: LaunchOptions) -> AsyncIterator[Assembled]:
-    """:func:`build`, :func:`open_doors`, and :func:`teardown` on the way out."""
-    if options.child_simulator is not None:
-        child = options.child_simulator[0]
+    """:func:`build`, :func:`open_doors`, and :func:`teardown` on the way out.
+
+    A child simulator whose socket was bound before the spawn is not waited for: the window
+    is built meanwhile, and a child that fails to come up is reported in the window.
+    """
+    import asyncio
+
+    child = None if options.child_simulator is None else options.child_simulator[0]
+    if child is not None and child.address is None:
         try:
             async with asyncio.timeout(30):
                 await child.started()  # without blocking the loop
         except BaseException:
             child.stop()
             raise
-    app = build(options)
+    try:
+        app = build(options)
+    except BaseException:
+        if child is not None:
+            child.stop()
+        raise
+    watch = None
+    if child is not None and child.address is not None:
+        watch = asyncio.ensure_future(_watch_child(child, app.runtime))
     try:
         await open_doors(app, options)
         yield app
     finally:
+        if watch is not None:
+            watch.cancel()
         await teardown(app)
+
+
+async def _watch_child(child: ChildSimulator, runtime: Runtime) -> None:
+    """Say in the window when the built-in simulator does not come up (sessions would fail)."""
+    import asyncio
+
+    from avaturn_desktop.simulator.child import ChildSimulatorError
+
+    try:
+        async with asyncio.timeout(30):
+            await child.started()
+    except (ChildSimulatorError, TimeoutError) as exc:
+        runtime.notices.error(  # logged there too
+            f"The built-in simulator did not start ({exc}); sessions cannot be created. "
+            "Restart the app; if it happens again, see the log file."
+        )
 
 
 async def _open_control(
@@ -339,6 +428,8 @@ async def run(
     instance_name: str | None = None,
 ) -> int:
     """The app's life: assemble, show, offer leftovers, wait for quit, tear down in order."""
+    import asyncio
+
     async with assemble(options) as parts:
         shell = parts.shell
         _close_on_signals(shell.window)
@@ -350,12 +441,12 @@ async def run(
             shell.enter_kiosk()
         else:
             shell.show()
-        from avaturn_desktop.ui.gc_guard import MainThreadCollector
-
-        MainThreadCollector.freeze_long_lived()
         if exit_after == "shown":
             await shell.wait_exposed()
-            _report("window shown", started)
+            if options.window is None:  # else main said so at the frame's first expose
+                _report("window shown", started)
+            shell.window.paint_now()  # the panels in place and painted
+            _report("window filled", started)
             shell.window.close()
         await shell.offer_orphans(ask=not headless and not options.kiosk)
         if options.kiosk:
@@ -364,6 +455,11 @@ async def run(
         elif auto_start:
             shell.start_session()
         first_word = _say_at_start(parts, options.say)
+        from avaturn_desktop.ui.gc_guard import MainThreadCollector
+
+        # Start-up is done: freeze what it made, in the next loop turn, so that the session's
+        # first request is on its way (its answer is awaited meanwhile) rather than behind it.
+        asyncio.get_running_loop().call_soon(MainThreadCollector.freeze_long_lived)
         if exit_after == "first-word":
             if first_word is None:
                 _report("nothing to say (give --say TEXT)", None)
@@ -385,6 +481,9 @@ def _say_at_start(parts: Assembled, texts: tuple[str, ...]) -> asyncio.Future[No
     done when the first of them starts speaking."""
     if not texts:
         return None
+    import asyncio
+
+    from avaturn_desktop.core.errors import AppError
     from avaturn_desktop.core.queue import ItemState
 
     slot = parts.runtime.slot(0)

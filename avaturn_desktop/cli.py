@@ -59,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_parser() -> argparse.ArgumentParser:
+    """``avaturn-desktop run``'s parser alone, as :func:`build_parser` makes it."""
+    parser = argparse.ArgumentParser(
+        prog="avaturn-desktop run", description="Open the control panel (the default command)."
+    )
+    add_run_arguments(parser)
+    parser.set_defaults(command="run")
+    return parser
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     backend = parser.add_mutually_exclusive_group()
     backend.add_argument(
@@ -141,7 +151,6 @@ def _port(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     # "run" is the default command: `avaturn-desktop --simulator` means `run --simulator`.
     if not args_list or (
         args_list[0].startswith("-")
@@ -153,7 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     ):
         args_list.insert(0, "run")
-    args = parser.parse_args(args_list)
+    if args_list[0] == "run":
+        # the app itself: only its own flags (the other commands' parsers import more)
+        args = run_parser().parse_args(args_list[1:])
+        from avaturn_desktop import app
+
+        return app.main(args)
+    args = build_parser().parse_args(args_list)
     if args.command == "simulator":
         from avaturn_desktop.simulator import cli as simulator_cli
 

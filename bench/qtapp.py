@@ -93,6 +93,7 @@ async def app_shell(
         shell.window.resize(1440, 900)
         shell.show()
         await shell.wait_exposed()
+        await shell.wait_stage_loaded()
         from avaturn_desktop.ui.gc_guard import MainThreadCollector
 
         MainThreadCollector.freeze_long_lived()  # as the app does once its window is up

@@ -6,6 +6,11 @@ once; ``await child.started()`` (or ``child.wait_ready()``) waits for the two li
 simulator prints once it listens, without holding the caller's loop. Then ``child.base_url``
 and ``child.sdk_url`` are known. ``child.stop()`` ends it.
 
+With ``prebind=True`` the caller binds the socket and hands it to the child (``--listen-fd``):
+``child.address`` (its base URL) is known at once, and a request made before the child serves
+waits in the socket's backlog. The app starts it so: its window is built while the child
+imports its server, instead of after.
+
 The API key travels on the child's standard input (``--api-key-stdin``), never on its command
 line or in its environment, where other processes could read it; the user's own
 ``AVATURN_API_KEY`` is taken out of the child's environment too.
@@ -39,6 +44,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from avaturn_desktop.simulator import listen
+from avaturn_desktop.simulator.listen import SDK_PATH
 
 __all__ = ["ChildSimulator", "ChildSimulatorError", "start_child"]
 
@@ -104,8 +112,11 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
 class ChildSimulator:
     """A simulator running as a child process. Thread-safe; ``started`` works on any loop."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], spawned_at: float) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], spawned_at: float, address: str | None = None
+    ) -> None:
         self._proc = proc
+        self._address = address
         self._spawned_at = spawned_at
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -140,6 +151,19 @@ class ChildSimulator:
     @property
     def running(self) -> bool:
         return self._proc.poll() is None
+
+    @property
+    def address(self) -> str | None:
+        """The base URL of the socket bound for it before the spawn (``prebind``), else None.
+
+        Known at once; requests to it wait until the child serves (or fail if it died).
+        """
+        return self._address
+
+    @property
+    def address_sdk_url(self) -> str | None:
+        """The Web SDK's URL at :attr:`address` (None without ``prebind``)."""
+        return None if self._address is None else self._address + SDK_PATH
 
     @property
     def ready(self) -> bool:
@@ -304,6 +328,7 @@ def start_child(
     extra_args: Sequence[str] = (),
     python: str | None = None,
     env: dict[str, str] | None = None,
+    prebind: bool = False,
 ) -> ChildSimulator:
     """Spawn the simulator as a child process and return at once (see the module's doc).
 
@@ -311,6 +336,8 @@ def start_child(
     to the child on its standard input. ``allowed_origins``: the pages that may call it (by
     default, with a key: the app's stage). ``voices``: extra voice ids for its catalogue.
     ``extra_args``: more ``avaturn-desktop simulator`` flags (``--chars-per-second``, faults).
+    ``prebind``: bind its socket here and hand it over, so :attr:`ChildSimulator.address` is
+    known at once (POSIX; ignored on Windows).
     """
     command = [
         python or sys.executable,
@@ -333,6 +360,11 @@ def start_child(
         command += ["--voice", voice]
     command += list(extra_args)
     kwargs: dict[str, Any] = {}
+    sock = None
+    if prebind and sys.platform != "win32":  # no descriptor passing on Windows
+        sock = listen.bind(host, 0)
+        command += ["--listen-fd", str(sock.fileno())]
+        kwargs["pass_fds"] = (sock.fileno(),)
     preexec = _pdeathsig_preexec()
     if preexec is not None:
         kwargs["preexec_fn"] = preexec
@@ -343,16 +375,23 @@ def start_child(
         # app has ended its sessions on it.
         kwargs["start_new_session"] = True
     spawned_at = time.perf_counter()
-    proc = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_child_env(env),
-        close_fds=True,
-        **kwargs,
-    )
-    child = ChildSimulator(proc, spawned_at)
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_child_env(env),
+            close_fds=True,
+            **kwargs,
+        )
+        address = None if sock is None else listen.base_url(sock)
+    finally:
+        if sock is not None:
+            # The child holds the only copy from here: if it dies, connecting is refused
+            # at once instead of waiting in a backlog nobody reads.
+            sock.close()
+    child = ChildSimulator(proc, spawned_at, address)
     assert proc.stdin is not None
     try:
         if api_key is not None:

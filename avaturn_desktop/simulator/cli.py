@@ -48,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: a free one)")
     parser.add_argument(
+        "--listen-fd",
+        type=int,
+        default=None,
+        metavar="FD",
+        help="serve on this inherited, already listening socket (a parent process bound it; "
+        "--host and --port are then ignored)",
+    )
+    parser.add_argument(
         "--api-key",
         default=None,
         help=f"the only API key accepted, also for /_sim (default: ${API_KEY_ENV}; without "
@@ -190,6 +198,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     return SimulatorConfig(
         host=args.host,
         port=args.port,
+        listen_fd=getattr(args, "listen_fd", None),
         api_key=_api_key(args),
         allowed_origins=args.allowed_origins,
         allowed_hosts=list(args.allowed_hosts),
@@ -284,7 +293,7 @@ def run(args: argparse.Namespace, prog: str = PROG) -> int:
         return 2
 
     def ready(base_url: str) -> None:
-        from avaturn_desktop.simulator.server import SDK_PATH
+        from avaturn_desktop.simulator.listen import SDK_PATH
 
         lines = [
             f"Avaturn simulator listening on {base_url}",

@@ -46,6 +46,7 @@ from avaturn_desktop.simulator.engine import (
     _Close,
 )
 from avaturn_desktop.simulator.faults import FaultConfig, FaultState
+from avaturn_desktop.simulator.listen import SDK_PATH
 
 __all__ = [
     "EVENTS_PATH",
@@ -64,7 +65,6 @@ __all__ = [
 
 log = logging.getLogger("avaturn.simulator")
 
-SDK_PATH = "/sim/web-sdk.js"
 EVENTS_PATH = "/_sdk/v0/sessions/events"
 
 

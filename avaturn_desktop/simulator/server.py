@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import re
 import socket
@@ -40,6 +39,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from pydantic import AfterValidator, ConfigDict, Field
 
 from avaturn_desktop.core.catalog import AVATARS, VOICES
+from avaturn_desktop.simulator import listen
 from avaturn_desktop.simulator.engine import Engine
 from avaturn_desktop.simulator.errors import SafeJSONResponse, validation_error_handler
 from avaturn_desktop.simulator.faults import (
@@ -97,6 +97,9 @@ class SimulatorConfig(pydantic.BaseModel):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0 = a free port
+    #: A listening socket handed over by the parent (its file descriptor): host and port are
+    #: then the parent's choice, already bound (``listen``).
+    listen_fd: Annotated[int, Field(ge=0)] | None = None
     #: None: any non-empty bearer key accepted, and the simulator is open to any origin.
     api_key: (
         Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_sendable_key)] | None
@@ -241,33 +244,6 @@ def _install_log_redaction() -> None:
 # -- running it ----------------------------------------------------------------------------
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, proto, _, address = infos[0]
-    # The protocol must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only
-    # then, and without it every keep-alive call waits on a delayed ACK (~40 ms on loopback).
-    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _base_url(sock: socket.socket) -> str:
-    """A URL that reaches the bound socket from this machine (loopback if it binds them all)."""
-    address, port = sock.getsockname()[:2]
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if ip.is_unspecified:
-        ip = ipaddress.ip_address("127.0.0.1" if ip.version == 4 else "::1")
-    shown = f"[{ip}]" if ip.version == 6 else str(ip)
-    return f"http://{shown}:{port}"
-
-
 def _head_deadline(base: type[asyncio.Protocol], timeout: float) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol, closing connections that never finish a request's head.
 
@@ -355,8 +331,12 @@ async def _serve_app(
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     _install_log_redaction()
-    sock = _bind(config.host, config.port)
-    base_url = _base_url(sock)
+    if config.listen_fd is None:
+        sock = listen.bind(config.host, config.port)
+    else:  # handed over by the parent, already listening (see ``listen``)
+        sock = socket.socket(fileno=config.listen_fd)
+        sock.setblocking(False)
+    base_url = listen.base_url(sock)
     server = _Uvicorn(
         uvicorn.Config(
             app,

@@ -158,6 +158,7 @@ class LogModel(QAbstractTableModel):
         # A frame after the first write, not the next loop turn: the request that sends a
         # line leaves before its row is drawn, and a burst of writes is one redraw.
         self._flush_timer = frame_timer(self, self.flush)
+        self._closed = False
         self.reload()
 
     # -- filter ----------------------------------------------------------------------------
@@ -213,14 +214,23 @@ class LogModel(QAbstractTableModel):
         state changes a few times): they are gathered and shown together by :meth:`flush`,
         reading the rows in one query and inserting new rows at the end as one block.
         """
+        if self._closed:
+            return
         self._cache.pop(row_id, None)
         self._pending[row_id] = None
         if not self._flush_timer.isActive():
             self._flush_timer.start()
 
+    def close(self) -> None:
+        """The app is closing: nothing more is read (the store closes after the window, and a
+        flush still due would read from it)."""
+        self._closed = True
+        self._flush_timer.stop()
+        self._pending.clear()
+
     def flush(self) -> None:
         """Show the rows written since the last flush (one row at a time, never a reset)."""
-        if not self._pending:
+        if not self._pending or self._closed:
             return
         ids = sorted(self._pending)
         self._pending.clear()

@@ -23,7 +23,7 @@ from avaturn_desktop.services.runtime import AvatarSlot, Runtime
 from avaturn_desktop.services.session import SessionController
 from avaturn_desktop.ui.bench import BenchUi
 from avaturn_desktop.ui.docks.session_panel import SessionPanel
-from avaturn_desktop.ui.main_window import MainWindow
+from avaturn_desktop.ui.main_window import ExposeWatch, MainWindow
 from avaturn_desktop.ui.messages import MessageBus
 from avaturn_desktop.ui.presenters import SessionPresenter
 from avaturn_desktop.ui.show import ShowUi
@@ -72,7 +72,7 @@ class SwitchBackendDialog:
 class Shell:
     """The main window over the runtime's first slot (see the module docs)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, window: MainWindow | None = None) -> None:
         self.runtime = runtime
         self.backend = runtime.backend
         self.store = runtime.store
@@ -113,7 +113,9 @@ class Shell:
             messages=self.messages,
             settings=lambda: self.runtime.settings.value,
         )
-        self.window = MainWindow(
+        #: The window: the frame the app showed before the services were imported, if any.
+        self.window = window if window is not None else MainWindow()
+        self.window.attach(
             stage=self.show_ui.host,
             session_panel=self.session_panel,
             session=self.session,
@@ -136,6 +138,8 @@ class Shell:
         self.control_url: str | None = None
         self._closed = asyncio.Event()
         self.window.closed.connect(self._closed.set)
+        if self.window.was_closed:  # closed while the rest was being built
+            self._closed.set()
         self._unsubscribe_settings: Callable[[], None] = runtime.settings.subscribe(
             self._settings_changed
         )
@@ -177,7 +181,20 @@ class Shell:
         self.kiosk.lock()
 
     async def wait_exposed(self) -> None:
-        """Until the window is on screen and the stage page has loaded."""
+        """Until the window is on screen: its first expose (Qt paints it then)."""
+        self.window.winId()  # the native window exists from here on
+        handle = self.window.windowHandle()
+        if handle is None or handle.isExposed():
+            return
+        exposed = asyncio.Event()
+        watch = ExposeWatch(exposed.set, handle)
+        try:
+            await exposed.wait()
+        finally:
+            handle.removeEventFilter(watch)
+
+    async def wait_stage_loaded(self) -> None:
+        """Until the stage page has loaded (its bridge is ready)."""
         loaded = asyncio.Event()
         self.view.loadFinished.connect(lambda _ok: loaded.set())
         if not self.view.bridge.ready:

@@ -46,7 +46,8 @@ async def flood(base_url: str, api_key: str, count: int) -> None:
         controller = SessionController(
             client, page, api_host=base_url, sdk_url=base_url + "/sim/web-sdk.js", registry=store
         )
-        queue = SpeechQueue(client, store, controller, stage=page)
+        # no page: nothing reports speech, so every line goes at once (no look-ahead)
+        queue = SpeechQueue(client, store, controller, stage=page, lookahead=None)
         told: set[str] = set()
 
         def on_change(change: QueueChange) -> None:

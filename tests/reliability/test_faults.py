@@ -55,10 +55,12 @@ def sentences(prefix: str, n: int) -> list[str]:
 
 
 async def settled(rig: Rig) -> None:
-    """Until nothing is on its way: every item finished or held."""
+    """Until nothing is on its way: every item finished or held (a batch with lines held for
+    the next session stays pending in the composer until they are sent)."""
     await until(
         lambda: (
-            all(i.state.finished or i.held for i in rig.queue.items) and not rig.composer.pending
+            all(i.state.finished or i.held for i in rig.queue.items)
+            and (not rig.composer.pending or any(i.held for i in rig.queue.items))
         ),
         20,
         "the queue to settle",
@@ -440,7 +442,10 @@ class ServicesRig:
         self.controller = SessionController(
             self.client, page, api_host=sim.base_url, sdk_url=sim.sdk_url, registry=self.store
         )
-        self.queue = SpeechQueue(self.client, self.store, self.controller, stage=page)
+        # no page: nothing reports speech, so every line goes at once (no look-ahead)
+        self.queue = SpeechQueue(
+            self.client, self.store, self.controller, stage=page, lookahead=None
+        )
         self.changes: list[QueueChange] = []
         self.queue.subscribe(self.changes.append)
 

@@ -125,9 +125,34 @@ def test_a_child_that_cannot_start_says_why(children):
         child.wait_ready(1)
 
 
-@pytest.mark.parametrize("mode", ["both", "stdin-only", "before-ready"])
+def test_a_prebound_child_is_reachable_before_it_is_up(children):
+    """The app binds the child's socket: its URL is known at the spawn, a request made before
+    the child serves waits for it, and once the child is gone nobody answers."""
+    child = children(api_key=KEY, prebind=True)
+    assert child.address is not None and child.address.startswith("http://127.0.0.1:")
+    assert child.address_sdk_url == child.address + "/sim/web-sdk.js"
+    with pytest.raises(ChildSimulatorError):
+        _ = child.base_url  # "up" still means: it said it serves
+    asked_before_up = not child.ready
+    stage = {"Origin": "avaturn://stage"}
+    answer = httpx.get(child.address_sdk_url, headers=stage, timeout=30)
+    assert answer.status_code == 200
+    child.wait_ready(30)
+    assert child.base_url == child.address
+    assert asked_before_up  # the request above was made before the child was up
+    assert child.stop() == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(child.address_sdk_url, timeout=5)
+
+
+@pytest.mark.parametrize("mode", ["both", "stdin-only", "before-ready", "prebound"])
 def test_the_child_dies_with_its_parent_on_sigkill(mode, until):
-    args = {"both": [], "stdin-only": ["--stdin-only"], "before-ready": ["--before-ready"]}[mode]
+    args = {
+        "both": [],
+        "stdin-only": ["--stdin-only"],
+        "before-ready": ["--before-ready"],
+        "prebound": ["--prebind", "--before-ready"],
+    }[mode]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     parent = subprocess.Popen(
         [sys.executable, "-m", "tests.simulator.child_parent", *args],

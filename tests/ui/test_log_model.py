@@ -232,3 +232,23 @@ def test_a_row_added_does_not_ask_the_header_of_every_row(
         width = panel.table.verticalHeader().sizeHint().width()
         assert width >= panel.fontMetrics().horizontalAdvance("405")
         panel.hide()  # nothing paints from the store once it is closed
+
+
+def test_a_closed_log_reads_nothing_more(tmp_path: Path, qtbot: Any) -> None:
+    """Rows written just before the app closes are shown a frame later; the store closes after
+    the window, so a closed model must not read them then."""
+    small = TaskLogStore(tmp_path / "closing.sqlite3")
+    model = LogModel(small)
+    panel = LogPanel(model, sessions=lambda: [], exporter=lambda *_: 0)
+    qtbot.addWidget(panel)
+    record = small.add(session_id="s-a", text="Last words.", voice_id="v1", route=TaskRoute.REST)
+    model.row_written(record.row_id, True)
+    panel.row_written(record.row_id, True)
+    model.close()
+    panel.close_panel()
+    small.close()
+    # nothing is left to fire, and a late write or flush reads nothing from the closed store
+    assert not model._flush_timer.isActive() and not panel._sessions_timer.isActive()
+    model.row_written(record.row_id, False)
+    model.flush()
+    assert model.rowCount() == 0 and not model._flush_timer.isActive()

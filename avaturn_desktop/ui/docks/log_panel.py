@@ -206,6 +206,11 @@ class LogPanel(QWidget):
         if new and not self._sessions_timer.isActive():
             self._sessions_timer.start()
 
+    def close_panel(self) -> None:
+        """The app is closing: no more looks at the store (it closes after the window)."""
+        self._sessions_timer.stop()
+        self._search_timer.stop()
+
     def _check_sessions(self) -> None:
         shown = {self.session_combo.itemData(i) for i in range(self.session_combo.count())}
         if any(session_id not in shown for session_id in self._sessions()):

@@ -363,6 +363,7 @@ class MetricsPanel(QWidget):
 
     def close_panel(self) -> None:
         self._timer.stop()
+        self._rows_pending.clear()  # the store closes after the window: nothing more is read
         for unsubscribe in self._unsubscribe:
             with contextlib.suppress(ValueError):
                 unsubscribe()
