@@ -302,7 +302,7 @@ def test_the_look_ahead_timer_runs_on_the_apps_qt_loop(
     from avaturn_desktop.services import speech_queue
 
     monkeypatch.setattr(speech_queue, "LOOKAHEAD_GRACE_S", 0.3)
-    monkeypatch.setattr(speech_queue, "SLOWEST_CHARS_PER_S", 1e9)
+    monkeypatch.setattr(speech_queue, "LOOKAHEAD_SLACK", 0.0)
     queue = queue_rig.queue
     queue.lookahead = 2
     queue_rig.controller.go_live()
