@@ -359,6 +359,12 @@ def create_app(
             )
         return {"removed": item_id}
 
+    @api.post("/queue/unfinished")
+    async def say_unfinished(slot: Slot) -> dict[str, Any]:
+        """Say again what the last session that died did not finish (the window's one click)."""
+        items = await doing(lambda: slot.queue.say_unfinished_again())
+        return {"items": [item_json(i) for i in items]}
+
     @api.get("/log")
     async def task_log(
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,

@@ -434,6 +434,10 @@ class AvatarSlot:
                     if i.state in (ItemState.SENDING, ItemState.SENT, ItemState.SPEAKING)
                 ),
                 "paused": self.queue.paused,
+                # waiting lines a Stop set aside, and lines a dead session did not finish
+                # (``POST /api/v1/queue/unfinished`` says them again)
+                "set_aside": sum(1 for i in items if i.set_aside),
+                "unfinished": self.queue.unfinished(),
             },
             "cues": self.cues.state(),
             "output": {

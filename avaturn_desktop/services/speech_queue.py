@@ -22,7 +22,8 @@ Look-ahead
     than ``LOOKAHEAD_COVER_S`` get a deeper look-ahead (at most ``LOOKAHEAD_MOST``), from the
     speaking rate learned from the lines said so far, so that a busy machine hearing a line
     end late does not leave the avatar silent. A line whose end event was lost stops counting
-    once any voice would have finished it (``_due``): the queue never stalls on a lost event.
+    well after the voice should have finished it (``_dues``): the queue never stalls for
+    long on a lost event.
     ``lookahead=None`` posts every line the moment it is queued.
 
     A ``429`` was refused by the service: the item waits ``retry_after`` seconds, clamped to
@@ -159,10 +160,12 @@ LOOKAHEAD_COVER_S: Final = 0.6
 LOOKAHEAD_MOST: Final = 8
 #: The speaking rate assumed until the queue has timed lines of its own (characters a second).
 DEFAULT_CHARS_PER_S: Final = 15.0
-#: A line on the service counts against the look-ahead until its end is seen, or at most this
-#: long plus its text at ``SLOWEST_CHARS_PER_S``: a lost "ended" event never stalls the queue.
-LOOKAHEAD_GRACE_S: Final = 10.0
-SLOWEST_CHARS_PER_S: Final = 4.0
+#: A line on the service counts against the look-ahead until its end is seen, or until this
+#: long after it should have ended (its expected speaking time ``LOOKAHEAD_SLACK`` times over,
+#: from when the line before it should have ended): a lost "ended" event (an event channel
+#: that dropped) never stalls the queue for long.
+LOOKAHEAD_GRACE_S: Final = 2.0
+LOOKAHEAD_SLACK: Final = 2.0
 
 QueueListener = Callable[[QueueChange], None]
 #: ``(row_id, new)``: a log row was added (``new``) or changed.
@@ -889,11 +892,7 @@ class SpeechQueue:
         if self.lookahead is None:
             return True
         now = self._clock()
-        counted = [
-            (due, e)
-            for e in self._entries
-            if e.state in ON_SERVICE_STATES and (due := _due(e, now)) > now
-        ]
+        counted = [(due, e) for due, e in self._dues(now) if due > now]
         if len(counted) < self.lookahead:
             return True
         waiting_chars = sum(len(e.text) for _, e in counted if e.state is not ItemState.SPEAKING)
@@ -901,6 +900,24 @@ class SpeechQueue:
             return True  # too little left to say to cover the time it takes to send the next
         self._look_again_in(min(due for due, _ in counted) - now)
         return False
+
+    def _dues(self, now: float) -> list[tuple[float, _Entry]]:
+        """The lines on the service, each with when it stops counting against the look-ahead:
+        a line starts when the one before it ends, and takes its length at the learned rate."""
+        on_service = sorted(
+            (e for e in self._entries if e.state in ON_SERVICE_STATES), key=lambda e: e.send_seq
+        )
+        dues: list[tuple[float, _Entry]] = []
+        free_at = 0.0  # when the line before should have ended
+        for entry in on_service:
+            took = len(entry.text) / self._chars_per_s
+            if entry.state is ItemState.SPEAKING and entry.started_at is not None:
+                start = entry.started_at
+            else:
+                start = max(entry.sent_at if entry.sent_at is not None else now, free_at)
+            free_at = start + took
+            dues.append((start + LOOKAHEAD_GRACE_S + LOOKAHEAD_SLACK * took, entry))
+        return dues
 
     def _look_again_in(self, delay: float) -> None:
         loop = _loop()
@@ -1481,12 +1498,6 @@ def _loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_event_loop_policy().get_event_loop()
     except RuntimeError:
         return None
-
-
-def _due(entry: _Entry, now: float) -> float:
-    """When a line on the service stops counting against the look-ahead (see ``_room``)."""
-    start = entry.sent_at if entry.sent_at is not None else now
-    return start + LOOKAHEAD_GRACE_S + len(entry.text) / SLOWEST_CHARS_PER_S
 
 
 def _clamp_wait(retry_after: float | None) -> float:

@@ -21,15 +21,23 @@ from PySide6.QtCore import (
     QObject,
     QPersistentModelIndex,
     Qt,
-    QTimer,
 )
 from PySide6.QtGui import QBrush, QColor
 
 from avaturn_desktop.core.tasks import TaskRecord, TaskState
 from avaturn_desktop.services.tasklog import TaskLogStore
+from avaturn_desktop.ui.frames import frame_timer
 
 PAGE: Final = 200
 CACHE_ROWS: Final = 4_000
+
+# Item roles and columns as plain ints: data() runs per cell and role at every repaint.
+_DISPLAY: Final = int(Qt.ItemDataRole.DisplayRole)
+_TOOLTIP: Final = int(Qt.ItemDataRole.ToolTipRole)
+_FOREGROUND: Final = int(Qt.ItemDataRole.ForegroundRole)
+_ALIGNMENT: Final = int(Qt.ItemDataRole.TextAlignmentRole)
+_USER: Final = int(Qt.ItemDataRole.UserRole)
+_RIGHT: Final = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -59,6 +67,10 @@ HEADERS: Final = (
     "Duration (s)",
     "Avatar",
 )
+
+_TEXT_COLUMN: Final = int(Column.TEXT)
+_STATE_COLUMN: Final = int(Column.STATE)
+_RIGHT_COLUMNS: Final = frozenset((int(Column.LATENCY), int(Column.DURATION)))
 
 _STATE_COLOURS: Final = {
     TaskState.SPOKEN: QColor("#2e7d32"),
@@ -135,16 +147,18 @@ class LogModel(QAbstractTableModel):
         self._search = ""
         self._ids: list[int] = []
         self._cache: OrderedDict[int, TaskRecord] = OrderedDict()
+        #: row id -> (the record, its cells' texts), for repaints
+        self._texts: dict[int, tuple[TaskRecord, tuple[str, ...]]] = {}
         #: The Avatar column: which slot and avatar ran each row's session.
         self.who = SlotNames(store)
         #: How many pages were read from the store (for tests and the curious).
         self.pages_read = 0
         #: Rows written and not shown yet (see :meth:`row_written`), in a dict for order.
         self._pending: dict[int, None] = {}
-        self._flush_timer = QTimer(self)
-        self._flush_timer.setSingleShot(True)
-        self._flush_timer.setInterval(0)
-        self._flush_timer.timeout.connect(self.flush)
+        # A frame after the first write, not the next loop turn: the request that sends a
+        # line leaves before its row is drawn, and a burst of writes is one redraw.
+        self._flush_timer = frame_timer(self, self.flush)
+        self._closed = False
         self.reload()
 
     # -- filter ----------------------------------------------------------------------------
@@ -181,6 +195,7 @@ class LogModel(QAbstractTableModel):
             session_id=self._session_id, states=self._states, search=self._search or None
         )
         self._cache.clear()
+        self._texts.clear()
         self.endResetModel()
 
     def _matches(self, record: TaskRecord) -> bool:
@@ -193,20 +208,29 @@ class LogModel(QAbstractTableModel):
     # -- live updates ----------------------------------------------------------------------
 
     def row_written(self, row_id: int, new: bool = False) -> None:
-        """A row was added or changed in the store: shown at the end of this loop turn.
+        """A row was added or changed in the store: shown within a frame.
 
         Writes come in bursts (a pasted script logs hundreds of rows at once, each line's
         state changes a few times): they are gathered and shown together by :meth:`flush`,
         reading the rows in one query and inserting new rows at the end as one block.
         """
+        if self._closed:
+            return
         self._cache.pop(row_id, None)
         self._pending[row_id] = None
         if not self._flush_timer.isActive():
             self._flush_timer.start()
 
+    def close(self) -> None:
+        """The app is closing: nothing more is read (the store closes after the window, and a
+        flush still due would read from it)."""
+        self._closed = True
+        self._flush_timer.stop()
+        self._pending.clear()
+
     def flush(self) -> None:
         """Show the rows written since the last flush (one row at a time, never a reset)."""
-        if not self._pending:
+        if not self._pending or self._closed:
             return
         ids = sorted(self._pending)
         self._pending.clear()
@@ -321,20 +345,42 @@ class LogModel(QAbstractTableModel):
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self._ids):
             return None
-        column = Column(index.column())
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            text = cell(self.record(index.row()), column, self.who)
-            if role == Qt.ItemDataRole.DisplayRole and column is Column.TEXT:
-                return text if len(text) <= 200 else text[:199] + "…"
+        return self._value(index.row(), index.column(), int(role))
+
+    def multiData(self, index: _Index, roleDataSpan: Any) -> None:
+        """Every role a cell is painted with, in one call (Qt would otherwise call
+        :meth:`data` once per role: seven calls into Python per cell, per repaint)."""
+        if not index.isValid() or not 0 <= index.row() < len(self._ids):
+            return
+        row, column = index.row(), index.column()
+        for role_data in roleDataSpan:
+            value = self._value(row, column, role_data.role())
+            if value is not None:
+                role_data.setData(value)
+
+    def _value(self, row: int, column: int, role: int) -> Any:
+        if role in (_DISPLAY, _TOOLTIP):
+            text = self._cells(row)[column]
+            if role == _DISPLAY and column == _TEXT_COLUMN and len(text) > 200:
+                return text[:199] + "…"
             return text
-        if role == Qt.ItemDataRole.ForegroundRole and column is Column.STATE:
-            colour = _STATE_COLOURS.get(self.record(index.row()).state)
+        if role == _FOREGROUND and column == _STATE_COLUMN:
+            colour = _STATE_COLOURS.get(self.record(row).state)
             return None if colour is None else QBrush(colour)
-        if role == Qt.ItemDataRole.TextAlignmentRole and column in (
-            Column.LATENCY,
-            Column.DURATION,
-        ):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.UserRole:
-            return self._ids[index.row()]
+        if role == _ALIGNMENT and column in _RIGHT_COLUMNS:
+            return _RIGHT
+        if role == _USER:
+            return self._ids[row]
         return None
+
+    def _cells(self, row: int) -> tuple[str, ...]:
+        """The texts of a row's cells, made once per version of its record."""
+        record = self.record(row)
+        made = self._texts.get(record.row_id)
+        if made is not None and made[0] is record:
+            return made[1]
+        texts = tuple(cell(record, column, self.who) for column in Column)
+        self._texts[record.row_id] = (record, texts)
+        if len(self._texts) > CACHE_ROWS:
+            self._texts.pop(next(iter(self._texts)))
+        return texts

@@ -26,6 +26,8 @@ from PySide6.QtWidgets import (
 from avaturn_desktop import __version__
 from avaturn_desktop.core.paths import resource
 from avaturn_desktop.ui import window_state
+from avaturn_desktop.ui.frames import opaque
+from avaturn_desktop.ui.status_text import StatusText
 
 if TYPE_CHECKING:
     from avaturn_desktop.core.session_state import SessionSnapshot
@@ -151,7 +153,8 @@ class MainWindow(QMainWindow):
 
         self.backend_status = QLabel(backend_label)
         self.backend_status.setObjectName("status.backend")
-        self.state_status = QLabel()
+        # the time left ticks every second: text that never lays the window out again
+        self.state_status = StatusText(chars=34, align=Qt.AlignmentFlag.AlignRight)
         self.state_status.setObjectName("status.state")
         self.show_badge = QLabel(" SHOW ")
         self.show_badge.setObjectName("status.show")
@@ -207,14 +210,14 @@ class MainWindow(QMainWindow):
         dock = self.docks.get(name)
         if dock is not None:
             old = dock.widget()
-            dock.setWidget(widget)
+            dock.setWidget(opaque(widget))
             widget.show()  # a child added to a window on screen is shown explicitly
             if isinstance(old, Placeholder):
                 old.deleteLater()
             return
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock.{name}")
-        dock.setWidget(widget)
+        dock.setWidget(opaque(widget))
         self.addDockWidget(area, dock)
         self.docks[name] = dock
 

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from avaturn_desktop.core.settings import SessionDefaults
 from avaturn_desktop.services.runtime import AvatarSlot, Runtime
 from avaturn_desktop.ui.docks.session_panel import SessionPanel
+from avaturn_desktop.ui.frames import opaque
 from avaturn_desktop.ui.messages import MessageBus
 from avaturn_desktop.ui.presenters import SessionPresenter
 from avaturn_desktop.ui.web.stage import Stage
@@ -152,7 +153,7 @@ class SlotStages:
         self.views[slot.index] = widget
         dock = QDockWidget(slot.label, self._window)
         dock.setObjectName(f"dock.slot{slot.index}")
-        dock.setWidget(widget)
+        dock.setWidget(opaque(widget))
         self._window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         neighbour = self._beside()
         if neighbour is not None and not neighbour.isFloating():

@@ -226,5 +226,7 @@ class SpeakingUi:
 
     def close(self) -> None:
         self.presenter.close()
+        self.log_model.close()
+        self.log_panel.close_panel()
         if self.composer_presenter is not self.presenter:
             self.composer_presenter.close()

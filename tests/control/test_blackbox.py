@@ -206,3 +206,49 @@ def test_ctl_without_a_running_app_says_so_in_one_line(tmp_path: Path) -> None:
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "no running Avaturn Desktop" in lines[0]
+
+
+def test_lines_a_dead_session_cut_off_are_said_again_on_one_call(
+    simulator: str,
+    tmp_path: Path,
+) -> None:
+    """Outside kiosk mode nothing is said again by itself: the state counts the unfinished
+    lines, and one call says them, once, in the new session."""
+    from tests.blackbox import SIM_KEY, stop
+
+    home = tmp_path / "home"
+    app = start_app(home, simulator)
+    lines = [
+        "The first line is cut off when the session is killed under it.",
+        "The second line was with the service when it died.",
+    ]
+    try:
+        api = Api(home)
+        http = api.http
+        assert http.post("/api/v1/session/start", json={}).status_code == 202
+        wait_for(lambda: api.state()["session"]["state"] == "live", "live", 40)
+        first = api.state()["session"]["id"]
+        for line in lines:
+            assert http.post("/api/v1/say", json={"text": line}).status_code == 200
+        wait_for(lambda: api.state()["current_text"] == lines[0], "the first line speaking")
+        killed = httpx.post(
+            f"{simulator}/_sim/sessions/{first}/kill",
+            headers={"Authorization": f"Bearer {SIM_KEY}"},
+        )
+        assert killed.status_code == 200
+        wait_for(lambda: api.state()["queue"]["unfinished"] == 2, "two unfinished lines")
+        assert http.post("/api/v1/session/start", json={}).status_code == 202
+        wait_for(lambda: api.state()["session"]["state"] == "live", "live again", 40)
+        second = api.state()["session"]["id"]
+        again = http.post("/api/v1/queue/unfinished")
+        assert again.status_code == 200, again.text
+        assert [i["text"] for i in again.json()["items"]] == lines
+        assert http.post("/api/v1/queue/unfinished").json()["items"] == []  # once
+        wait_for(
+            lambda: spoken_texts(simulator, second) == [(line, "spoken") for line in lines],
+            lambda: f"both said again: {spoken_texts(simulator, second)}",
+        )
+        assert api.state()["queue"]["unfinished"] == 0
+        http.close()
+    finally:
+        stop(app)

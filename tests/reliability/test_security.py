@@ -110,6 +110,7 @@ def app_logging(tmp_path: Path) -> Iterator[tuple[Capture, Path]]:
     capture = Capture()
     root.addHandler(capture)
     yield capture, log_file
+    logs.shutdown()
     for handler in root.handlers[:]:
         if handler not in before[1]:
             root.removeHandler(handler)
@@ -248,6 +249,7 @@ def test_the_api_key_reaches_no_page_log_file_or_report(
 
     check("log_records", "\n".join(capture.lines))
     assert any("avaturn." in line for line in capture.lines)
+    logs.flush()  # the file is written on a thread of its own
     check("log_file", log_file.read_text(encoding="utf-8", errors="replace"))
     files = [p for p in _isolated_home.rglob("*") if p.is_file()]
     assert any(p.name == "settings.json" for p in files), files

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeClient, FakeController, FakeStage
+from fakes import FakeClient, FakeController, FakeStage, until
 
 from avaturn_desktop.core.errors import ConfigError
 from avaturn_desktop.core.events import AvatarEndedSpeakingPhrase, AvatarStartedSpeakingPhrase
@@ -125,14 +125,6 @@ async def acked(rig: Rig, count: int) -> None:
             and all(i.task_id or i.state.finished for i in rig.queue.items)
         )
     )
-
-
-async def until(predicate: Callable[[], bool], rounds: int = 500) -> None:
-    for _ in range(rounds):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 def test_go_speaks_the_standby_cue_and_moves_on(rig: Rig) -> None:

@@ -145,7 +145,7 @@ def test_stop_keeps_what_waited_behind_the_look_ahead(rig: Rig) -> None:
 
 def test_a_lost_end_event_never_stalls_the_queue(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(speech_queue, "LOOKAHEAD_GRACE_S", 0.05)
-    monkeypatch.setattr(speech_queue, "SLOWEST_CHARS_PER_S", 1e9)
+    monkeypatch.setattr(speech_queue, "LOOKAHEAD_SLACK", 0.0)
 
     async def scenario() -> None:
         rig.controller.go_live()

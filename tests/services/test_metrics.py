@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
-from fakes import FakeClient, FakeController, FakeStage
+from fakes import FakeClient, FakeController, FakeStage, until
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -44,14 +44,6 @@ def samples(metrics: AppMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 
 def value(metrics: AppMetrics, name: str, **labels: str) -> float:
     return samples(metrics)[(name, tuple(sorted(labels.items())))]
-
-
-async def until(predicate: Callable[[], bool], rounds: int = 500) -> None:
-    for _ in range(rounds):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 class Clock:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fakes import FakeClient, FakeController, FakeStage
+from fakes import FakeClient, FakeController, FakeStage, until
 
 from avaturn_desktop.core.events import AvatarEndedSpeakingPhrase, AvatarStartedSpeakingPhrase
 from avaturn_desktop.core.queue import REASON_SESSION_ENDED, REASON_SESSION_GONE, ItemState
@@ -32,14 +32,6 @@ T = TaskState
 def store(tmp_path: Path) -> Iterator[TaskLogStore]:
     with TaskLogStore(tmp_path / "log.sqlite3") as s:
         yield s
-
-
-async def until(predicate: Callable[[], bool], rounds: int = 500) -> None:
-    for _ in range(rounds):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 # -- the rule, on the queue's real entries ------------------------------------------------------

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeClient, FakeController, FakeStage
+from fakes import FakeClient, FakeController, FakeStage, until
 
 from avaturn_desktop.core.errors import (
     ConfigError,
@@ -90,15 +90,6 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coro)
-
-
-async def until(predicate: Callable[[], bool], rounds: int = 500) -> None:
-    """Let the loop run until ``predicate`` holds (a condition, never a timed sleep)."""
-    for _ in range(rounds):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 async def settle(rig: Rig) -> None:

@@ -60,7 +60,9 @@ def test_enter_adds_a_line_and_ctrl_enter_queues(
     assert composer.count_label.text() == "24 characters · 2 sentences"
 
     qtbot.keyClick(composer.editor, Qt.Key.Key_Return, CTRL)
-    assert composer.pending and composer.editor.isReadOnly()
+    # in the queue now: the box is free for the next line at once
+    assert composer.pending and not composer.editor.isReadOnly()
+    assert composer.editor.toPlainText() == ""
     settle(qloop, composer)
     assert [text for _, text in queue_rig.client.calls] == ["Hello there.", "Second line"]
     assert composer.editor.toPlainText() == ""
@@ -139,7 +141,8 @@ def test_held_until_live_then_sent(
     qtbot.keyClick(composer.editor, Qt.Key.Key_Return, CTRL)
     assert composer.pending
     assert "Held" in composer.status_label.text()
-    assert composer.editor.toPlainText() == "Early bird."
+    assert composer.editor.toPlainText() == ""  # it waits in the queue, visibly
+    assert [i.text for i in queue_rig.queue.items] == ["Early bird."]
     queue_rig.controller.go_live()
     settle(qloop, composer)
     assert composer.editor.toPlainText() == ""
@@ -244,10 +247,40 @@ def test_queue_panel_takes_a_thousand_lines_in_one_redraw(
 ) -> None:
     panel = QueuePanel(presenter)
     qtbot.addWidget(panel)
-    resets: list[int] = []
-    panel.model.modelReset.connect(lambda: resets.append(panel.model.rowCount()))
+    changes: list[str] = []
+    panel.model.modelReset.connect(lambda: changes.append("reset"))
+    panel.model.layoutChanged.connect(lambda: changes.append("layout"))
+    panel.model.rowsInserted.connect(lambda _p, first, last: changes.append(f"{first}-{last}"))
     for n in range(1000):
         queue_rig.queue.enqueue([f"Line {n}."])
     qtbot.waitUntil(lambda: panel.model.rowCount() == 1000)
-    assert resets == [1000]  # gathered: one reset, not a thousand rebuilds
+    assert changes == ["0-999"]  # gathered: one insertion, not a thousand rebuilds
     assert panel.summary.text().startswith("1000 waiting")
+
+
+def test_the_next_line_is_typed_and_queued_while_one_waits_and_nothing_typed_is_lost(
+    composer: ComposerPanel, queue_rig: QueueRig, qtbot: Any, qloop: qasync.QEventLoop
+) -> None:
+    """The box never goes read-only; a text that comes back (not sent) lands above what was
+    typed since, marked, and overwrites nothing."""
+    queue_rig.controller.go_live()
+    gate: asyncio.Future[str] = qloop.create_future()
+    queue_rig.client.script = ["t1", gate]
+    type_text(qtbot, composer, "One is fine. Two waits on the service.")
+    qtbot.keyClick(composer.editor, Qt.Key.Key_Return, CTRL)
+    assert composer.pending and not composer.editor.isReadOnly()
+    type_text(qtbot, composer, "A second text.")
+    qtbot.keyClick(composer.editor, Qt.Key.Key_Return, CTRL)
+    assert composer.editor.toPlainText() == ""
+    type_text(qtbot, composer, "Typed meanwhile.")
+    # the first text's second sentence is refused: it comes back, above what was typed
+    gate.set_exception(ServerError("The service failed (502).", status=502))
+    qloop.run_until_complete(until(lambda: composer.failed))
+    assert composer.editor.toPlainText() == "Two waits on the service.\nTyped meanwhile."
+    assert "The service failed (502)" in composer.status_label.text()
+    settle(qloop, composer)
+    assert [text for _, text in queue_rig.client.calls] == [
+        "One is fine.",
+        "Two waits on the service.",
+        "A second text.",
+    ]

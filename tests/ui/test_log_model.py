@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QModelRoleData, QModelRoleDataSpan, Qt
 
 from avaturn_desktop.core.tasks import TaskRoute, TaskState
 from avaturn_desktop.services.tasklog import TaskLogStore
@@ -151,3 +151,104 @@ def test_panel_copies_searches_resends_and_exports(
     )
     assert panel.export("srt") == target
     assert exported == [(target, "srt", "s-b")]
+
+
+def test_a_repaint_asks_python_once_per_cell_with_the_same_values(
+    store: TaskLogStore, qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Qt asks a model for seven roles per cell at every repaint; the log answers them in one
+    call into Python (multiData), with what data() says role by role."""
+    calls: list[int] = []
+    real_data = LogModel.data
+
+    def counting(self: LogModel, index: Any, role: int = 0) -> Any:
+        calls.append(role)
+        return real_data(self, index, role)
+
+    # (in place before the model exists: the binding looks an override up once)
+    monkeypatch.setattr(LogModel, "data", counting)
+    model = LogModel(store)
+    panel = LogPanel(model, sessions=lambda: list(SESSIONS), exporter=lambda *_: 0)
+    qtbot.addWidget(panel)
+    panel.resize(1400, 500)
+    panel.show()
+    qtbot.waitExposed(panel)
+    qtbot.wait(20)
+    calls.clear()
+    panel.table.viewport().repaint()
+    qtbot.wait(20)
+    assert calls == []
+    roles = (
+        Qt.ItemDataRole.DisplayRole,
+        Qt.ItemDataRole.ToolTipRole,
+        Qt.ItemDataRole.ForegroundRole,
+        Qt.ItemDataRole.TextAlignmentRole,
+        Qt.ItemDataRole.UserRole,
+        Qt.ItemDataRole.FontRole,
+    )
+    for row in (0, 5):
+        for column in Column:
+            index = model.index(row, column)
+            for role in roles:
+                got = QModelRoleData(int(role))
+                model.multiData(index, QModelRoleDataSpan(got))
+                assert got.data() == model.data(index, role), (row, column, role)
+
+
+def test_a_row_added_does_not_ask_the_header_of_every_row(
+    tmp_path: Path, qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Qt sized the row numbers by asking the header data of up to two hundred rows (each a
+    call into Python) after every row added; the width comes from the row count now."""
+    asked: list[int] = []
+    real = LogModel.headerData
+
+    def counting(self: LogModel, section: int, *args: Any) -> Any:
+        asked.append(section)
+        return real(self, section, *args)
+
+    monkeypatch.setattr(LogModel, "headerData", counting)  # before the model exists
+    with TaskLogStore(tmp_path / "small.sqlite3") as small:
+        for i in range(400):
+            small.add(session_id="s-a", text=f"Line {i}.", voice_id="v1", route=TaskRoute.REST)
+        model = LogModel(small)
+        panel = LogPanel(model, sessions=lambda: ["s-a"], exporter=lambda *_: 0)
+        qtbot.addWidget(panel)
+        panel.resize(1200, 400)
+        panel.show()
+        qtbot.waitExposed(panel)
+        panel.table.scrollToBottom()  # following the end
+        qtbot.wait(20)
+        asked.clear()
+        for i in range(5):
+            record = small.add(
+                session_id="s-a", text=f"New {i}.", voice_id="v1", route=TaskRoute.REST
+            )
+            model.row_written(record.row_id, True)
+            qtbot.waitUntil(lambda i=i: model.rowCount() == 401 + i)
+            qtbot.wait(60)  # shown, followed and painted
+        assert panel.table.verticalScrollBar().value() == panel.table.verticalScrollBar().maximum()
+        assert len(asked) < 5 * 200, len(asked)  # only the numbers shown (900 a row before)
+        width = panel.table.verticalHeader().sizeHint().width()
+        assert width >= panel.fontMetrics().horizontalAdvance("405")
+        panel.hide()  # nothing paints from the store once it is closed
+
+
+def test_a_closed_log_reads_nothing_more(tmp_path: Path, qtbot: Any) -> None:
+    """Rows written just before the app closes are shown a frame later; the store closes after
+    the window, so a closed model must not read them then."""
+    small = TaskLogStore(tmp_path / "closing.sqlite3")
+    model = LogModel(small)
+    panel = LogPanel(model, sessions=lambda: [], exporter=lambda *_: 0)
+    qtbot.addWidget(panel)
+    record = small.add(session_id="s-a", text="Last words.", voice_id="v1", route=TaskRoute.REST)
+    model.row_written(record.row_id, True)
+    panel.row_written(record.row_id, True)
+    model.close()
+    panel.close_panel()
+    small.close()
+    # nothing is left to fire, and a late write or flush reads nothing from the closed store
+    assert not model._flush_timer.isActive() and not panel._sessions_timer.isActive()
+    model.row_written(record.row_id, False)
+    model.flush()
+    assert model.rowCount() == 0 and not model._flush_timer.isActive()

@@ -3,19 +3,23 @@ been spoken, and the sender's errors: on qasync's real loop, where asyncio sleep
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import qasync
+from PySide6.QtCore import QEvent, QObject, QRect
+from PySide6.QtCore import Signal as QtSignal
 from speaking_fakes import QueueRig, until
 
 from avaturn_desktop.core.errors import RETRY_AFTER_CEILING_S, RateLimitedError, UnclearOutcomeError
-from avaturn_desktop.core.queue import ItemState
+from avaturn_desktop.core.queue import ChangeKind, ItemState, QueueChange, QueueItem
 from avaturn_desktop.services.settings_store import SettingsStore
 from avaturn_desktop.services.speech import Speaker
 from avaturn_desktop.ui.docks import queue_panel
 from avaturn_desktop.ui.docks.queue_panel import QueuePanel, describe
+from avaturn_desktop.ui.frames import FRAME_MS
 from avaturn_desktop.ui.speaking import QueuePresenter
 
 
@@ -113,6 +117,156 @@ def test_a_sender_error_is_shown_above_the_list(
     assert "RuntimeError" in panel.error_label.text()
 
 
+# -- drawing: a frame at a time, a row at a time, no relayout of the window ----------------------
+
+
+class _StubQueue:
+    def __init__(self, presenter: _StubPresenter) -> None:
+        self._presenter = presenter
+
+    def item(self, item_id: int) -> QueueItem | None:
+        return next((i for i in self._presenter.items if i.item_id == item_id), None)
+
+
+class _StubPresenter(QObject):
+    """What the queue panel reads of a presenter, with items set by the test."""
+
+    changed = QtSignal(object)
+
+    def __init__(self, items: list[QueueItem]) -> None:
+        super().__init__()
+        self.items = tuple(items)
+        self.paused = False
+        self.live = True
+        self.queue = _StubQueue(self)
+
+    def clear_finished(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def unfinished(self) -> int:
+        return 0
+
+    def say_unfinished_again(self) -> None: ...
+
+    def set_items(self, items: list[QueueItem]) -> None:
+        """Become ``items``, telling each change as the queue does (removed, added, moved,
+        changed: one notification an item)."""
+        old = {i.item_id: i for i in self.items}
+        new = {i.item_id for i in items}
+        kept_before = [i.item_id for i in self.items if i.item_id in new]
+        kept_after = [i.item_id for i in items if i.item_id in old]
+        self.items = tuple(items)
+        for item_id, item in old.items():
+            if item_id not in new:
+                self.changed.emit(QueueChange(ChangeKind.REMOVED, item))
+        for item in items:
+            if item.item_id not in old:
+                self.changed.emit(QueueChange(ChangeKind.ADDED, item))
+            elif old[item.item_id] != item:
+                self.changed.emit(QueueChange(ChangeKind.CHANGED, item))
+        if kept_before != kept_after:
+            moved = next(a for a, b in zip(kept_before, kept_after, strict=True) if a != b)
+            self.changed.emit(QueueChange(ChangeKind.MOVED, self.queue.item(moved)))
+
+    def change(self, item: QueueItem) -> None:
+        self.items = tuple(item if i.item_id == item.item_id else i for i in self.items)
+        self.changed.emit(QueueChange(ChangeKind.CHANGED, item))
+
+
+def _item(item_id: int, state: ItemState | None = ItemState.WAITING) -> QueueItem:
+    return QueueItem(
+        item_id=item_id, text=f"Line {item_id}.", state=state or ItemState.WAITING, row_id=item_id
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_rows_follow_any_edit_of_the_queue_without_a_reset(qtbot: Any, seed: int) -> None:
+    """Items added anywhere, removed, moved, several at once: the rows become the queue's
+    order by insertions, removals and layout changes, and the selected item stays selected."""
+    rng = random.Random(seed)
+    presenter = _StubPresenter([_item(n) for n in range(12)])
+    panel = QueuePanel(presenter)  # type: ignore[arg-type]
+    qtbot.addWidget(panel)
+    resets: list[int] = []
+    panel.model.modelReset.connect(lambda: resets.append(1))
+    next_id = 100
+    for _ in range(30):
+        ids = [i.item_id for i in presenter.items]
+        selected = rng.choice(ids) if ids else None
+        if selected is not None:
+            panel.list.setCurrentIndex(panel.model.index(panel.model.row_of(selected) or 0))
+        rng.shuffle(ids) if rng.random() < 0.3 else None
+        ids = [i for i in ids if rng.random() > 0.2]  # some removed
+        for _ in range(rng.randrange(4)):  # some added, anywhere
+            ids.insert(rng.randrange(len(ids) + 1), next_id)
+            next_id += 1
+        state = rng.choice(list(ItemState))
+        presenter.set_items([_item(i, state if rng.random() < 0.5 else None) for i in ids])
+        panel.refresh()
+        assert [i.item_id for i in panel.model.items] == ids
+        shown = [panel.model.data(panel.model.index(r)) for r in range(panel.model.rowCount())]
+        assert shown == [describe(i) for i in presenter.items]
+        if selected in ids:
+            assert panel.selected() is not None
+            assert panel.selected().item_id == selected  # type: ignore[union-attr]
+    assert resets == []
+
+
+def test_changes_are_drawn_together_within_a_frame(qtbot: Any) -> None:
+    presenter = _StubPresenter([_item(n) for n in range(20)])
+    panel = QueuePanel(presenter)  # type: ignore[arg-type]
+    qtbot.addWidget(panel)
+    redrawn: list[tuple[int, int]] = []
+    panel.model.dataChanged.connect(lambda a, b: redrawn.append((a.row(), b.row())))
+    for n in range(5):
+        presenter.change(_item(n, ItemState.SENDING))
+        presenter.change(_item(n, ItemState.SENT))
+    assert redrawn == []  # noted, not drawn yet
+    assert panel._refresh_timer.interval() == FRAME_MS
+    qtbot.waitUntil(lambda: len(redrawn) == 5, timeout=2000)
+    assert sorted(redrawn) == [(n, n) for n in range(5)]  # each changed row once
+    assert all("[sent]" in panel.model.data(panel.model.index(n)) for n in range(5))
+    assert panel.summary.text().startswith("15 waiting · 5 with the avatar")
+
+
+def test_a_line_changing_state_repaints_its_row_and_not_the_window(qtbot: Any) -> None:
+    """The list used to lay itself out and repaint whole on every changed line, and the count
+    under it asked the window for a new layout each time it changed."""
+    presenter = _StubPresenter([_item(n) for n in range(30)])
+    panel = QueuePanel(presenter)  # type: ignore[arg-type]
+    qtbot.addWidget(panel)
+    panel.resize(420, 600)
+    panel.show()
+    qtbot.waitExposed(panel)
+    painted: list[QRect] = []
+    layouts: list[int] = []
+
+    class Spy(QObject):
+        def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+            if event.type() == QEvent.Type.Paint and watched is panel.list.viewport():
+                painted.append(event.region().boundingRect())  # type: ignore[attr-defined]
+            if event.type() == QEvent.Type.LayoutRequest:
+                layouts.append(1)
+            return False
+
+    spy = Spy()
+    panel.list.viewport().installEventFilter(spy)
+    panel.installEventFilter(spy)
+    qtbot.wait(50)  # the first paints go by
+    painted.clear()
+    layouts.clear()
+    row_height = panel.list.visualRect(panel.model.index(3)).height()
+    for state in (ItemState.SENDING, ItemState.SENT, ItemState.SPEAKING, ItemState.SPOKEN):
+        presenter.change(_item(3, state))
+        panel.refresh()
+        qtbot.waitUntil(lambda: bool(painted), timeout=2000)
+        assert all(rect.height() <= row_height for rect in painted), painted
+        painted.clear()
+    assert panel.summary.text().startswith("29 waiting")
+    assert layouts == []
+
+
 def test_lines_a_dead_session_cut_off_are_offered_once_and_said_again_ahead(
     panel: QueuePanel, queue_rig: QueueRig, qloop: qasync.QEventLoop
 ) -> None:
@@ -148,7 +302,7 @@ def test_the_look_ahead_timer_runs_on_the_apps_qt_loop(
     from avaturn_desktop.services import speech_queue
 
     monkeypatch.setattr(speech_queue, "LOOKAHEAD_GRACE_S", 0.3)
-    monkeypatch.setattr(speech_queue, "SLOWEST_CHARS_PER_S", 1e9)
+    monkeypatch.setattr(speech_queue, "LOOKAHEAD_SLACK", 0.0)
     queue = queue_rig.queue
     queue.lookahead = 2
     queue_rig.controller.go_live()

@@ -42,6 +42,7 @@ from avaturn_desktop.core import catalog
 from avaturn_desktop.core.tasks import QuestionState
 from avaturn_desktop.services.answers import AnswerView
 from avaturn_desktop.services.speech import Batch, BatchOutcome
+from avaturn_desktop.ui.status_text import StatusText
 
 if TYPE_CHECKING:
     from avaturn_desktop.ui.speaking import QueuePresenter
@@ -116,9 +117,11 @@ class ComposerPanel(QWidget):
         self._history: list[str] = []
         self._history_pos = 0
         self._draft = ""
-        #: The text on its way (the speaker tracks its sentences).
+        #: The texts on their way (the speaker tracks their sentences), oldest first, each with
+        #: its unsubscribe; the newest is the one the status line speaks of.
+        self._batches: dict[Batch, Callable[[], None]] = {}
         self._batch: Batch | None = None
-        self._unsubscribe_batch: Callable[[], None] | None = None
+        #: The text last put back in the box, marked (an edit of it clears the mark).
         self._batch_text = ""
         self._busy = False
         #: Ask mode: the question asked last from here (its answer is shown in the status).
@@ -128,11 +131,11 @@ class ComposerPanel(QWidget):
         self.editor.setObjectName("composer.editor")
         self.editor.setPlaceholderText(ECHO_HINT)
         self.editor.setTabChangesFocus(True)
-        self.count_label = QLabel()
+        # Both change with each text typed and sent: text that never relays the window out.
+        self.count_label = StatusText(chars=30, align=Qt.AlignmentFlag.AlignRight)
         self.count_label.setObjectName("composer.count")
-        self.status_label = QLabel()
+        self.status_label = StatusText(lines=2, chars=40)
         self.status_label.setObjectName("composer.status")
-        self.status_label.setWordWrap(True)
 
         self.echo_button = QPushButton("Echo")
         self.echo_button.setObjectName("composer.echo")
@@ -233,8 +236,9 @@ class ComposerPanel(QWidget):
 
     @property
     def pending(self) -> bool:
-        """Text is on its way (the box is read-only until the service took all of it)."""
-        return self._batch is not None or self._busy
+        """Text is on its way: queued and not yet all taken by the service (the box stays
+        free for the next line), or Speak now / Ask is being handed over (the box waits)."""
+        return bool(self._batches) or self._busy
 
     def _set_status(self, text: str) -> None:
         self.status_label.setText(text)
@@ -273,7 +277,7 @@ class ComposerPanel(QWidget):
         sentences = len(self._presenter.chunks(text)) if text.strip() else 0
         plural = "" if sentences == 1 else "s"
         self.count_label.setText(f"{len(text)} characters · {sentences} sentence{plural}")
-        if self.failed and not self.pending and text != self._batch_text:
+        if self.failed and text != self._batch_text:
             self._mark_failed(False)
 
     def settings_changed(self) -> None:
@@ -285,8 +289,8 @@ class ComposerPanel(QWidget):
     # -- sending -----------------------------------------------------------------------------
 
     def _take_text(self) -> str | None:
-        if self.pending:
-            self._set_status("The last text is still on its way; wait for the service.")
+        if self._busy:
+            self._set_status("The last text is still being handed over; a moment.")
             return None
         return self.editor.toPlainText()
 
@@ -393,47 +397,56 @@ class ComposerPanel(QWidget):
                 self.focus_editor()
 
     def _track(self, batch: Batch) -> None:
+        """The text is in the queue now (where it can still be moved or removed): the box is
+        free for the next line. Should the text not be sent after all, what was not sent
+        comes back here, marked."""
+        self._lock(False)
         self._batch = batch
-        self._batch_text = batch.text
         self._mark_failed(False)
-        self._lock(True)
-        self._unsubscribe_batch = batch.subscribe(self._show_batch)
+        self._remember(batch.text)
+        if self.editor.toPlainText() == batch.text:
+            self.editor.setPlainText("")
+        self._batches[batch] = batch.subscribe(self._show_batch)
         self._show_batch(batch)
 
     def _show_batch(self, batch: Batch) -> None:
-        if batch is not self._batch:
-            return
+        # the status speaks of the newest text, unless something came back to the box
+        latest = batch is self._batch and not self.failed
+        if batch.outcome is not BatchOutcome.PENDING:
+            unsubscribe = self._batches.pop(batch, None)
+            if unsubscribe is not None:
+                unsubscribe()
         if batch.outcome is BatchOutcome.TAKEN:
-            self._release()
-            self._remember(batch.text)
-            self.editor.setPlainText("")
-            n = len(batch.items)
-            self._set_status(f"Sent ({n} sentence{'' if n == 1 else 's'}).")
+            if latest:
+                n = len(batch.items)
+                self._set_status(f"Sent ({n} sentence{'' if n == 1 else 's'}).")
         elif batch.outcome is BatchOutcome.GIVEN_BACK:
-            self._release()
-            self._batch_text = batch.unsent_text
-            self.editor.setPlainText(batch.unsent_text)
-            self._mark_failed(True)
-            sent = batch.sent_count
-            done = f" {sent} sentence(s) before it were sent." if sent else ""
+            self._give_back(batch)
+        elif latest and batch.held:
             self._set_status(
-                f"Not sent: {batch.reason}.{done} The rest is kept here; send it again."
+                "Held in the queue: no session is live. It is sent when one is (remove it "
+                "from the queue to drop it)."
             )
-            self.focus_editor()
-        elif batch.held:
+        elif latest:
+            waiting = sum(1 for item in batch.items if not item.ever_sent)
             self._set_status(
-                "Held: no session is live. It is sent when one is (remove it from the queue "
-                "to edit it)."
+                f"In the queue ({waiting} sentence{'' if waiting == 1 else 's'} still to send)."
+                if waiting
+                else "Sending…"
             )
-        else:
-            self._set_status("Sending…")
 
-    def _release(self) -> None:
-        if self._unsubscribe_batch is not None:
-            self._unsubscribe_batch()
-            self._unsubscribe_batch = None
-        self._batch = None
-        self._lock(False)
+    def _give_back(self, batch: Batch) -> None:
+        """What was not sent of ``batch`` goes back in the box, marked, above anything typed
+        since (nothing is lost, and nothing typed is overwritten)."""
+        typed = self.editor.toPlainText()
+        unsent = batch.unsent_text
+        self._batch_text = unsent if not typed.strip() else f"{unsent}\n{typed}"
+        self.editor.setPlainText(self._batch_text)
+        self._mark_failed(True)
+        sent = batch.sent_count
+        done = f" {sent} sentence(s) before it were sent." if sent else ""
+        self._set_status(f"Not sent: {batch.reason}.{done} The rest is back here; send it again.")
+        self.focus_editor()
 
     # -- history -----------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from avaturn_desktop.core.script import SCRIPT_SUFFIXES
 from avaturn_desktop.services.cues import CueState, CueView
+from avaturn_desktop.ui.status_text import StatusText
 
 if TYPE_CHECKING:
     from avaturn_desktop.ui.show import CuePresenter
@@ -130,6 +131,13 @@ class CueModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and column in (COL_NUMBER, COL_TIME):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
         return None
+
+    def multiData(self, index: _Index, roleDataSpan: Any) -> None:
+        """Every role a cell is painted with, in one call into Python instead of one a role."""
+        for role_data in roleDataSpan:
+            value = self.data(index, role_data.role())
+            if value is not None:
+                role_data.setData(value)
 
     @staticmethod
     def _display(cue: CueView, column: int) -> str:
@@ -299,10 +307,10 @@ class CuePanel(QWidget):
         self.open_button = QPushButton("Open…")
         self.save_button = QPushButton("Save")
         self.reload_button = QPushButton("Reload")
-        self.standby_label = QLabel()
+        # changes with every GO: text that never lays the window out again
+        self.standby_label = StatusText(lines=2, chars=40, rich=True)
         self.standby_label.setObjectName("cues.standby")
-        self.standby_label.setWordWrap(True)
-        self.clock_label = QLabel()
+        self.clock_label = StatusText(chars=44)  # ticks every second: no relayout
         self.clock_label.setObjectName("cues.clock")
         self.file_label = QLabel()
         self.file_label.setObjectName("cues.file")

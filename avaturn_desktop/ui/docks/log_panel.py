@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtCore import QItemSelectionModel, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -30,10 +30,12 @@ from PySide6.QtWidgets import (
 from avaturn_desktop.core.paths import data_dir
 from avaturn_desktop.core.tasks import TaskState
 from avaturn_desktop.ui.log_model import Column, LogModel
+from avaturn_desktop.ui.status_text import StatusText
 
 log = logging.getLogger("avaturn.ui")
 
 SEARCH_DELAY_MS: Final = 250
+SESSIONS_CHECK_MS: Final = 1000
 FORMATS: Final = (("csv", "CSV"), ("jsonl", "JSONL"), ("srt", "SRT subtitles"))
 #: ``(path, format, session_id or None) -> rows written``
 Exporter = Callable[[Path, str, str | None], int]
@@ -61,6 +63,20 @@ _COLUMN_WIDTHS = {
     Column.LATENCY: 85,
     Column.DURATION: 85,
 }
+
+
+class RowNumbers(QHeaderView):
+    """The row numbers beside the log, as wide as the largest number. Qt sizes a header by
+    asking the model for the header data of up to two hundred sections, each a call into
+    Python, after every insertion: the width comes from the row count instead."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(Qt.Orientation.Vertical, parent)
+
+    def sizeHint(self) -> QSize:
+        digits = len(str(max(1, self.count())))
+        width = self.fontMetrics().horizontalAdvance("0" * digits) + 12
+        return QSize(width, self.defaultSectionSize())
 
 
 class LogPanel(QWidget):
@@ -105,6 +121,7 @@ class LogPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
+        self.table.setVerticalHeader(RowNumbers(self.table))
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         header = self.table.horizontalHeader()
@@ -117,7 +134,7 @@ class LogPanel(QWidget):
         self.copy_shortcut = QShortcut(QKeySequence.StandardKey.Copy, self.table)
         self.copy_shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
 
-        self.count_label = QLabel()
+        self.count_label = StatusText()  # changes with each row: never relays the window out
         self.count_label.setObjectName("log.count")
         self.copy_button = QPushButton("Copy")
         self.copy_button.setToolTip("Copy the selected rows (Ctrl+C)")
@@ -159,12 +176,9 @@ class LogPanel(QWidget):
         self._follow_end = True
         self._sessions_timer = QTimer(self)
         self._sessions_timer.setSingleShot(True)
-        self._sessions_timer.setInterval(0)
+        self._sessions_timer.setInterval(SESSIONS_CHECK_MS)
         self._sessions_timer.timeout.connect(self._check_sessions)
-        self._follow_timer = QTimer(self)
-        self._follow_timer.setSingleShot(True)
-        self._follow_timer.setInterval(50)
-        self._follow_timer.timeout.connect(self._follow_inserted)
+        model.rowsAboutToBeInserted.connect(self._before_rows_inserted)
         model.rowsInserted.connect(self._on_rows_inserted)
         model.rowsRemoved.connect(self._update_count)
         self._update_count()
@@ -186,10 +200,16 @@ class LogPanel(QWidget):
             self.session_combo.blockSignals(False)
 
     def row_written(self, row_id: int, new: bool) -> None:
-        """A row was added: a session not in the filter yet gets its entry (checked once per
-        burst of writes, not per row)."""
+        """A row was added: a session not in the filter yet gets its entry (checked at most
+        once a second while rows are added: the check reads the sessions from SQLite, and a
+        script fired cue by cue adds rows dozens of times a second)."""
         if new and not self._sessions_timer.isActive():
             self._sessions_timer.start()
+
+    def close_panel(self) -> None:
+        """The app is closing: no more looks at the store (it closes after the window)."""
+        self._sessions_timer.stop()
+        self._search_timer.stop()
 
     def _check_sessions(self) -> None:
         shown = {self.session_combo.itemData(i) for i in range(self.session_combo.count())}
@@ -206,15 +226,14 @@ class LogPanel(QWidget):
             search=self.search.text().strip(),
         )
 
-    def _on_rows_inserted(self) -> None:
-        # Rows arrive in bursts (a pasted script is hundreds of them): follow the end once per
-        # burst, not once per row (scrolling lays out every column each time).
-        if not self._follow_timer.isActive():
-            bar = self.table.verticalScrollBar()
-            self._follow_end = bar.value() >= bar.maximum() - 2
-            self._follow_timer.start()
+    def _before_rows_inserted(self) -> None:
+        bar = self.table.verticalScrollBar()
+        self._follow_end = bar.value() >= bar.maximum() - 2
 
-    def _follow_inserted(self) -> None:
+    def _on_rows_inserted(self) -> None:
+        # The model shows written rows a frame at a time, so this runs at most a few times a
+        # frame: following the end right away makes the insertion and the scroll one repaint
+        # of the table, where a later scroll repainted it whole a second time.
         self._update_count()
         if self._follow_end:
             self.table.scrollToBottom()

@@ -42,7 +42,6 @@ from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from avaturn_desktop.core.queue import ChangeKind, QueueChange
-from avaturn_desktop.core.tasks import TaskState
 from avaturn_desktop.services.connect_phases import PHASE_LABELS, PHASES, ConnectPhases
 from avaturn_desktop.services.latency import percentile
 from avaturn_desktop.services.runtime import AvatarSlot, Runtime
@@ -87,8 +86,12 @@ class MetricsPanel(QWidget):
         self.setObjectName("metrics_panel")
         self._runtime = runtime
         self._started = time.time()
-        #: voice id -> latencies (ms) of this run, and the points not drawn yet.
-        self.latencies: dict[str, list[float]] = {}
+        #: voice id -> latencies (ms) of this run (see :attr:`latencies`), and the points not
+        #: drawn yet.
+        self._latencies: dict[str, list[float]] = {}
+        #: log rows written since they were last read (each line's row changes four or five
+        #: times: one read of all of them a second, not a query on the GUI thread per change)
+        self._rows_pending: set[int] = set()
         self._pending: dict[str, list[QPointF]] = {}
         self._points: dict[str, list[QPointF]] = {}
         self._started_rows: set[int] = set()
@@ -181,36 +184,10 @@ class MetricsPanel(QWidget):
     # -- sources ---------------------------------------------------------------------------
 
     def watch(self, slot: AvatarSlot) -> None:
-        store = self._runtime.store
-
         def on_row(row_id: int, new: bool) -> None:
-            if new or row_id in self._ended_rows:
-                return
-            try:
-                record = store.get(row_id)
-            except KeyError:
-                return
-            if record.is_terminal:
-                self._ended_rows.add(row_id)
-                if record.started_at is not None and record.ended_at is not None:
-                    self._last_end[record.session_id] = record.ended_at
-                return
-            started, sent = record.started_at, record.sent_at
-            if row_id in self._started_rows:
-                return
-            if record.state is not TaskState.SPEAKING or started is None or sent is None:
-                return
-            self._started_rows.add(row_id)
-            free = sent
-            before = self._last_end.get(record.session_id)
-            if before is not None:
-                free = max(sent, min(before, started))
-            latency = max(0.0, (started - free) * 1000.0)
-            voice = record.voice_id or ""
-            self.latencies.setdefault(voice, []).append(latency)
-            point = QPointF(started - self._started, latency)
-            self._pending.setdefault(voice, []).append(point)
-            self._dirty = True
+            # read later, with the others written meanwhile, in one query (see _take_rows)
+            if not new and row_id not in self._ended_rows:
+                self._rows_pending.add(row_id)
 
         self._unsubscribe.append(slot.queue.subscribe_rows(on_row))
         # the queue's depth, counted change by change (reading the queue each second would
@@ -239,6 +216,48 @@ class MetricsPanel(QWidget):
         self.depth_series[slot.index] = series
         self._dirty = True
 
+    @property
+    def latencies(self) -> dict[str, list[float]]:
+        """voice id -> the start latencies (ms) of this run's lines, up to date."""
+        self._take_rows()
+        return self._latencies
+
+    def _take_rows(self) -> None:
+        """Read the rows written since the last time (one query) and take the lines that
+        started, in the order they started, and those that ended."""
+        if not self._rows_pending:
+            return
+        ids, self._rows_pending = sorted(self._rows_pending), set()
+        try:
+            records = self._runtime.store.get_many(ids)
+        except KeyError:  # a row went away meanwhile: read the rest one by one
+            records = []
+            for row_id in ids:
+                with contextlib.suppress(KeyError):
+                    records.append(self._runtime.store.get(row_id))
+        never = float("inf")
+        records.sort(key=lambda r: (r.started_at or never, r.row_id))
+        for record in records:
+            row_id = record.row_id
+            started, sent = record.started_at, record.sent_at
+            if row_id not in self._started_rows and started is not None and sent is not None:
+                self._started_rows.add(row_id)
+                free = sent
+                before = self._last_end.get(record.session_id)
+                if before is not None:
+                    free = max(sent, min(before, started))
+                latency = max(0.0, (started - free) * 1000.0)
+                voice = record.voice_id or ""
+                self._latencies.setdefault(voice, []).append(latency)
+                point = QPointF(started - self._started, latency)
+                self._pending.setdefault(voice, []).append(point)
+                self._dirty = True
+            if record.is_terminal:
+                self._ended_rows.add(row_id)
+                self._started_rows.discard(row_id)
+                if started is not None and record.ended_at is not None:
+                    self._last_end[record.session_id] = record.ended_at
+
     def _on_connect(self, phases: ConnectPhases) -> None:
         threshold = self._runtime.settings.value.slow_connect_s
         total = phases.total_s
@@ -256,6 +275,7 @@ class MetricsPanel(QWidget):
     # -- drawing ---------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        self._take_rows()
         now = time.time() - self._started
         for index, samples in self._depth.items():
             samples.append((now, len(self._open.get(index, ()))))
@@ -293,15 +313,15 @@ class MetricsPanel(QWidget):
             # one replace, not an append per point: QtCharts relays the series out per call
             series.replace(shown)
         self._pending = {}
-        top = max((max(values) for values in self.latencies.values() if values), default=0.0)
+        top = max((max(values) for values in self._latencies.values() if values), default=0.0)
         _set_range(self.latency_axis_y, _ceil_to(top * 1.1, 100.0))
         _set_range(self.latency_axis_x, _ceil_to(time.time() - self._started, 60.0))
 
     def _draw_voices(self) -> None:
-        voices = [v for v, values in self.latencies.items() if values]
+        voices = [v for v, values in self._latencies.items() if values]
         names = [self._runtime.voices.name_of(v) or "(none)" for v in voices]
-        p50 = [percentile(self.latencies[v], 50) or 0.0 for v in voices]
-        p95 = [percentile(self.latencies[v], 95) or 0.0 for v in voices]
+        p50 = [percentile(self._latencies[v], 50) or 0.0 for v in voices]
+        p95 = [percentile(self._latencies[v], 95) or 0.0 for v in voices]
         if self.voice_axis_x.categories() != names:
             self.voice_axis_x.clear()
             self.voice_axis_x.append(names)
@@ -343,6 +363,7 @@ class MetricsPanel(QWidget):
 
     def close_panel(self) -> None:
         self._timer.stop()
+        self._rows_pending.clear()  # the store closes after the window: nothing more is read
         for unsubscribe in self._unsubscribe:
             with contextlib.suppress(ValueError):
                 unsubscribe()

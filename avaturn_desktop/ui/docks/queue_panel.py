@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
 from PySide6.QtCore import (
@@ -25,15 +26,18 @@ from PySide6.QtGui import QBrush, QColor, QKeyEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
-    QListView,
     QMessageBox,
     QPushButton,
+    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from avaturn_desktop.core.queue import ChangeKind, ItemState, QueueChange, QueueItem
+from avaturn_desktop.ui.frames import frame_timer
+from avaturn_desktop.ui.status_text import StatusText
 
 if TYPE_CHECKING:
     from avaturn_desktop.ui.speaking import QueuePresenter
@@ -85,34 +89,47 @@ class RetryUnclearDialog:
 
 
 class QueueModel(QAbstractListModel):
-    """The queue's items as rows. A changed item is redrawn in place (O(1)); additions,
-    removals and moves are gathered and applied in one reset at most every ``REFRESH_MS``, so a
-    thousand queued lines cost one layout, not a thousand. (Items are kept here, not in Qt item
-    data: PySide6 6.12's ``QListWidgetItem.setData`` leaks a reference to None per call.)"""
+    """The queue's items as rows, kept in step with the queue's changes a frame at a time.
 
-    REFRESH_MS: Final = 40
+    Changes are only noted as they come (:meth:`note`, O(1)); :meth:`flush` shows them, at
+    most once a frame: a changed item redraws its own row, and items added, removed or moved
+    become row insertions, removals or one layout change. Nothing resets the model, so a
+    thousand queued lines are one insertion and a line changing state repaints one row, never
+    the whole list. (Items are kept here, not in Qt item data: PySide6 6.12's
+    ``QListWidgetItem.setData`` leaks a reference to None per call.)"""
 
     def __init__(self, presenter: QueuePresenter, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._presenter = presenter
         self._items: list[QueueItem] = list(presenter.items)
-        self._rows: dict[int, int] = {item.item_id: row for row, item in enumerate(self._items)}
+        self._rows: dict[int, int] = {}
+        self._reindex()
+        #: item id -> its latest snapshot, changed since the last flush
+        self._changed: dict[int, QueueItem] = {}
+        #: items were added, removed or moved since the last flush
+        self._structure = False
+        self._waits = {item.item_id for item in self._items if item.retry_at is not None}
+        #: how many items are in each state (kept change by change, for the summary)
+        self.counts: Counter[ItemState] = Counter(item.state for item in self._items)
+        #: how many items wait set aside by a Stop
+        self.aside = sum(1 for item in self._items if item.set_aside)
 
     def rowCount(self, parent: _Index = _ROOT) -> int:
         return 0 if parent.isValid() else len(self._items)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self._items):
-            return None
-        item = self._items[index.row()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return describe(item)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return item.text
-        if role == Qt.ItemDataRole.ForegroundRole:
-            colour = _COLOURS.get(item.state)
-            return QBrush(colour) if colour is not None else None
-        return None
+        item = self.item_at(index.row())
+        return None if item is None else _value(item, int(role))
+
+    def multiData(self, index: _Index, roleDataSpan: Any) -> None:
+        """Every role a row is painted with, in one call into Python instead of one a role."""
+        item = self.item_at(index.row())
+        if item is None:
+            return
+        for role_data in roleDataSpan:
+            value = _value(item, role_data.role())
+            if value is not None:
+                role_data.setData(value)
 
     def item_at(self, row: int) -> QueueItem | None:
         return self._items[row] if 0 <= row < len(self._items) else None
@@ -120,32 +137,168 @@ class QueueModel(QAbstractListModel):
     def row_of(self, item_id: int) -> int | None:
         return self._rows.get(item_id)
 
-    def redraw_waits(self) -> bool:
-        """Redraw the items counting down after a 429; False when none is."""
-        rows = [row for row, item in enumerate(self._items) if item.retry_at is not None]
-        for row in rows:
+    @property
+    def items(self) -> list[QueueItem]:
+        """The items as shown (read-only)."""
+        return self._items
+
+    @property
+    def pending(self) -> bool:
+        """Changes noted and not shown yet."""
+        return self._structure or bool(self._changed)
+
+    def note(self, change: QueueChange) -> None:
+        """Remember a change of the queue, to show at the next :meth:`flush`."""
+        item = change.item
+        if change.kind in (ChangeKind.ADDED, ChangeKind.REMOVED, ChangeKind.MOVED):
+            self._structure = True
+        if item is None or change.kind is ChangeKind.REMOVED:
+            return
+        if item.item_id not in self._rows:
+            self._structure = True  # not shown yet (added since the last flush)
+        self._changed[item.item_id] = item
+
+    def flush(self) -> set[int]:
+        """Show the changes noted since the last flush; the ids of the items redrawn."""
+        if self._structure:
+            self._structure = False
+            changed, self._changed = self._changed, {}
+            return self._sync(self._presenter.items, set(changed))
+        changed, self._changed = self._changed, {}
+        redrawn: set[int] = set()
+        for item_id, item in changed.items():
+            row = self._rows.get(item_id)
+            if row is None:
+                continue
+            old = self._items[row]
+            self.counts[old.state] -= 1
+            self.counts[item.state] += 1
+            self.aside += int(item.set_aside) - int(old.set_aside)
+            self._items[row] = item
+            self._track_wait(item)
+            redrawn.add(item_id)
             index = self.index(row)
             self.dataChanged.emit(index, index)
-        return bool(rows)
+        return redrawn
 
-    def update_item(self, item: QueueItem) -> bool:
-        """Redraw one known item in place; False when it is not shown (yet)."""
-        row = self._rows.get(item.item_id)
-        if row is None:
-            return False
-        self._items[row] = item
-        index = self.index(row)
-        self.dataChanged.emit(index, index)
-        return True
+    def _sync(self, items: tuple[QueueItem, ...], changed: set[int]) -> set[int]:
+        """Become ``items`` by removing, inserting and (rarely) reordering rows; the rows of
+        the items in ``changed`` (noted as changed) are redrawn."""
+        wanted = {item.item_id for item in items}
+        gone = [row for row, item in enumerate(self._items) if item.item_id not in wanted]
+        for first, last in reversed(_runs(gone)):
+            self.beginRemoveRows(_ROOT, first, last)
+            del self._items[first : last + 1]
+            self.endRemoveRows()
+        kept = [item.item_id for item in self._items]
+        known = set(kept)
+        if [item.item_id for item in items if item.item_id in known] != kept:
+            self._reorder(items, known)
+        else:
+            row = 0
+            pos = 0
+            while pos < len(items):
+                if items[pos].item_id in known:
+                    row += 1
+                    pos += 1
+                    continue
+                end = pos
+                while end < len(items) and items[end].item_id not in known:
+                    end += 1
+                self.beginInsertRows(_ROOT, row, row + end - pos - 1)
+                self._items[row:row] = items[pos:end]
+                self.endInsertRows()
+                row += end - pos
+                pos = end
+        self._items = list(items)
+        self._reindex()
+        redrawn: set[int] = set()
+        for item_id in changed:
+            at = self._rows.get(item_id)
+            if at is not None:
+                redrawn.add(item_id)
+                index = self.index(at)
+                self.dataChanged.emit(index, index)
+        self._waits = {item.item_id for item in items if item.retry_at is not None}
+        self.counts = Counter(item.state for item in items)
+        self.aside = sum(1 for item in items if item.set_aside)
+        return redrawn
 
-    def reload(self) -> None:
-        self.beginResetModel()
-        self._items = list(self._presenter.items)
+    def _reorder(self, items: tuple[QueueItem, ...], known: set[int]) -> None:
+        """Items moved (a person reordered them): one layout change, the selection kept."""
+        self.layoutAboutToBeChanged.emit()
+        persistent = self.persistentIndexList()
+        ids = [self._items[index.row()].item_id for index in persistent]
+        # new items first go where they belong, then every row is where the queue has it
+        self._items = [item for item in items if item.item_id in known]
+        self._reindex()
+        self.changePersistentIndexList(
+            persistent, [self.index(self._rows[item_id]) for item_id in ids]
+        )
+        self.layoutChanged.emit()
+        for pos, item in enumerate(items):
+            if item.item_id not in known:
+                self.beginInsertRows(_ROOT, pos, pos)
+                self._items.insert(pos, item)
+                self.endInsertRows()
+
+    def _reindex(self) -> None:
         self._rows = {item.item_id: row for row, item in enumerate(self._items)}
-        self.endResetModel()
+
+    def _track_wait(self, item: QueueItem) -> None:
+        if item.retry_at is None:
+            self._waits.discard(item.item_id)
+        else:
+            self._waits.add(item.item_id)
+
+    def redraw_waits(self) -> bool:
+        """Redraw the items counting down after a 429; False when none is."""
+        for item_id in self._waits:
+            row = self._rows.get(item_id)
+            if row is not None:
+                index = self.index(row)
+                self.dataChanged.emit(index, index)
+        return bool(self._waits)
 
 
-class QueueList(QListView):
+_DISPLAY: Final = int(Qt.ItemDataRole.DisplayRole)
+_FOREGROUND: Final = int(Qt.ItemDataRole.ForegroundRole)
+_TOOLTIP: Final = int(Qt.ItemDataRole.ToolTipRole)
+
+
+def _value(item: QueueItem, role: int) -> Any:
+    if role == _DISPLAY:
+        return describe(item)
+    if role == _FOREGROUND:
+        colour = _COLOURS.get(item.state)
+        return QBrush(colour) if colour is not None else None
+    if role == _TOOLTIP:
+        return item.text
+    return None
+
+
+def _set_text(label: QLabel, text: str) -> None:
+    """A label's text, set only when it changes (a new text lays the window out again)."""
+    if label.text() != text:
+        label.setText(text)
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Sorted rows as runs of consecutive ones: ``[1, 2, 3, 7]`` -> ``[(1, 3), (7, 7)]``."""
+    runs: list[tuple[int, int]] = []
+    for row in rows:
+        if runs and runs[-1][1] == row - 1:
+            runs[-1] = (runs[-1][0], row)
+        else:
+            runs.append((row, row))
+    return runs
+
+
+class QueueList(QTableView):
+    """The items, one a row, as a one-column table: a ``QListView`` lays out every row again
+    and repaints itself whole on any ``dataChanged`` (its list mode does), so each line
+    changing state redrew the whole list; a table repaints the changed row only."""
+
     remove_requested = Signal()
     move_requested = Signal(int)
 
@@ -169,17 +322,22 @@ class QueuePanel(QWidget):
         super().__init__(parent)
         self.setObjectName("queue_panel")
         self._presenter = presenter
-        self._selected_id: int | None = None
         self.model = QueueModel(presenter, self)
         self.list = QueueList()
         self.list.setObjectName("queue.list")
         self.list.setModel(self.model)
-        self.list.setUniformItemSizes(True)
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.setInterval(QueueModel.REFRESH_MS)
-        self._refresh_timer.timeout.connect(self.refresh)
+        self.list.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.list.setShowGrid(False)
+        self.list.setWordWrap(False)
+        self.list.horizontalHeader().hide()
+        self.list.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        rows = self.list.verticalHeader()
+        rows.hide()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(self.list.fontMetrics().height() + 4)
+        #: Changes are shown at most once a frame (see :meth:`refresh`).
+        self._refresh_timer = frame_timer(self, self.refresh)
         #: Ticks once a second while an item counts down after a 429.
         self._countdown = QTimer(self)
         self._countdown.setInterval(1000)
@@ -189,7 +347,7 @@ class QueuePanel(QWidget):
         self.error_label.setWordWrap(True)
         self.error_label.setStyleSheet("color: #c62828;")
         self.error_label.setVisible(False)
-        self.summary = QLabel()
+        self.summary = StatusText()  # changes with every line: no relayout of the window
         self.summary.setObjectName("queue.summary")
         self.paused_label = QLabel("Stopped: nothing more is sent until you resume.")
         self.paused_label.setStyleSheet("color: #c62828; font-weight: bold;")
@@ -243,7 +401,6 @@ class QueuePanel(QWidget):
         self.list.remove_requested.connect(self.remove_selected)
         self.list.move_requested.connect(self.move_selected)
         self.list.selectionModel().currentChanged.connect(self._update_buttons)
-        self.model.modelReset.connect(self._restore_selection)
         self.remove_button.clicked.connect(self.remove_selected)
         self.up_button.clicked.connect(lambda: self.move_selected(-1))
         self.down_button.clicked.connect(lambda: self.move_selected(1))
@@ -258,51 +415,49 @@ class QueuePanel(QWidget):
     # -- rendering ---------------------------------------------------------------------------
 
     def _on_change(self, change: QueueChange) -> None:
-        item = change.item
         if change.kind is ChangeKind.ERROR:
             self.error_label.setText(change.message or "The speech queue hit an error.")
             self.error_label.setVisible(True)
-        if item is not None and item.retry_at is not None and not self._countdown.isActive():
-            self._countdown.start()
-        if (
-            item is not None
-            and change.kind is ChangeKind.CHANGED
-            and self.model.update_item(item)
-            and item.item_id == self._current_id()
-        ):
-            self._update_buttons()
-        # Structure and counts: gathered, then redrawn once.
+        self.model.note(change)
+        # Shown together within a frame: a burst of changes is one repaint, not one each.
         if not self._refresh_timer.isActive():
             self._refresh_timer.start()
 
     def refresh(self) -> None:
-        """Redraw everything now (changes otherwise arrive gathered, within REFRESH_MS)."""
+        """Show the changes now (they are otherwise gathered and shown once a frame)."""
         self._refresh_timer.stop()
-        self._selected_id = self._current_id()
-        at_bottom = self._at_bottom()
-        self.model.reload()
-        if self._selected_id is None and at_bottom:
+        follow = self._current_id() is None and self._at_bottom()
+        rows = self.model.rowCount()
+        redrawn = self.model.flush()
+        if follow and self.model.rowCount() > rows:
             self.list.scrollToBottom()
         paused = self._presenter.paused
-        aside = sum(1 for item in self.model._items if item.set_aside)
+        aside = self.model.aside
         if paused:
-            self.paused_label.setText("Stopped: nothing more is sent until you resume.")
+            _set_text(self.paused_label, "Stopped: nothing more is sent until you resume.")
         elif aside:
-            self.paused_label.setText(
+            _set_text(
+                self.paused_label,
                 f"Stopped: {aside} waiting {'line was' if aside == 1 else 'lines were'} set "
-                "aside (Resume says them, Remove drops them)."
+                "aside (Resume says them, Remove drops them).",
             )
-        self.paused_label.setVisible(paused or bool(aside))
-        self.resume_button.setVisible(paused or bool(aside))
+        stopped = paused or bool(aside)
+        if self.paused_label.isVisibleTo(self) != stopped:
+            self.paused_label.setVisible(stopped)
+            self.resume_button.setVisible(stopped)
         unfinished = self._presenter.unfinished()
-        self.unfinished_label.setText(
-            f"The session ended before {unfinished} "
-            f"{'line was' if unfinished == 1 else 'lines were'} said to the end."
-        )
-        self.unfinished_label.setVisible(bool(unfinished))
-        self.again_button.setVisible(bool(unfinished))
+        if unfinished:
+            _set_text(
+                self.unfinished_label,
+                f"The session ended before {unfinished} "
+                f"{'line was' if unfinished == 1 else 'lines were'} said to the end.",
+            )
+        if self.unfinished_label.isVisibleTo(self) != bool(unfinished):
+            self.unfinished_label.setVisible(bool(unfinished))
+            self.again_button.setVisible(bool(unfinished))
         self._update_summary()
-        self._update_buttons()
+        if self.model.rowCount() != rows or self._current_id() in redrawn:
+            self._update_buttons()
         self._tick()
 
     def _tick(self) -> None:
@@ -316,20 +471,13 @@ class QueuePanel(QWidget):
         bar = self.list.verticalScrollBar()
         return bar.value() >= bar.maximum() - 2
 
-    def _restore_selection(self) -> None:
-        if self._selected_id is not None:
-            row = self.model.row_of(self._selected_id)
-            if row is not None:
-                self.list.setCurrentIndex(self.model.index(row))
-
     def _update_summary(self) -> None:
-        items = self.model._items
-        waiting = sum(1 for i in items if i.state is ItemState.WAITING)
-        on_service = sum(
-            1 for i in items if i.state in (ItemState.SENDING, ItemState.SENT, ItemState.SPEAKING)
-        )
+        counts = self.model.counts
+        waiting = counts[ItemState.WAITING]
+        on_service = counts[ItemState.SENDING] + counts[ItemState.SENT] + counts[ItemState.SPEAKING]
         where = "" if self._presenter.live else " · no live session"
-        self.summary.setText(f"{waiting} waiting · {on_service} with the avatar{where}")
+        text = f"{waiting} waiting · {on_service} with the avatar{where}"
+        self.summary.setText(text)
 
     def _update_buttons(self) -> None:
         item = self.selected()
@@ -361,7 +509,6 @@ class QueuePanel(QWidget):
         if item is not None and item.editable:
             row = self.list.currentIndex().row()
             self._presenter.remove(item.item_id)
-            self._selected_id = None
             self.refresh()
             self._select_row(min(row, self.model.rowCount() - 1))
 

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from avaturn_desktop.core import catalog, models
 from avaturn_desktop.core.session_state import SessionSnapshot, SessionState
 from avaturn_desktop.core.settings import SessionDefaults
+from avaturn_desktop.ui.status_text import StatusText
 
 #: Colours of the state badge: calm when idle, green when live, red when failed.
 STATE_STYLE = {
@@ -162,10 +163,12 @@ class SessionPanel(QWidget):
         id_row = QHBoxLayout()
         id_row.addWidget(self.session_id)
         id_row.addWidget(copy)
-        self.elapsed = QLabel("–")
+        # Both tick every second: text that never relays the window out.
+        self.elapsed = StatusText("–", chars=10)
         self.elapsed.setObjectName("elapsed")
-        self.time_left = QLabel("–")
+        self.time_left = StatusText("–", chars=10)
         self.time_left.setObjectName("time_left")
+        self._warned = False
         self.notice = QLabel()
         self.notice.setObjectName("notice")
         self.notice.setWordWrap(True)
@@ -296,7 +299,9 @@ class SessionPanel(QWidget):
         left = snap.time_left(now) if snap.state.busy else None
         self.time_left.setText(format_duration(left))
         warn = left is not None and left <= self._warn_before_end_s
-        self.time_left.setStyleSheet("color: #b91c1c; font-weight: bold;" if warn else "")
+        if warn != self._warned:  # a style sheet set again polishes the widget again
+            self._warned = warn
+            self.time_left.setStyleSheet("color: #b91c1c; font-weight: bold;" if warn else "")
         if warn and snap.state is SessionState.LIVE:
             self.notice.setText(f"The session ends in {format_duration(left)} (max duration).")
 

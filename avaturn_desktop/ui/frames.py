@@ -1,0 +1,39 @@
+"""One redraw a frame: what the panels use to gather changes before they draw them.
+
+The services report every change as it happens (a line changing state, a log row written, a
+cue played), often dozens in one frame while a script streams. A panel that redrew on each
+would repaint its view dozens of times a frame, and those repaints, not the changes, are what
+stall the GUI loop. So a panel notes what changed, starts its frame timer, and draws once when
+it fires: every change still shows within a frame, and a burst costs one repaint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtWidgets import QWidget
+
+#: One frame at 60 Hz.
+FRAME_MS: Final = 16
+
+
+def frame_timer(parent: QObject, draw: Callable[[], None], interval_ms: int = FRAME_MS) -> QTimer:
+    """A single-shot timer that calls ``draw`` ``interval_ms`` after it is started; start it
+    only when it is not active (``if not t.isActive(): t.start()``), so a burst of changes
+    is drawn once, a frame after the first of them."""
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setTimerType(Qt.TimerType.CoarseTimer)
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(draw)
+    return timer
+
+
+def opaque(widget: QWidget) -> QWidget:
+    """``widget``, set to fill its own background: a dock's content that does, spares the dock
+    a repaint of its title bar (Fusion looks its buttons' icons up each time) under every
+    change of a line, a count or a clock inside it."""
+    widget.setAutoFillBackground(True)
+    return widget

@@ -1,0 +1,90 @@
+"""The metrics panel's start latencies: the log rows its lines write are read together, once a
+second (or when the figures are read), never a query on the GUI thread per row change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from avaturn_desktop.core.tasks import TaskRoute
+from avaturn_desktop.services.tasklog import TaskLogStore
+from avaturn_desktop.ui.docks.metrics_panel import MetricsPanel
+
+
+class _CountingStore:
+    """The real store, counting the reads the panel makes."""
+
+    def __init__(self, store: TaskLogStore) -> None:
+        self._store = store
+        self.reads = 0
+
+    def get(self, row_id: int) -> Any:
+        self.reads += 1
+        return self._store.get(row_id)
+
+    def get_many(self, row_ids: Any) -> Any:
+        self.reads += 1
+        return self._store.get_many(row_ids)
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.items: tuple[Any, ...] = ()
+        self.row_listeners: list[Callable[[int, bool], None]] = []
+
+    def subscribe(self, listener: Any) -> Callable[[], None]:
+        return lambda: None
+
+    def subscribe_rows(self, listener: Callable[[int, bool], None]) -> Callable[[], None]:
+        self.row_listeners.append(listener)
+        return lambda: self.row_listeners.remove(listener)
+
+    def written(self, row_id: int, new: bool = False) -> None:
+        for listener in self.row_listeners:
+            listener(row_id, new)
+
+
+def test_lines_are_read_together_and_each_latency_counts_from_when_the_avatar_was_free(
+    tmp_path: Path, qtbot: Any
+) -> None:
+    store = TaskLogStore(tmp_path / "log.sqlite3")
+    counting = _CountingStore(store)
+    queue = _Queue()
+    slot = SimpleNamespace(
+        index=0,
+        label="Avatar 1",
+        queue=queue,
+        connect=SimpleNamespace(subscribe=lambda listener: lambda: None, history=[]),
+    )
+    runtime = SimpleNamespace(
+        slots=[slot],
+        store=counting,
+        subscribe_slots=lambda listener: lambda: None,
+        settings=SimpleNamespace(value=SimpleNamespace(slow_connect_s=5.0)),
+        voices=SimpleNamespace(name_of=lambda voice_id: voice_id),
+    )
+    panel = MetricsPanel(runtime)  # type: ignore[arg-type]
+    qtbot.addWidget(panel)
+    t = 1000.0
+    rows = []
+    for n in range(3):  # three lines queued back to back, each started 50 ms after it could
+        record = store.add(session_id="s1", text=f"Line {n}.", voice_id="v1", route=TaskRoute.REST)
+        queue.written(record.row_id, True)
+        rows.append(record.row_id)
+    for n, row_id in enumerate(rows):
+        store.mark_sent(row_id, at=t)
+        queue.written(row_id)
+        start = t + 0.05 + n * 1.0
+        store.mark_speaking(row_id, at=start)
+        queue.written(row_id)
+        store.mark_spoken(row_id, at=start + 0.95)
+        queue.written(row_id)
+    assert counting.reads == 0  # nothing read per change
+    latencies = panel.latencies
+    assert counting.reads == 1  # all of them in one query
+    assert [round(v) for v in latencies["v1"]] == [50, 50, 50]
+    assert panel.latencies is latencies and counting.reads == 1  # nothing new: no query
+    panel.close_panel()
+    store.close()
