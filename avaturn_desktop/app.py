@@ -84,37 +84,17 @@ def main(args: argparse.Namespace) -> int:
     if not lock.acquire():
         return _second_start(data, lock)
     try:
-        return _main_locked(args, started, data)
+        return _main_staged(args, started, data)
     finally:
         lock.release()
 
 
-def _main_locked(args: argparse.Namespace, started: float, data: Path) -> int:
-    # Stage 0: the built-in simulator, when this run will very probably use it (see
-    # ``prestart``): its half second of start-up then runs beside Qt's, on the other core.
-    from avaturn_desktop import prestart
-    from avaturn_desktop.services import secrets as app_secrets
-
-    early = prestart.spawn_if_likely(
-        args, paths.config_dir(), data, env_key=app_secrets.has_environment_key()
-    )
-    try:
-        return _main_staged(args, started, data, early)
-    except BaseException:
-        if early is not None:
-            early.child.kill()  # killed twice at worst: the app's teardown stopped it already
-        raise
-
-
-def _main_staged(
-    args: argparse.Namespace, started: float, data: Path, early: prestart.EarlyChild | None
-) -> int:
+def _main_staged(args: argparse.Namespace, started: float, data: Path) -> int:
     # Stage 1: the window, with Qt alone imported. Its frame (menus, status bar, every dock at
     # its size) is painted before the services, the settings' models, the keyring, the event
     # loop's glue or the web engine's view exist; the shell fills it after.
     from PySide6.QtWidgets import QApplication
 
-    from avaturn_desktop import instance
     from avaturn_desktop.ui import qtlog
     from avaturn_desktop.ui.web.scheme import register_schemes
 
@@ -132,7 +112,37 @@ def _main_staged(
         if args.exit_after == "shown":
             _report("window shown", started)
 
-    # Stage 2: the rest, while the window is on screen.
+    # Stage 2: the rest, while the window is on screen. First the built-in simulator, when
+    # this run will very probably use it (see ``prestart``): its half second of start-up then
+    # runs beside the settings, the key lookup and the build, on the other core. Not before
+    # the frame: on a loaded machine its imports slowed the window's first paint (0.26 to
+    # 0.44 s in interleaved runs), for a few hundredths of a second won on the session.
+    from avaturn_desktop import prestart
+    from avaturn_desktop.services import secrets as app_secrets
+
+    early = prestart.spawn_if_likely(
+        args, paths.config_dir(), data, env_key=app_secrets.has_environment_key()
+    )
+    try:
+        return _main_rest(args, started, data, app, frame, early)
+    except BaseException:
+        if early is not None:
+            early.child.kill()  # killed twice at worst: the app's teardown stopped it already
+        raise
+
+
+def _main_rest(
+    args: argparse.Namespace,
+    started: float,
+    data: Path,
+    app: Any,
+    frame: MainWindow | None,
+    early: prestart.EarlyChild | None,
+) -> int:
+    """Stage 2 after the simulator's early start: the settings, the key, the backend, the
+    event loop and the app's life (:func:`run`)."""
+    from avaturn_desktop import instance, prestart
+
     # httpx imports its command-line tool at import time when click, rich and pygments are
     # installed (a development environment has them): ~70 ms the app never uses. A None entry
     # makes that one import fail, which httpx expects (its ``main`` then says to install
@@ -145,8 +155,6 @@ def _main_staged(
     api_key, source = load_api_key()
     backend = choose_backend(args, settings, api_key)
     child = _simulator_child(backend, settings, early)
-    from avaturn_desktop import prestart
-
     prestart.remember(data, "simulator" if backend is None else backend.kind)
 
     import asyncio

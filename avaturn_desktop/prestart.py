@@ -1,8 +1,11 @@
-"""The built-in simulator, spawned first thing when this run will very probably use it.
+"""The built-in simulator, spawned as soon as the window's frame is on screen when this run
+will very probably use it.
 
 The child needs about half a second to import and start its server. Started only once the
-settings (pydantic's models) and the keyring said there is no cloud key, it came up well after
-the window; started before Qt, it comes up while the window is built. What decides the
+settings (pydantic's models) and the keyring said there is no cloud key, it came up after the
+rest of the app and the first session waited for it; started before them, it comes up while
+they are loaded and built, on the other core. (Not before the frame: on a loaded machine its
+imports slowed the window's first paint.) What decides the
 backend (the keyring above all) is too slow to wait for, so the guess is made from what is
 cheap to read, and checked once the settings and the key are known:
 
@@ -13,7 +16,7 @@ cheap to read, and checked once the settings and the key are known:
 * otherwise (a first run, a run after a simulator run, ``--simulator``): the simulator.
 
 A wrong guess costs one child killed at once (:meth:`ChildSimulator.kill`); the child also
-dies with the app in every case (see ``simulator.child``). Nothing here imports pydantic, Qt or
+dies with the app in every case (see ``simulator.child``). Nothing here imports pydantic or
 asyncio.
 """
 
