@@ -215,7 +215,7 @@ def _simulator_child(
         if backend is None and early.args == wanted and early.child.running:
             return early.child, early.key
         log.info(
-            "The simulator started before the window (pid %d) is not used by this run: ended",
+            "The simulator started early (pid %d) is not used by this run: ended",
             early.child.pid,
         )
         early.child.kill()

@@ -103,7 +103,7 @@ def spawn_if_likely(
     wanted = child_args(_tokens_per_second(raw))
     # its socket bound here: its URL is known at once, and nothing waits for it to come up
     child = start_child(api_key=key, extra_args=wanted, prebind=True)
-    log.info("The built-in simulator was started before the window (pid %d)", child.pid)
+    log.info("The built-in simulator was started early (pid %d)", child.pid)
     return EarlyChild(child, key, wanted)
 
 

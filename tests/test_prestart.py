@@ -1,4 +1,4 @@
-"""The built-in simulator started before the window: when the app guesses it will be used,
+"""The built-in simulator started early: when the app guesses it will be used,
 and what happens when the guess was wrong."""
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def test_a_wrong_guess_ends_the_early_simulator_and_starts_the_right_one(tmp_pat
     result = run_app(tmp_path, "--headless", "--exit-after", "live")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "session live after" in result.stdout, result.stderr[-3000:]
-    early = re.search(r"started before the window \(pid (\d+)\)\n", result.stderr)
-    unused = re.search(r"before the window \(pid (\d+)\) is not used by this run", result.stderr)
+    early = re.search(r"was started early \(pid (\d+)\)\n", result.stderr)
+    unused = re.search(r"started early \(pid (\d+)\) is not used by this run", result.stderr)
     used = re.search(r"the local simulator runs at \S+ \(pid (\d+)\)", result.stderr)
     assert early and unused and used, result.stderr[-3000:]
     assert early.group(1) == unused.group(1) != used.group(1)
@@ -88,7 +88,7 @@ def test_a_run_after_a_simulator_run_uses_the_early_simulator(tmp_path: Path) ->
     prestart.remember(tmp_path, "simulator")
     result = run_app(tmp_path, "--headless", "--exit-after", "live")
     assert result.returncode == 0, result.stderr[-3000:]
-    early = re.search(r"started before the window \(pid (\d+)\)\n", result.stderr)
+    early = re.search(r"was started early \(pid (\d+)\)\n", result.stderr)
     used = re.search(r"the local simulator runs at \S+ \(pid (\d+)\)", result.stderr)
     assert early and used and early.group(1) == used.group(1), result.stderr[-3000:]
     assert "not used by this run" not in result.stderr
