@@ -91,6 +91,8 @@ class StageWatch:
         self.problems: Counter[str] = Counter()
         self.crashes = 0
         self._task: asyncio.Task[None] | None = None
+        #: Stopped for good (the app is closing): a late heartbeat starts nothing.
+        self._closed = False
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -170,7 +172,7 @@ class StageWatch:
     def start(self) -> None:
         """Watch for heartbeats that stop (until :meth:`stop`); started by the first heartbeat
         that arrives while the event loop runs."""
-        if self._task is not None and not self._task.done():
+        if self._closed or (self._task is not None and not self._task.done()):
             return
         try:
             loop = asyncio.get_running_loop()
@@ -179,6 +181,8 @@ class StageWatch:
         self._task = loop.create_task(self._watch(), name="stage-heartbeat-watch")
 
     async def stop(self) -> None:
+        """Stop watching for good (a heartbeat that arrives later starts nothing)."""
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -170,3 +170,18 @@ def test_metrics_count_problems_and_crashes_and_read_the_heartbeat_age() -> None
     assert 'avaturn_stage_problems_total{problem="frozen"} 0.0' in text
     assert 'avaturn_stage_problems_total{problem="page_crashed"} 1.0' in text
     assert "avaturn_page_heartbeat_age_seconds 2.0" in text
+
+
+def test_a_heartbeat_after_stop_starts_no_watch() -> None:
+    """The page still beats while the app closes: a watch started then would outlive the
+    loop (a task resumed with no loop running)."""
+
+    async def scenario() -> None:
+        watch, _notices, _session, _recovery, _time = make()
+        watch.handle_page_event(beat(0))
+        assert watch._task is not None
+        await watch.stop()
+        watch.handle_page_event(beat(1))
+        assert watch._task is None
+
+    asyncio.run(scenario())
