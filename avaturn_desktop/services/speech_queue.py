@@ -558,7 +558,8 @@ class SpeechQueue:
         """Cut off what plays and what the service holds (ended with ``reason``) without
         pausing: what waits here goes next. Raises :class:`StopUnconfirmedError` as
         :meth:`stop` does. (A new question cuts the old answer off this way.)"""
-        self._interrupting += 1  # nothing new leaves while the cancel is on its way
+        # nothing new leaves while the cancel is on its way (it could land after the cancel)
+        self._interrupting += 1
         try:
             return await self._cancel_on_service(reason)
         finally:
@@ -578,13 +579,7 @@ class SpeechQueue:
             check_text(text)
         if not self.live and self.policy == "refuse":
             raise QueueRefusedError("No session is live, so the text was not spoken.")
-        # nothing new leaves while the cancel is on its way (it could land after the cancel)
-        self._interrupting += 1
-        try:
-            await self._cancel_on_service(REASON_SPEAK_NOW)
-        finally:
-            self._interrupting -= 1
-            self._kick()
+        await self.cut_off(REASON_SPEAK_NOW)
         if self._in_flight is not None and not self._in_flight.state.finished:
             # refused after all (a 429)? then it stays unsent and ends with the rest
             self._in_flight.replaced = REASON_SPEAK_NOW
