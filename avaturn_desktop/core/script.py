@@ -46,6 +46,11 @@ _TITLE = re.compile(r"^\s{0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t#]*$")
 _NOTE = re.compile(r"^\s*//(.*)$")
 _BREAK = re.compile(r"^\s{0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _BLOCK_MARKER = re.compile(r"^\s{0,3}(?:>[ \t]?)*(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?")
+#: What can start inline Markdown in CommonMark (emphasis, code, links, images, autolinks and
+#: inline HTML, entities, escapes) or be rewritten by its normalization (line breaks, NUL). A
+#: line with none of these is its own plain text, so it needs neither the parser nor its
+#: import (tens of milliseconds the first time): most lines of a script are such lines.
+_INLINE_SYNTAX = re.compile(r"[*_`\[\]!<&\\\r\n\0]")
 
 
 class ScriptError(ValueError):
@@ -253,6 +258,13 @@ def _markdown() -> object:
 
 def _inline_text(text: str) -> str:
     """The plain text of one line of inline Markdown (emphasis, links, code, escapes)."""
+    if _INLINE_SYNTAX.search(text) is None:
+        return text
+    return _parsed_inline_text(text)
+
+
+def _parsed_inline_text(text: str) -> str:
+    """:func:`_inline_text` by the Markdown parser, whatever the line holds."""
     parser = _markdown()
     tokens = parser.parseInline(text)  # type: ignore[attr-defined]
     out: list[str] = []

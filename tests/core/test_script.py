@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from avaturn_desktop.core import script as script_module
 from avaturn_desktop.core.script import (
     DEFAULT_CHARS_PER_S,
     ScriptError,
@@ -73,6 +74,31 @@ def test_markdown_formatting_is_not_spoken() -> None:
     assert script.cues[0].section == "Part one"
     # the same text as plain text keeps every character
     assert parse_script(text).cues[0].text.startswith("- Say **this**")
+
+
+def test_plain_lines_of_a_markdown_script_need_no_markdown_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Opening a script must not hold the window for the parser's import (tens of ms the
+    first time): lines with no inline syntax are read without it."""
+
+    def no_parser() -> object:
+        raise AssertionError("the Markdown parser was used for plain lines")
+
+    monkeypatch.setattr(script_module, "_markdown", no_parser)
+    script = parse_script(KEYNOTE.replace("Tonight", "1. Tonight, at 8:30 -"), markdown=True)
+    assert script.sections == ("Opening", "The product")
+    assert script.cues[1].text == "Tonight, at 8:30 - we will show you three things."
+
+
+# every character inline Markdown treats specially, and whitespace and separators that are not
+_INLINE_ALPHABET = st.sampled_from(list("*_`[]!<>&\\\r\n\0()#:-+~=\t \u00a0\u2028\x0bab7é"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(_INLINE_ALPHABET, max_size=30) | st.text(max_size=30))
+def test_a_line_read_without_the_parser_reads_as_the_parser_reads_it(line: str) -> None:
+    assert script_module._inline_text(line) == script_module._parsed_inline_text(line)
 
 
 def test_hashtags_and_slashes_inside_text_are_spoken() -> None:
