@@ -173,6 +173,12 @@ class CuePlayer:
         self._skipped: set[int] = set()
         self._started_at: float | None = None
         self._listeners: list[Listener] = []
+        #: The views :meth:`cues` last returned (None: to be made anew), the pace and the
+        #: standby cue they were made with, and the cues changed since.
+        self._views: list[CueView] | None = None
+        self._views_rate = 0.0
+        self._views_standby: int | None = None
+        self._stale: set[int] = set()
         self._watch_stop: asyncio.Event | None = None
         #: Watchers told to stop and not yet ended.
         self._watchers: set[asyncio.Task[None]] = set()
@@ -227,22 +233,43 @@ class CuePlayer:
         return CueState.LATER
 
     def cues(self) -> list[CueView]:
-        if self.script is None:
+        """Every cue as shown. The views are kept from one call to the next and only those of
+        the cues that changed are made again (the cue list reads them ten times a second
+        while a script plays: a cue of a 200-cue script changes, not 200), so a view that
+        did not change is the very object returned before."""
+        script = self.script
+        if script is None:
             return []
         rate = self.chars_per_s
-        return [
-            CueView(
-                index=cue.index,
-                section=cue.section,
-                text=cue.text,
-                source=cue.source,
-                notes=cue.notes,
-                estimate_s=estimate_s(cue.text, rate),
-                state=self.cue_state(cue.index),
-                item_ids=tuple(self._runs[cue.index].items) if cue.index in self._runs else (),
-            )
-            for cue in self.script.cues
-        ]
+        views = self._views
+        if views is None or rate != self._views_rate or len(views) != len(script.cues):
+            views = self._views = [self._view(cue, rate) for cue in script.cues]
+            self._views_rate = rate
+        else:
+            stale = self._stale
+            if self._standby != self._views_standby:  # standby and next moved
+                for index in (self._views_standby, self._standby):
+                    if index is not None:
+                        stale.update((index, index + 1))
+            for index in stale:
+                if 0 <= index < len(views):
+                    views[index] = self._view(script.cues[index], rate)
+        self._stale.clear()
+        self._views_standby = self._standby
+        return list(views)
+
+    def _view(self, cue: Cue, rate: float) -> CueView:
+        run = self._runs.get(cue.index)
+        return CueView(
+            index=cue.index,
+            section=cue.section,
+            text=cue.text,
+            source=cue.source,
+            notes=cue.notes,
+            estimate_s=estimate_s(cue.text, rate),
+            state=self.cue_state(cue.index),
+            item_ids=tuple(run.items) if run is not None else (),
+        )
 
     def elapsed_s(self, now: float | None = None) -> float | None:
         """Since the first GO after the script was loaded (None before it)."""
@@ -328,6 +355,7 @@ class CuePlayer:
                 "titles, '// ' lines are notes)."
             )
         self.script = script
+        self._views = None
         self.dirty = False
         self._runs.clear()
         self._item_cue.clear()
@@ -411,6 +439,7 @@ class CuePlayer:
         self._standby_or_raise()
         assert self._standby is not None
         self._skipped.add(self._standby)
+        self._stale.add(self._standby)
         self._advance()
         return self._standby
 
@@ -420,6 +449,7 @@ class CuePlayer:
         self._check_index(index)
         self._standby = index
         self._skipped.discard(index)
+        self._stale.add(index)
         self._changed()
         return index
 
@@ -463,6 +493,7 @@ class CuePlayer:
                 run.speaking_since[item.item_id] = self._clock()
             self._item_cue[item.item_id] = index
         self._runs[index] = run
+        self._stale.add(index)
         if batch.outcome is BatchOutcome.PENDING:
             self._follow(index, run, batch)
         self._skipped.discard(index)
@@ -478,6 +509,7 @@ class CuePlayer:
                     if item.item_id not in run.items:
                         run.items[item.item_id] = item
                         self._item_cue[item.item_id] = index
+                        self._stale.add(index)
             if batch.outcome is not BatchOutcome.PENDING:
                 unsubscribe()
 
@@ -487,7 +519,7 @@ class CuePlayer:
         """After a Stop the queue is paused: drop the unsent lines of the cues it cut off and
         send again, so GO is heard (see the module docs)."""
         # stopped: paused, or (when the cue's words went first) what waited set aside
-        if not self._queue.paused and not any(i.set_aside for i in self._queue.items):
+        if not self._queue.paused and not self._queue.set_aside:
             return
         for index, run in self._runs.items():
             if index == fired:
@@ -515,6 +547,7 @@ class CuePlayer:
         if run is None:
             return
         run.items[item.item_id] = item
+        self._stale.add(index)
         if item.state is ItemState.SPEAKING:
             run.speaking_since.setdefault(item.item_id, self._clock())
         elif item.state is ItemState.SPOKEN:
@@ -540,6 +573,7 @@ class CuePlayer:
             after = before[-1] + 1 if before else 0
             self._standby = after if after < len(new.cues) else None
         self.script = new
+        self._views = None
         self.dirty = dirty
         self._changed()
 

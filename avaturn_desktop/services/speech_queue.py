@@ -359,6 +359,12 @@ class SpeechQueue:
         return self._paused
 
     @property
+    def set_aside(self) -> bool:
+        """Whether lines wait set aside (a Stop, then new words went first): what
+        ``any(i.set_aside for i in items)`` says, without a copy of every item."""
+        return any(e.set_aside for e in self._entries)
+
+    @property
     def live(self) -> bool:
         return self._live_session is not None
 

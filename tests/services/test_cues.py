@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,14 @@ class Rig:
     changes: list[None]
 
     def states(self) -> list[CueState]:
-        return [c.state for c in self.player.cues()]
+        views = self.player.cues()
+        # the views kept from earlier reads are those made afresh now
+        script = self.player.script
+        rate = self.player.chars_per_s
+        assert views == (
+            [] if script is None else [self.player._view(c, rate) for c in script.cues]
+        )
+        return [c.state for c in views]
 
     def sent(self) -> list[str]:
         return [text for _, text in self.client.calls]
@@ -405,3 +413,62 @@ def test_a_long_cue_is_followed_to_its_last_line(rig: Rig) -> None:
         assert rig.states()[0] is S.DONE
 
     run(scenario())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_views_kept_between_reads_follow_every_change(tmp_path: Path, seed: int) -> None:
+    """The player keeps its cue views from one read to the next and makes again only those
+    of cues that changed: after any mix of GO, GO now, Back, Skip, standby, lines spoken,
+    Stop, edits and reloads, they are the views made afresh (``Rig.states`` checks it)."""
+    rig = make_rig(tmp_path, rate=12.0 + seed)
+    script = "\n\n".join(f"Cue {n}. It has two sentences." for n in range(12)) + "\n"
+    path = tmp_path / "show.txt"
+    path.write_text(script, encoding="utf-8")
+    chooser = random.Random(seed)
+
+    async def step() -> None:
+        player, queue = rig.player, rig.queue
+        action = chooser.choice(
+            ["go", "go", "go", "go_now", "back", "skip", "standby", "speak", "stop", "edit"]
+        )
+        if action in ("go", "go_now", "skip") and player.standby is None:
+            action = "back"
+        if action == "go":
+            player.go()
+        elif action == "go_now":
+            await player.go_now()
+        elif action == "back":
+            player.back()
+        elif action == "skip":
+            player.skip()
+        elif action == "standby":
+            player.set_standby(chooser.randrange(player.count))
+        elif action == "speak":
+            sent = [i for i in queue.items if i.task_id is not None and not i.state.finished]
+            if sent:
+                item = sent[0]
+                queue.handle_page_event(AvatarStartedSpeakingPhrase(phrase_id=item.task_id))
+                rig.states()
+                queue.handle_page_event(AvatarEndedSpeakingPhrase(phrase_id=item.task_id))
+        elif action == "stop":
+            await queue.stop()
+        else:
+            index = chooser.randrange(player.count)
+            player.edit(index, f"Edited {index}. Still two sentences.")
+        await until(lambda: all(i.task_id or i.state.finished for i in queue.items))
+        rig.states()
+
+    async def scenario() -> None:
+        rig.controller.go_live()
+        rig.player.load_path(path)
+        rig.states()
+        for _ in range(60):
+            await step()
+        rig.player.reload()
+        rig.states()
+        await rig.player.close()
+
+    try:
+        run(scenario())
+    finally:
+        rig.store.close()
