@@ -8,6 +8,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
+
 from avaturn_desktop.core.tasks import TaskRoute
 from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui.docks.metrics_panel import MetricsPanel
@@ -46,26 +49,29 @@ class _Queue:
             listener(row_id, new)
 
 
-def test_lines_are_read_together_and_each_latency_counts_from_when_the_avatar_was_free(
-    tmp_path: Path, qtbot: Any
-) -> None:
-    store = TaskLogStore(tmp_path / "log.sqlite3")
-    counting = _CountingStore(store)
-    queue = _Queue()
+def _runtime(store: Any, queue: _Queue) -> Any:
     slot = SimpleNamespace(
         index=0,
         label="Avatar 1",
         queue=queue,
         connect=SimpleNamespace(subscribe=lambda listener: lambda: None, history=[]),
     )
-    runtime = SimpleNamespace(
+    return SimpleNamespace(
         slots=[slot],
-        store=counting,
+        store=store,
         subscribe_slots=lambda listener: lambda: None,
         settings=SimpleNamespace(value=SimpleNamespace(slow_connect_s=5.0)),
         voices=SimpleNamespace(name_of=lambda voice_id: voice_id),
     )
-    panel = MetricsPanel(runtime)  # type: ignore[arg-type]
+
+
+def test_lines_are_read_together_and_each_latency_counts_from_when_the_avatar_was_free(
+    tmp_path: Path, qtbot: Any
+) -> None:
+    store = TaskLogStore(tmp_path / "log.sqlite3")
+    counting = _CountingStore(store)
+    queue = _Queue()
+    panel = MetricsPanel(_runtime(counting, queue))
     qtbot.addWidget(panel)
     t = 1000.0
     rows = []
@@ -86,5 +92,39 @@ def test_lines_are_read_together_and_each_latency_counts_from_when_the_avatar_wa
     assert counting.reads == 1  # all of them in one query
     assert [round(v) for v in latencies["v1"]] == [50, 50, 50]
     assert panel.latencies is latencies and counting.reads == 1  # nothing new: no query
+    panel.close_panel()
+    store.close()
+
+
+def test_the_plots_are_not_drawn_under_another_tab_and_are_drawn_when_in_front(
+    tmp_path: Path, qtbot: Any
+) -> None:
+    """The panel shares its place with the log and the cue list: behind their tab its plots
+    are not drawn each second (milliseconds of the GUI thread for nobody); brought to the
+    front, what was gathered meanwhile is drawn at once."""
+    store = TaskLogStore(tmp_path / "log.sqlite3")
+    panel = MetricsPanel(_runtime(store, _Queue()))
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    window.setCentralWidget(QWidget())
+    docks = []
+    for name, widget in (("metrics", panel), ("log", QLabel("the log"))):
+        dock = QDockWidget(name, window)
+        dock.setWidget(widget)
+        window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+        docks.append(dock)
+    window.tabifyDockWidget(docks[0], docks[1])
+    docks[1].raise_()
+    window.resize(800, 600)
+    window.show()
+    qtbot.waitExposed(window)
+    qtbot.waitUntil(lambda: panel.visibleRegion().isEmpty() and panel.isVisible())
+    panel.redraw()
+    panel._tick()
+    assert panel._dirty  # gathered, not drawn
+    docks[0].raise_()
+    qtbot.waitUntil(lambda: not panel._dirty)
+    panel._tick()
+    assert not panel._dirty  # in front: drawn each second
     panel.close_panel()
     store.close()

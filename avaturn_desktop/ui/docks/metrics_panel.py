@@ -38,7 +38,7 @@ from PySide6.QtCharts import (
     QValueAxis,
 )
 from PySide6.QtCore import QMargins, QPointF, Qt, QTimer
-from PySide6.QtGui import QColor, QPainter
+from PySide6.QtGui import QColor, QPainter, QPaintEvent
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from avaturn_desktop.core.queue import ChangeKind, QueueChange
@@ -280,8 +280,19 @@ class MetricsPanel(QWidget):
         for index, samples in self._depth.items():
             samples.append((now, len(self._open.get(index, ()))))
         self._dirty = True
-        if self.isVisible():
+        if self._on_screen():
             self.redraw()
+
+    def _on_screen(self) -> bool:
+        """Shown, and not under another dock's tab: the panel shares its place with the log
+        and the cue list, and a draw of its four plots is milliseconds of the GUI thread,
+        every second, for nobody. It draws when it comes to the front (:meth:`paintEvent`)."""
+        return self.isVisible() and not self.visibleRegion().isEmpty()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        super().paintEvent(event)
+        if self._dirty:  # back in front with what was gathered behind: drawn next turn
+            QTimer.singleShot(0, self, self.redraw)
 
     def redraw(self) -> None:
         """Draw what was gathered since the last time (cheap when nothing changed)."""
