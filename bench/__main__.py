@@ -139,7 +139,10 @@ def cues(quick: bool) -> list[Figure]:
             f"{count} cues ({data['spoken']} of {data['lines']} lines spoken): opening "
             f"{data['max_stall_opening_ms']:.0f} ms, 200 GOs {data['max_stall_firing_ms']:.0f} "
             f"ms, stream {data['max_stall_stream_ms']:.0f} ms, p99 {data['p99_stall_ms']:.1f} "
-            f"ms; audience mirror grab p50 {data['mirror_grab_p50_ms']:.1f} ms",
+            f"ms; GUI thread CPU in one gap at most: opening "
+            f"{data['max_gap_cpu_opening_ms']:.0f} ms, GOs {data['max_gap_cpu_firing_ms']:.0f} ms, "
+            f"stream {data['max_gap_cpu_stream_ms']:.0f} ms; "
+            f"audience mirror grab p50 {data['mirror_grab_p50_ms']:.1f} ms",
             data,
         )
     ]

@@ -6,6 +6,9 @@ session whose page is the viewer. Phases: opening the script (parse, the cue lis
 GOs (one a loop turn, as fast as a presenter or a Stream Deck could ever press), and the stream
 until every line was spoken; then the audience output is opened and the console's mirror is
 refreshed (its grab of the stage is timed).
+
+Beside each phase's longest stall, the most CPU time the GUI thread spent in one gap of the
+timer (its work, where a stall also counts the time it waited for one of the shared cores).
 """
 
 from __future__ import annotations
@@ -108,6 +111,11 @@ def main() -> int:
             opening = meter.stalls_ms(t_open, t_go)
             firing = meter.stalls_ms(t_go, t_fired + 0.05)
             stream = meter.stalls_ms(t_fired + 0.05, t_done)
+            cpu = {
+                "opening": meter.cpu_ms(t_open, t_go),
+                "firing": meter.cpu_ms(t_go, t_fired + 0.05),
+                "stream": meter.cpu_ms(t_fired + 0.05, t_done),
+            }
             states = [c.state.value for c in slot.cues.cues()]
             return {
                 "cues": args.cues,
@@ -126,6 +134,9 @@ def main() -> int:
                 "max_stall_firing_ms": max(firing, default=0.0),
                 "max_stall_stream_ms": max(stream, default=0.0),
                 "worst_stalls_ms": sorted(stalls)[-5:],
+                # the GUI thread's own work in a gap (a stall also counts waiting for a core)
+                **{f"max_gap_cpu_{phase}_ms": max(ms, default=0.0) for phase, ms in cpu.items()},
+                "gaps_over_8ms_cpu": sum(m > 8 for ms in cpu.values() for m in ms),
                 "mirror_grab_p50_ms": percentile(grabs, 50),
                 "mirror_grab_max_ms": max(grabs),
             }

@@ -26,7 +26,11 @@ INTERVAL_MS = 5
 
 
 class StallMeter:
-    """A precise Qt timer; each gap beyond its interval is a stall of the GUI thread."""
+    """A precise Qt timer; each gap beyond its interval is a stall of the GUI thread.
+
+    It also notes the GUI thread's CPU time at each tick: a gap's CPU time is the work the
+    thread did in it, where its length also counts the time it waited for a core (on a
+    shared machine, often most of a long gap)."""
 
     def __init__(self) -> None:
         from PySide6.QtCore import Qt, QTimer
@@ -36,12 +40,15 @@ class StallMeter:
         self.timer.setInterval(INTERVAL_MS)
         self.timer.timeout.connect(self._tick)
         self.ticks: list[float] = []
+        self.cpu: list[float] = []
 
     def _tick(self) -> None:
         self.ticks.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
 
     def start(self) -> None:
         self.ticks = [time.perf_counter()]
+        self.cpu = [time.thread_time()]
         self.timer.start()
 
     def stop(self) -> None:
@@ -53,6 +60,14 @@ class StallMeter:
         return [
             max(0.0, (b - a) * 1000 - INTERVAL_MS)
             for a, b in zip(self.ticks, self.ticks[1:], strict=False)
+            if start <= b <= end
+        ]
+
+    def cpu_ms(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
+        """The GUI thread's CPU time in each gap that ends within [start, end]."""
+        return [
+            (cb - ca) * 1000
+            for b, ca, cb in zip(self.ticks[1:], self.cpu, self.cpu[1:], strict=False)
             if start <= b <= end
         ]
 
