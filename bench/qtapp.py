@@ -23,6 +23,9 @@ T = TypeVar("T")
 def start_qt() -> Any:
     """Environment, logging (as the app: console WARNING, file DEBUG), schemes, QApplication."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    # As ``app._main_rest`` does before it imports httpx: httpx would otherwise import its
+    # command-line tool (click, rich, pygments: ~7 MB here) that the app never loads.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     qtenv.prepare_environment(headless=True)
     logs.setup("WARNING", paths.data_dir() / "logs")
     from PySide6.QtWidgets import QApplication
