@@ -29,7 +29,9 @@ from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui.frames import frame_timer
 
 PAGE: Final = 200
-CACHE_ROWS: Final = 4_000
+#: Records (and their cells' texts) kept: five pages, several screens of rows either side of
+#: the one in view; a page further away is read again in one query (about a millisecond).
+CACHE_ROWS: Final = 1_000
 
 # Item roles and columns as plain ints: data() runs per cell and role at every repaint.
 _DISPLAY: Final = int(Qt.ItemDataRole.DisplayRole)

@@ -15,7 +15,7 @@ from avaturn_desktop.core.tasks import TaskRoute, TaskState
 from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui.docks import log_panel
 from avaturn_desktop.ui.docks.log_panel import LogPanel
-from avaturn_desktop.ui.log_model import Column, LogModel
+from avaturn_desktop.ui.log_model import CACHE_ROWS, PAGE, Column, LogModel
 
 ROWS = 100_000
 SESSIONS = ("s-a", "s-b", "s-c", "s-d")
@@ -71,6 +71,22 @@ def test_a_big_log_is_fast_and_lazy(store: TaskLogStore, qtmodeltester: Any) -> 
     assert time.perf_counter() - started < 3.0
     assert model.headerData(Column.LATENCY, Qt.Orientation.Horizontal) == "Latency (ms)"
     assert model.rowCount(model.index(0, 0)) == 0
+
+
+def test_scrolling_the_whole_log_keeps_a_bounded_cache(store: TaskLogStore) -> None:
+    """The view asks for every row once (a scroll to the end): the records and texts kept
+    stay bounded, and a row that left them is read again, right."""
+    model = LogModel(store)
+    rows = 20 * PAGE
+    for row in range(rows):
+        model.data(model.index(row, Column.TEXT))
+    assert model.pages_read == 20
+    assert len(model._cache) <= CACHE_ROWS
+    assert len(model._texts) <= CACHE_ROWS
+    assert model.data(model.index(0, Column.TEXT)) == "Line number 0 about pears."
+    assert model.pages_read == 21  # the first page had left the cache: read again
+    assert model.data(model.index(rows - 1, Column.TEXT)) == f"Line number {rows - 1} about pears."
+    assert model.pages_read == 21  # the last page is still kept
 
 
 def test_filter_by_session_and_state_and_search(store: TaskLogStore) -> None:
