@@ -95,6 +95,9 @@ def _main_staged(args: argparse.Namespace, started: float, data: Path) -> int:
     # loop's glue or the web engine's view exist; the shell fills it after.
     from PySide6.QtWidgets import QApplication
 
+    from avaturn_desktop.ui.pyside_import import drop_feature_import
+
+    drop_feature_import()  # before the app's own modules: see ``ui.pyside_import``
     from avaturn_desktop.ui import qtlog
     from avaturn_desktop.ui.web.scheme import register_schemes
 

@@ -30,6 +30,9 @@ def start_qt() -> Any:
     logs.setup("WARNING", paths.data_dir() / "logs")
     from PySide6.QtWidgets import QApplication
 
+    from avaturn_desktop.ui.pyside_import import drop_feature_import
+
+    drop_feature_import()  # as the app
     from avaturn_desktop.ui import qtlog
     from avaturn_desktop.ui.web.scheme import register_schemes
 
