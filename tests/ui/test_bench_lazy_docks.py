@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import qasync
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QCoreApplication, QEvent, Qt
 from speaking_fakes import until
 
 from avaturn_desktop.app import LaunchOptions, assemble
@@ -35,6 +35,14 @@ def _voice_ids(app: Any) -> set[str]:
 def _on_top(window: MainWindow) -> set[str]:
     """The docks on screen (on top of their place)."""
     return {n for n, d in window.docks.items() if not d.visibleRegion().isEmpty()}
+
+
+@pytest.fixture(autouse=True)
+def _windows_gone() -> Any:
+    """The app's window is deleted later (``Shell.close``): gone before the next test, whose
+    event loop would otherwise paint its tables over a closed task log."""
+    yield
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def _options(simulator: Any, home: Path, window: MainWindow) -> LaunchOptions:
@@ -94,6 +102,7 @@ def test_a_saved_layout_showing_a_lazy_dock_is_restored_with_its_panel(
     first.docks["voices"].show()
     window_state.save(first)
     first.close()
+    first.deleteLater()
 
     frame = MainWindow()  # restores the saved layout, as the app's frame does
     frame.show()
