@@ -109,6 +109,9 @@ def _main_staged(args: argparse.Namespace, started: float, data: Path) -> int:
     app.setOrganizationName("Avaturn Desktop")
     app.setDesktopFileName("avaturn-desktop")
     app.setQuitOnLastWindowClosed(False)
+    from avaturn_desktop.ui.gui_priority import raise_gui_thread
+
+    raise_gui_thread()  # where allowed, as the web engine's display threads
     frame = None
     if not args.kiosk:  # a kiosk shows the stage alone, full screen, once it is built
         frame = _show_frame()

@@ -41,6 +41,9 @@ def start_qt() -> Any:
     app = QApplication.instance() or QApplication([sys.argv[0]])
     assert isinstance(app, QApplication)
     app.setQuitOnLastWindowClosed(False)
+    from avaturn_desktop.ui.gui_priority import raise_gui_thread
+
+    raise_gui_thread()  # as the app
     from avaturn_desktop.ui.gc_guard import MainThreadCollector
 
     MainThreadCollector(parent=app).start()  # as the app: collections on the Qt thread only

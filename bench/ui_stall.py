@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,17 +37,34 @@ class StallMeter:
         self.timer.setInterval(INTERVAL_MS)
         self.timer.timeout.connect(self._tick)
         self.ticks: list[float] = []
+        #: The GUI thread's own CPU time at each tick: what it ran during a gap, to tell a
+        #: long loop turn (CPU about the gap) from a thread waiting for a core (CPU near 0).
+        self.cpu: list[float] = []
 
     def _tick(self) -> None:
         self.ticks.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
 
     def start(self) -> None:
         self.ticks = [time.perf_counter()]
+        self.cpu = [time.thread_time()]
         self.timer.start()
 
     def stop(self) -> None:
         self.timer.stop()
         self._tick()
+
+    def worst_ms(self, count: int = 5) -> list[tuple[float, float, float]]:
+        """The ``count`` longest stalls: each its length and the GUI thread's CPU time in its
+        gap (ms), and when the gap ended (``time.perf_counter()``, the system's monotonic
+        clock: ``perf record -k CLOCK_MONOTONIC`` lines up with it)."""
+        gaps = [
+            (max(0.0, (b - a) * 1000 - INTERVAL_MS), (cb - ca) * 1000, b)
+            for a, b, ca, cb in zip(
+                self.ticks, self.ticks[1:], self.cpu, self.cpu[1:], strict=False
+            )
+        ]
+        return [(round(s, 1), round(c, 1), round(t, 4)) for s, c, t in sorted(gaps)[-count:]]
 
     def stalls_ms(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
         """Stalls of the gaps that end within [start, end] (perf_counter seconds)."""
@@ -132,6 +150,8 @@ def main() -> int:
                 "run_s": t_done - t_queue,
                 "queue_call_ms": (t_queued - t_queue) * 1000,
                 **stall_figures(stalls, idle, queueing, stream),
+                "worst_stalls_with_gui_cpu_ms": meter.worst_ms(),
+                "gui_thread_id": threading.get_native_id(),
             }
 
     emit_result(run_async(app, body))
