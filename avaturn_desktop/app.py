@@ -95,6 +95,9 @@ def _main_staged(args: argparse.Namespace, started: float, data: Path) -> int:
     # loop's glue or the web engine's view exist; the shell fills it after.
     from PySide6.QtWidgets import QApplication
 
+    from avaturn_desktop.ui.pyside_import import drop_feature_import
+
+    drop_feature_import()  # before the app's own modules: see ``ui.pyside_import``
     from avaturn_desktop.ui import qtlog
     from avaturn_desktop.ui.web.scheme import register_schemes
 
@@ -106,6 +109,9 @@ def _main_staged(args: argparse.Namespace, started: float, data: Path) -> int:
     app.setOrganizationName("Avaturn Desktop")
     app.setDesktopFileName("avaturn-desktop")
     app.setQuitOnLastWindowClosed(False)
+    from avaturn_desktop.ui.gui_priority import raise_gui_thread
+
+    raise_gui_thread()  # where allowed, as the web engine's display threads
     frame = None
     if not args.kiosk:  # a kiosk shows the stage alone, full screen, once it is built
         frame = _show_frame()

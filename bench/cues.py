@@ -134,6 +134,7 @@ def main() -> int:
                 "max_stall_firing_ms": max(firing, default=0.0),
                 "max_stall_stream_ms": max(stream, default=0.0),
                 "worst_stalls_ms": sorted(stalls)[-5:],
+                "worst_stalls_with_gui_cpu_ms": meter.worst_ms(),
                 # the GUI thread's own work in a gap (a stall also counts waiting for a core)
                 **{f"max_gap_cpu_{phase}_ms": max(ms, default=0.0) for phase, ms in cpu.items()},
                 "gaps_over_8ms_cpu": sum(m > 8 for ms in cpu.values() for m in ms),

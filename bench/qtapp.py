@@ -23,10 +23,16 @@ T = TypeVar("T")
 def start_qt() -> Any:
     """Environment, logging (as the app: console WARNING, file DEBUG), schemes, QApplication."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    # As ``app._main_rest`` does before it imports httpx: httpx would otherwise import its
+    # command-line tool (click, rich, pygments: ~7 MB here) that the app never loads.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     qtenv.prepare_environment(headless=True)
     logs.setup("WARNING", paths.data_dir() / "logs")
     from PySide6.QtWidgets import QApplication
 
+    from avaturn_desktop.ui.pyside_import import drop_feature_import
+
+    drop_feature_import()  # as the app
     from avaturn_desktop.ui import qtlog
     from avaturn_desktop.ui.web.scheme import register_schemes
 
@@ -35,6 +41,9 @@ def start_qt() -> Any:
     app = QApplication.instance() or QApplication([sys.argv[0]])
     assert isinstance(app, QApplication)
     app.setQuitOnLastWindowClosed(False)
+    from avaturn_desktop.ui.gui_priority import raise_gui_thread
+
+    raise_gui_thread()  # as the app
     from avaturn_desktop.ui.gc_guard import MainThreadCollector
 
     MainThreadCollector(parent=app).start()  # as the app: collections on the Qt thread only

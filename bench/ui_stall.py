@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,7 @@ INTERVAL_MS = 5
 
 
 class StallMeter:
-    """A precise Qt timer; each gap beyond its interval is a stall of the GUI thread.
-
-    It also notes the GUI thread's CPU time at each tick: a gap's CPU time is the work the
-    thread did in it, where its length also counts the time it waited for a core (on a
-    shared machine, often most of a long gap)."""
+    """A precise Qt timer; each gap beyond its interval is a stall of the GUI thread."""
 
     def __init__(self) -> None:
         from PySide6.QtCore import Qt, QTimer
@@ -40,6 +37,8 @@ class StallMeter:
         self.timer.setInterval(INTERVAL_MS)
         self.timer.timeout.connect(self._tick)
         self.ticks: list[float] = []
+        #: The GUI thread's own CPU time at each tick: what it ran during a gap, to tell a
+        #: long loop turn (CPU about the gap) from a thread waiting for a core (CPU near 0).
         self.cpu: list[float] = []
 
     def _tick(self) -> None:
@@ -54,6 +53,18 @@ class StallMeter:
     def stop(self) -> None:
         self.timer.stop()
         self._tick()
+
+    def worst_ms(self, count: int = 5) -> list[tuple[float, float, float]]:
+        """The ``count`` longest stalls: each its length and the GUI thread's CPU time in its
+        gap (ms), and when the gap ended (``time.perf_counter()``, the system's monotonic
+        clock: ``perf record -k CLOCK_MONOTONIC`` lines up with it)."""
+        gaps = [
+            (max(0.0, (b - a) * 1000 - INTERVAL_MS), (cb - ca) * 1000, b)
+            for a, b, ca, cb in zip(
+                self.ticks, self.ticks[1:], self.cpu, self.cpu[1:], strict=False
+            )
+        ]
+        return [(round(s, 1), round(c, 1), round(t, 4)) for s, c, t in sorted(gaps)[-count:]]
 
     def stalls_ms(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
         """Stalls of the gaps that end within [start, end] (perf_counter seconds)."""
@@ -147,6 +158,8 @@ def main() -> int:
                 "run_s": t_done - t_queue,
                 "queue_call_ms": (t_queued - t_queue) * 1000,
                 **stall_figures(stalls, idle, queueing, stream),
+                "worst_stalls_with_gui_cpu_ms": meter.worst_ms(),
+                "gui_thread_id": threading.get_native_id(),
             }
 
     emit_result(run_async(app, body))

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,8 @@ def main() -> int:
                 "run_s": t_done - t_queue,
                 "queue_calls_ms": (t_queued - t_queue) * 1000,
                 **stall_figures(stalls, idle, queueing, stream),
+                "worst_stalls_with_gui_cpu_ms": meter.worst_ms(),
+                "gui_thread_id": threading.get_native_id(),
             }
 
     emit_result(run_async(app, body))

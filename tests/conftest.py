@@ -69,6 +69,9 @@ def _register_page_scheme() -> None:
         from avaturn_desktop.ui.web.scheme import register_schemes
     except ImportError:  # pragma: no cover - QtWebEngine missing: the web tests skip
         return
+    from avaturn_desktop.ui.pyside_import import drop_feature_import
+
+    drop_feature_import()  # as the app does once Qt is imported
     register_schemes()
 
 

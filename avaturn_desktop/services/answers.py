@@ -49,7 +49,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import httpx
@@ -128,6 +128,8 @@ class QueueLike(Protocol):
         self, texts: str, *, route: TaskRoute = ..., question_id: str | None = ...
     ) -> list[QueueItem]: ...
 
+    def set_aside_waiting(self, *, but: Collection[int] = ()) -> int: ...
+
     def remove(self, item_id: int) -> bool: ...
 
     async def cut_off(self, reason: str) -> object: ...
@@ -140,15 +142,21 @@ class SpeechQueueSink:
     question replaces another, the other answer's lines that wait are removed, and if some are
     on the service (sent, or being spoken) the avatar is cut off with the queue's Stop (the
     service only offers "cancel all"; those lines are logged "stopped"), then the queue sends
-    again, unless it was paused before. Asking does not un-pause a queue paused by Stop: the
-    door that asks decides (``queue.resume()``).
+    again, unless it was paused before.
+
+    A question asked after a Stop is a person's new words, as a line said after a Stop: its
+    answer is said at once, and what waited is set aside (kept for Resume, as
+    :meth:`~avaturn_desktop.services.speech.Speaker.say` does). No sentence of the answer a
+    Stop cut off gets here: the Stop ends that answer as it pauses the queue.
     """
 
     def __init__(self, queue: QueueLike) -> None:
         self._queue = queue
 
     def queue_sentence(self, text: str, question_id: str) -> QueueItem:
-        return self._queue.enqueue(text, route=TaskRoute.LLM, question_id=question_id)[0]
+        item = self._queue.enqueue(text, route=TaskRoute.LLM, question_id=question_id)[0]
+        self._queue.set_aside_waiting(but={item.item_id})
+        return item
 
     async def begin(self, question_id: str, replaces: str | None) -> None:
         if replaces is None:

@@ -5,6 +5,12 @@ committed before the method returns, so a crash of the app (or a kill) loses not
 written; only a power cut or an OS crash can lose the last few commits. Writes happen on the GUI
 thread and typically take a few tens of microseconds.
 
+Checkpoints (copying the write-ahead log back into the database, with an fsync of each) run on
+a thread of their own, with a connection of its own, about once a second when there was a
+write: by default SQLite runs them in the writing connection whenever the log passes 1,000
+pages, and on a busy disk such a commit held the GUI thread for tens of milliseconds. A
+passive checkpoint never blocks the writer; the log is copied back when the store closes.
+
 Transitions (see :mod:`avaturn_desktop.core.tasks`): ``mark_*`` checks the current state inside
 the same UPDATE, so a late event cannot move a task backwards or out of a terminal state, e.g. a
 late "started speaking" for a cancelled task raises :class:`IllegalTransitionError` (a
@@ -39,7 +45,10 @@ reference it with a foreign key: a task may be logged for a session the registry
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,7 +68,11 @@ from avaturn_desktop.core.tasks import (
     TaskState,
 )
 
+log = logging.getLogger("avaturn.tasklog")
+
 DEFAULT_FILE_NAME: Final = "tasklog.sqlite3"
+#: How often the checkpoint thread looks whether the write-ahead log grew (seconds).
+CHECKPOINT_EVERY_S: Final = 1.0
 SCHEMA_VERSION: Final = 4
 
 _MIGRATIONS: Final[dict[int, str]] = {
@@ -304,9 +317,12 @@ class TaskLogStore:
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+            # checkpoints on their own thread (see the module docs), not in the GUI's commits
+            self._db.execute("PRAGMA wal_autocheckpoint = 0")
         except BaseException:
             self._db.close()
             raise
+        self._checkpoints = _Checkpointer(path)
 
     @classmethod
     def open_default(cls) -> TaskLogStore:
@@ -351,7 +367,8 @@ class TaskLogStore:
         self._db.execute("COMMIT")
 
     def close(self) -> None:
-        self._db.close()
+        self._checkpoints.stop()
+        self._db.close()  # the last connection to close copies the log back
 
     def __enter__(self) -> TaskLogStore:
         return self
@@ -865,3 +882,52 @@ class TaskLogStore:
             "SELECT run_id FROM ab_takes GROUP BY run_id ORDER BY min(created_at), run_id"
         )
         return [row[0] for row in rows]
+
+
+class _Checkpointer:
+    """Copies the write-ahead log back into the database on a thread of its own.
+
+    Every :data:`CHECKPOINT_EVERY_S` it runs a passive checkpoint over its own connection if
+    the log grew: it never waits for the writer or blocks it, and what a reader still needs
+    is left for the next round. Its fsyncs release the interpreter lock (SQLite runs without
+    it), so the GUI thread goes on meanwhile.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._wal = path.with_name(path.name + "-wal")
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tasklog-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _wal_mark(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self._wal)
+        except OSError:
+            return None
+        return info.st_size, info.st_mtime_ns
+
+    def _run(self) -> None:
+        db: sqlite3.Connection | None = None
+        seen = self._wal_mark()
+        try:
+            while not self._stopping.wait(CHECKPOINT_EVERY_S):
+                mark = self._wal_mark()
+                if mark is None or mark == seen:
+                    continue
+                if db is None:
+                    db = sqlite3.connect(str(self._path), isolation_level=None)
+                    db.execute("PRAGMA busy_timeout = 1000")
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # busy or locked: the next round tries again
+                    log.debug("Task log checkpoint put off: %s", exc)
+                seen = self._wal_mark()
+        finally:
+            if db is not None:
+                db.close()

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from typing import Annotated, Any, Literal, TypeVar
 
+import anyio.lowlevel
 import pydantic
 import uvicorn
 from fastapi import FastAPI
@@ -174,6 +175,10 @@ def create_app(config: SimulatorConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # anyio loads its asyncio backend at its first call, which would be inside the
+        # first request (Starlette's request streams): ~10-30 ms of the first session's
+        # answer. The server's start pays it instead (the app starts its child early).
+        await anyio.lowlevel.checkpoint()
         yield
         await engine.aclose()
 

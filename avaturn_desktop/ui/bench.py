@@ -11,24 +11,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QMainWindow, QWidget
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QWidget
 
 from avaturn_desktop.core.errors import AppError
 from avaturn_desktop.services.runtime import AvatarSlot, Runtime
 from avaturn_desktop.ui import window_state
-from avaturn_desktop.ui.docks.ab_panel import AbPanel
 from avaturn_desktop.ui.docks.audio_panel import AudioPanel, SlotAudio
 from avaturn_desktop.ui.docks.metrics_panel import MetricsPanel
-from avaturn_desktop.ui.docks.voice_library_panel import VoiceLibraryPanel
+from avaturn_desktop.ui.lazy import LazyPanel
 from avaturn_desktop.ui.messages import MessageBus
 from avaturn_desktop.ui.slots import SlotStages
 from avaturn_desktop.ui.targets import ComposerTarget, TargetSelector
 
 if TYPE_CHECKING:
+    from avaturn_desktop.ui.docks.ab_panel import AbPanel
+    from avaturn_desktop.ui.docks.voice_library_panel import VoiceLibraryPanel
     from avaturn_desktop.ui.shell import Shell
 
 log = logging.getLogger("avaturn.ui")
@@ -41,13 +42,21 @@ class BenchUi:
         self.runtime = runtime
         self.messages = messages
         self.composer_target = ComposerTarget(runtime, messages)
-        self.library = VoiceLibraryPanel(runtime, messages)
-        self.ab = AbPanel(runtime, messages)
+        # Behind the log's tab by default and keeping nothing of their own from the start:
+        # built when their dock is first shown (or :attr:`library` / :attr:`ab` is read).
+        self.lazy_library = LazyPanel(lambda: _voice_library(runtime, messages))
+        self.lazy_ab = LazyPanel(lambda: _ab(runtime, messages))
+        # The metrics gather this run's lines from the start, hidden or not: built now.
         self.metrics = MetricsPanel(runtime)
         self.audio = AudioPanel()
-        self.docks: tuple[tuple[str, str, QWidget, Qt.DockWidgetArea], ...] = (
-            ("voices", "Voice library", self.library, Qt.DockWidgetArea.BottomDockWidgetArea),
-            ("ab", "A/B", self.ab, Qt.DockWidgetArea.BottomDockWidgetArea),
+        self.docks: tuple[tuple[str, str, QWidget | LazyPanel[Any], Qt.DockWidgetArea], ...] = (
+            (
+                "voices",
+                "Voice library",
+                self.lazy_library,
+                Qt.DockWidgetArea.BottomDockWidgetArea,
+            ),
+            ("ab", "A/B", self.lazy_ab, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("metrics", "Metrics", self.metrics, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("audio", "Sound", self.audio, Qt.DockWidgetArea.LeftDockWidgetArea),
         )
@@ -56,6 +65,16 @@ class BenchUi:
         self.add_action: QAction | None = None
         self._unsubscribe_settings: Callable[[], None] = lambda: None
         self._unsubscribe: list[Callable[[], None]] = []
+
+    @property
+    def library(self) -> VoiceLibraryPanel:
+        """The voice library's panel (built now if its dock was never shown)."""
+        return self.lazy_library.get()
+
+    @property
+    def ab(self) -> AbPanel:
+        """The A/B panel (built now if its dock was never shown)."""
+        return self.lazy_ab.get()
 
     def attach(self, shell: Shell) -> None:
         """Wire the bench to the window (call once the window exists)."""
@@ -74,7 +93,11 @@ class BenchUi:
         self.audio.add(
             SlotAudio(self.runtime.slot(0), shell.view, shell.stage, self.runtime, self.messages)
         )
-        self.library.use_requested.connect(shell.session_panel.voice.set_value)
+
+        def wire_library(library: VoiceLibraryPanel) -> None:
+            library.use_requested.connect(shell.session_panel.voice.set_value)
+
+        self.lazy_library.on_built(wire_library)
         self._place_docks(window)
         self._add_menu(window)
 
@@ -83,13 +106,20 @@ class BenchUi:
         saved layout says otherwise."""
         docks = getattr(window, "docks", {})
         log_dock, session_dock = docks.get("log"), docks.get("session")
+
+        def tabify(first: QDockWidget, second: QDockWidget) -> None:
+            # The frame tabs them already. Tabbing them again would show the second for a
+            # moment, which builds a panel that waits to be shown (``ui/lazy.py``).
+            if second not in window.tabifiedDockWidgets(first):
+                window.tabifyDockWidget(first, second)
+
         if log_dock is not None:
             for name in ("voices", "ab", "metrics"):
                 if name in docks:
-                    window.tabifyDockWidget(log_dock, docks[name])
+                    tabify(log_dock, docks[name])
             log_dock.raise_()
         if session_dock is not None and "audio" in docks:
-            window.tabifyDockWidget(session_dock, docks["audio"])
+            tabify(session_dock, docks["audio"])
             session_dock.raise_()
         window_state.restore(window)
 
@@ -148,7 +178,21 @@ class BenchUi:
             unsubscribe()
         self._unsubscribe.clear()
         self.metrics.close_panel()
-        self.library.close_panel()
-        self.ab.close_panel()
+        if (library := self.lazy_library.built) is not None:
+            library.close_panel()
+        if (ab := self.lazy_ab.built) is not None:
+            ab.close_panel()
         if self.stages is not None:
             self.stages.close()
+
+
+def _voice_library(runtime: Runtime, messages: MessageBus) -> VoiceLibraryPanel:
+    from avaturn_desktop.ui.docks.voice_library_panel import VoiceLibraryPanel
+
+    return VoiceLibraryPanel(runtime, messages)
+
+
+def _ab(runtime: Runtime, messages: MessageBus) -> AbPanel:
+    from avaturn_desktop.ui.docks.ab_panel import AbPanel
+
+    return AbPanel(runtime, messages)

@@ -29,7 +29,9 @@ from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui.frames import frame_timer
 
 PAGE: Final = 200
-CACHE_ROWS: Final = 4_000
+#: Records (and their cells' texts) kept: five pages, several screens of rows either side of
+#: the one in view; a page further away is read again in one query (about a millisecond).
+CACHE_ROWS: Final = 1_000
 
 # Item roles and columns as plain ints: data() runs per cell and role at every repaint.
 _DISPLAY: Final = int(Qt.ItemDataRole.DisplayRole)
@@ -189,6 +191,8 @@ class LogModel(QAbstractTableModel):
 
     def reload(self) -> None:
         """Read the matching ids again (after a filter change, or to see others' writes)."""
+        if self._closed:  # the store may be closed already: a closed log stays empty
+            return
         self._pending.clear()
         self.beginResetModel()
         self._ids = self._store.row_ids(
@@ -222,11 +226,17 @@ class LogModel(QAbstractTableModel):
             self._flush_timer.start()
 
     def close(self) -> None:
-        """The app is closing: nothing more is read (the store closes after the window, and a
-        flush still due would read from it)."""
+        """The app is closing: nothing more is read. The store closes before the window is
+        deleted (later, by Qt), and a flush still due, or a repaint of rows no longer in the
+        cache, would read from it: the model is emptied, so a repaint reads nothing."""
         self._closed = True
         self._flush_timer.stop()
         self._pending.clear()
+        self.beginResetModel()
+        self._ids.clear()
+        self._cache.clear()
+        self._texts.clear()
+        self.endResetModel()
 
     def flush(self) -> None:
         """Show the rows written since the last flush (one row at a time, never a reset)."""

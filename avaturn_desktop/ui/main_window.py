@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QWindow
@@ -27,6 +27,7 @@ from avaturn_desktop import __version__
 from avaturn_desktop.core.paths import resource
 from avaturn_desktop.ui import window_state
 from avaturn_desktop.ui.frames import opaque
+from avaturn_desktop.ui.lazy import LazyPanel
 from avaturn_desktop.ui.status_text import StatusText
 
 if TYPE_CHECKING:
@@ -176,11 +177,14 @@ class MainWindow(QMainWindow):
         session: SessionPresenter,
         messages: MessageBus,
         backend_label: str,
-        extra_docks: tuple[tuple[str, str, QWidget, Qt.DockWidgetArea], ...] = (),
+        extra_docks: tuple[tuple[str, str, QWidget | LazyPanel[Any], Qt.DockWidgetArea], ...] = (),
         confirm_terminate: Callable[[], bool] = lambda: True,
         tab_with: dict[str, str] | None = None,
     ) -> None:
-        """The stage and the panels in their places, wired to the session (once)."""
+        """The stage and the panels in their places, wired to the session (once).
+
+        A :class:`LazyPanel` among ``extra_docks`` is built when its dock is first visible
+        (see ``ui/lazy.py``); until then the frame's placeholder keeps its place."""
         assert not self.attached, "the window's panels are attached once"
         self.attached = True
         self._session = session
@@ -193,7 +197,10 @@ class MainWindow(QMainWindow):
         self.backend_status.setText(backend_label)
         self._add_dock("session", "Session", session_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         for name, title, widget, area in extra_docks:
-            self._add_dock(name, title, widget, area)
+            if isinstance(widget, LazyPanel):
+                self._add_lazy_dock(name, title, widget, area)
+            else:
+                self._add_dock(name, title, widget, area)
         # docks that share a place, as tabs (the first named is shown on top)
         for name, other in (tab_with or {}).items():
             if name in self.docks and other in self.docks:
@@ -220,6 +227,27 @@ class MainWindow(QMainWindow):
         dock.setWidget(opaque(widget))
         self.addDockWidget(area, dock)
         self.docks[name] = dock
+
+    def _add_lazy_dock(
+        self, name: str, title: str, panel: LazyPanel[Any], area: Qt.DockWidgetArea
+    ) -> None:
+        """The frame's dock of that name takes the panel once it is built: when the dock is
+        first visible (at once if it is now), or when code asks for the panel."""
+        dock = self.docks.get(name)
+        if dock is None:  # not a dock of the frame: no placeholder holds its place
+            self._add_dock(name, title, panel.get(), area)
+            return
+        panel.on_built(lambda widget: self._add_dock(name, title, widget, area))
+
+        def visibility(visible: bool) -> None:
+            if visible:
+                panel.get()
+
+        # Qt says when a dock's tab is selected or not with this signal (``isVisible`` stays
+        # true for a dock behind another's tab)
+        dock.visibilityChanged.connect(visibility)
+        if dock.isVisible() and not dock.visibleRegion().isEmpty():
+            panel.get()
 
     def _build_menus(self) -> None:
         bar = self.menuBar()

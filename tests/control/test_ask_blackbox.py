@@ -90,3 +90,48 @@ def test_an_answer_is_spoken_while_it_streams_and_a_new_question_ends_it(
     finally:
         stop(app)
         stop(sim)
+
+
+def test_a_question_asked_after_stop_is_answered_aloud_without_resume(tmp_path: Path) -> None:
+    """Words after a Stop go at once, Ask included: the answer is spoken with no Resume, and
+    a line that waited when Stop was pressed is set aside, not said before it."""
+    sim = run_simulator("--chars-per-second", "60", "--llm-tokens-per-second", "200")
+    url = base_url(sim)
+    home = tmp_path / "ask-after-stop"
+    app = start_app(home, url, "--auto-start")
+    lines = [
+        "This first line is long enough to be stopped while the avatar is saying it.",
+        "This second line waits behind it when the avatar is stopped.",
+        "This third line waits as well and is set aside.",
+    ]
+    try:
+        api = Api(home)
+        wait_for(lambda: api.state()["session"]["state"] == "live", "live", 40)
+        session_id = api.state()["session"]["id"]
+        for line in lines:
+            assert api.http.post("/api/v1/say", json={"text": line}).status_code == 200
+        wait_for(lambda: api.state()["current_text"] == lines[0], "the first line speaking")
+        assert api.http.post("/api/v1/stop").status_code == 200
+        assert api.state()["queue"]["paused"] is True
+
+        asked = api.http.post("/api/v1/ask", json={"text": "What is new in the product?"})
+        assert asked.status_code == 200, asked.text
+        question_id = asked.json()["question_id"]
+        wait_for(
+            lambda: api.http.get(f"/api/v1/ask/{question_id}").json()["state"] == "answered",
+            "the answer",
+            30,
+        )
+        sentences = api.http.get(f"/api/v1/ask/{question_id}").json()["sentences"]
+        wait_for(
+            lambda: received(url, session_id)[-len(sentences) :] == sentences,
+            lambda: f"the answer on the service, no Resume: {received(url, session_id)}",
+        )
+        assert lines[2] not in received(url, session_id)
+        items = {i["text"]: i for i in api.http.get("/api/v1/queue").json()["items"]}
+        assert items[lines[2]]["state"] == "waiting" and items[lines[2]]["set_aside"] is True
+        assert api.state()["queue"]["paused"] is False
+        api.http.close()
+    finally:
+        stop(app)
+        stop(sim)

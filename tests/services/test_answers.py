@@ -936,23 +936,58 @@ def test_stop_from_any_door_ends_the_answer_but_making_way_does_not(
 def test_stop_on_a_queue_stopped_already_ends_the_new_answer(
     make_sim: Any, store: TaskLogStore
 ) -> None:
-    """Stop, Ask, Stop: the second Stop finds the queue paused already, and still ends the
-    answer being written (every Stop counts, not only the one that pauses)."""
-    sim = make_sim(tokens_per_second=40.0)
+    """Stop, Ask, Stop before the answer's first sentence: the second Stop finds the queue
+    paused already, and still ends the answer being written (every Stop counts, not only the
+    one that pauses), so nothing of it is ever said."""
+    sim = make_sim(tokens_per_second=4.0)  # the first sentence takes seconds to stream
 
     async def scenario() -> None:
         async with live_queue(sim, store) as live:
             service = service_for(sim, SpeechQueueSink(live.queue), store=store)
             unfollow = service.follow_queue_stops(live.queue)
-            watch = Watch(service)
             await live.queue.stop()
             asked = await service.ask(QUESTION, session_id=live.session_id)
-            await watch.until(lambda: watch.views[-1].sentences)
-            assert live.queue.paused
+            await poll(lambda: llm_requests(sim) and llm_requests(sim)[-1]["tokens_sent"] > 0)
+            answering = service.answer(asked.question_id)
+            assert live.queue.paused and answering is not None and not answering.sentences
             await live.queue.stop()
             stopped = await service.wait(asked.question_id)
-            assert stopped.state is QS.STOPPED and len(stopped.sentences) < 4
+            assert stopped.state is QS.STOPPED and stopped.sentences == ()
             await poll(lambda: llm_requests(sim)[-1]["outcome"] == "client_closed")
+            assert live.texts() == [] and live.queue.paused
+            unfollow()
+
+    run(scenario())
+
+
+def test_an_answer_asked_after_a_stop_is_said_at_once_and_what_waited_is_set_aside(
+    make_sim: Any, store: TaskLogStore
+) -> None:
+    """Words after a Stop go at once, whichever door: a question asked after a Stop is
+    answered aloud without a Resume; the lines that waited are set aside, and Resume says
+    them after the answer."""
+    sim = make_sim(tokens_per_second=400.0)
+
+    async def scenario() -> None:
+        async with live_queue(sim, store) as live:
+            service = service_for(sim, SpeechQueueSink(live.queue), store=store)
+            unfollow = service.follow_queue_stops(live.queue)
+            await live.queue.stop()
+            waited = live.queue.enqueue("A line typed before the question. And another one.")
+            assert live.queue.paused and live.texts() == []
+            asked = await service.ask(QUESTION, session_id=live.session_id)
+            done = await service.wait(asked.question_id)
+            assert done.state is QS.ANSWERED and done.sentences == tuple(SENTENCES)
+            await poll(lambda: len(live.texts()) == len(SENTENCES))
+            assert live.texts() == SENTENCES  # the answer, and nothing that waited
+            assert not live.queue.paused
+            aside = {
+                i.item_id: i for i in live.queue.items if i.item_id in {w.item_id for w in waited}
+            }
+            assert all(i.set_aside and i.state is ItemState.WAITING for i in aside.values())
+            live.queue.resume()
+            await poll(lambda: len(live.texts()) == len(SENTENCES) + len(waited))
+            assert live.texts()[len(SENTENCES) :] == [w.text for w in waited]
             unfollow()
 
     run(scenario())

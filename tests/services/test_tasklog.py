@@ -506,3 +506,39 @@ def test_add_many_links_an_answers_lines_to_its_question(store: TaskLogStore) ->
                              route=TaskRoute.LLM, question_id="q7")  # fmt: skip
     assert [r.question_id for r in records] == ["q7", "q7"]
     assert store.answer_rows("q7") == records == [store.get(r.row_id) for r in records]
+
+
+# -- checkpoints on their own thread ---------------------------------------------------------
+
+
+def test_the_writing_connection_never_checkpoints(store: TaskLogStore) -> None:
+    """Checkpoints (with their fsyncs) are not run inside the GUI thread's commits."""
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+
+
+def test_the_log_is_copied_back_while_the_app_runs_and_all_of_it_at_close(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avaturn_desktop.services import tasklog
+
+    monkeypatch.setattr(tasklog, "CHECKPOINT_EVERY_S", 0.02)
+    store = TaskLogStore(db_path)
+    try:
+        before = db_path.stat().st_size
+        for n in range(300):
+            store.add(session_id="s1", text=f"Line {n}.", voice_id="v", route=TaskRoute.REST)
+        # the rows reach the database file itself (not only its write-ahead log) while the
+        # store is open: only a checkpoint writes there, and the writer runs none
+        deadline = time.monotonic() + 20
+        while db_path.stat().st_size <= before:
+            assert time.monotonic() < deadline, "no checkpoint while the store was open"
+            time.sleep(0.02)
+        thread = store._checkpoints._thread
+        assert thread.is_alive()
+    finally:
+        store.close()
+    assert not thread.is_alive()
+    wal = db_path.with_name(db_path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 300

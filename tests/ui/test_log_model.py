@@ -9,13 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QModelIndex, QModelRoleData, QModelRoleDataSpan, Qt
+from PySide6.QtCore import (
+    QCoreApplication,
+    QEvent,
+    QModelIndex,
+    QModelRoleData,
+    QModelRoleDataSpan,
+    Qt,
+)
 
 from avaturn_desktop.core.tasks import TaskRoute, TaskState
 from avaturn_desktop.services.tasklog import TaskLogStore
 from avaturn_desktop.ui.docks import log_panel
 from avaturn_desktop.ui.docks.log_panel import LogPanel
-from avaturn_desktop.ui.log_model import Column, LogModel
+from avaturn_desktop.ui.log_model import CACHE_ROWS, PAGE, Column, LogModel
 
 ROWS = 100_000
 SESSIONS = ("s-a", "s-b", "s-c", "s-d")
@@ -54,6 +61,9 @@ def store(big_log: Path, tmp_path: Path) -> Iterator[TaskLogStore]:
     copy.write_bytes(big_log.read_bytes())
     with TaskLogStore(copy) as store:
         yield store
+        # The test's panels were closed by qtbot and are deleted later: deleted now, before
+        # the store closes under them (a timer or repaint of theirs would read it later).
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def test_a_big_log_is_fast_and_lazy(store: TaskLogStore, qtmodeltester: Any) -> None:
@@ -71,6 +81,22 @@ def test_a_big_log_is_fast_and_lazy(store: TaskLogStore, qtmodeltester: Any) -> 
     assert time.perf_counter() - started < 3.0
     assert model.headerData(Column.LATENCY, Qt.Orientation.Horizontal) == "Latency (ms)"
     assert model.rowCount(model.index(0, 0)) == 0
+
+
+def test_scrolling_the_whole_log_keeps_a_bounded_cache(store: TaskLogStore) -> None:
+    """The view asks for every row once (a scroll to the end): the records and texts kept
+    stay bounded, and a row that left them is read again, right."""
+    model = LogModel(store)
+    rows = 20 * PAGE
+    for row in range(rows):
+        model.data(model.index(row, Column.TEXT))
+    assert model.pages_read == 20
+    assert len(model._cache) <= CACHE_ROWS
+    assert len(model._texts) <= CACHE_ROWS
+    assert model.data(model.index(0, Column.TEXT)) == "Line number 0 about pears."
+    assert model.pages_read == 21  # the first page had left the cache: read again
+    assert model.data(model.index(rows - 1, Column.TEXT)) == f"Line number {rows - 1} about pears."
+    assert model.pages_read == 21  # the last page is still kept
 
 
 def test_filter_by_session_and_state_and_search(store: TaskLogStore) -> None:
@@ -252,3 +278,28 @@ def test_a_closed_log_reads_nothing_more(tmp_path: Path, qtbot: Any) -> None:
     model.row_written(record.row_id, False)
     model.flush()
     assert model.rowCount() == 0 and not model._flush_timer.isActive()
+
+
+def test_a_closed_log_repaints_without_reading_the_closed_store(tmp_path: Path, qtbot: Any) -> None:
+    """The window is deleted after the store has closed (later, by Qt): a repaint meanwhile
+    of rows that are no longer in the model's cache must not read from the closed store."""
+    small = TaskLogStore(tmp_path / "closing.sqlite3")
+    model = LogModel(small)
+    panel = LogPanel(model, sessions=lambda: [], exporter=lambda *_: 0)
+    qtbot.addWidget(panel)
+    rows = small.add_many(
+        [f"Line {i}." for i in range(1_200)], session_id="s-a", voice_id="v1",
+        route=TaskRoute.REST,
+    )  # fmt: skip
+    for record in rows:
+        model.row_written(record.row_id, True)
+    model.flush()
+    assert model.rowCount() == 1_200
+    model.close()
+    panel.close_panel()
+    small.close()
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.table.scrollToTop()  # the first rows: read the longest ago, out of the cache
+    panel.table.viewport().repaint()
+    assert model.rowCount() == 0

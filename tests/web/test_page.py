@@ -263,7 +263,9 @@ def test_a_gesture_is_real_input_and_soon_stale(qtbot: Any) -> None:
     outer = QWidget()
     qtbot.addWidget(outer)
     watch = GestureWatch(outer, clock=lambda: now[0])
-    inner = QWidget(outer)  # added later: watched too
+    inner = QWidget(outer)  # added later: watched once polished (before it is shown)
+    outer.show()
+    qtbot.waitExposed(outer)
     assert not watch.recent()
     # an event that code sends (not from the window system) is no gesture
     from PySide6.QtCore import QPointF

@@ -141,7 +141,11 @@ class GestureWatch(QObject):
         if kind in _GESTURE_EVENTS and event.spontaneous():
             self._last = self._clock()
             self.touched.emit()
-        elif kind == QEvent.Type.ChildAdded:
+        elif kind == QEvent.Type.ChildPolished:
+            # Polished, not added: a child is reported as added from inside its constructor,
+            # and wrapping a half-made object of a Python class (the page's bridge) made
+            # PySide6 search its types for 45 ms of start-up. Only widgets are polished, and
+            # before they are shown, so none takes input unwatched.
             child = event.child() if isinstance(event, QChildEvent) else None
             if isinstance(child, QWidget):
                 self._watch(child)
