@@ -184,9 +184,9 @@ class Speaker:
         batch = Batch(text, items)
         for item in items:
             self._pending[item.item_id] = batch
-        # a sentence may already be taken or lost (events arrived while queueing)
-        now = {item.item_id: item for item in self.queue.items}
-        latest = [now.get(item.item_id, item) for item in items]
+        # a sentence may already be taken or lost (events arrived while queueing); each is
+        # looked up alone: a copy of every item in the queue cost each say as much as the rest
+        latest = [self.queue.item(item.item_id) or item for item in items]
         batch._items = {item.item_id: item for item in latest}
         if not cutter.done:
             batch._rest = cutter

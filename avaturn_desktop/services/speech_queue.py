@@ -309,6 +309,8 @@ class SpeechQueue:
         self._max_rate_limit_retries = max_rate_limit_retries
         self._keep_finished = keep_finished
         self._entries: list[_Entry] = []
+        #: The same entries by item id (a line is found in one step, not by a walk).
+        self._by_id: dict[int, _Entry] = {}
         self._ids = itertools.count(1)
         self._send_seq = itertools.count(1)
         self._by_task_id: dict[str, _Entry] = {}
@@ -427,6 +429,7 @@ class SpeechQueue:
         if front:
             at = next((i for i, e in enumerate(self._entries) if e.state is ItemState.WAITING), at)
         self._entries[at:at] = entries
+        self._by_id.update((e.item_id, e) for e in entries)
         if self.live:
             self._add_rows(entries)
         for entry in entries:
@@ -442,6 +445,7 @@ class SpeechQueue:
         if entry.row_id is not None:
             self._write(self._store.mark_cancelled, entry.row_id, REASON_REMOVED)
         self._entries.remove(entry)
+        del self._by_id[entry.item_id]
         entry.state = ItemState.CANCELLED
         entry.reason = REASON_REMOVED
         entry.retry_at = None
@@ -796,6 +800,7 @@ class SpeechQueue:
             len(self._entries),
         )
         self._entries[at:at] = copies
+        self._by_id.update((e.item_id, e) for e in copies)
         if self.live:
             self._add_rows(copies)
         for copy in copies:
@@ -1429,10 +1434,11 @@ class SpeechQueue:
         return record
 
     def _find(self, item_id: int) -> _Entry | None:
-        return next((e for e in self._entries if e.item_id == item_id), None)
+        return self._by_id.get(item_id)
 
     def _forget(self, entry: _Entry) -> None:
         self._entries.remove(entry)
+        self._by_id.pop(entry.item_id, None)
         if entry.task_id is not None and self._by_task_id.get(entry.task_id) is entry:
             del self._by_task_id[entry.task_id]
         for phrase_id in [p for p, e in self._by_phrase_id.items() if e is entry]:
