@@ -2,17 +2,25 @@
 the control API and its task POST leaving for the service.
 
 Child process: the app as it builds itself (``app.assemble``) with the control API on a free
-port, over a simulator in its own process, with a live session. One line at a time, on an
-idle queue: a plain ``httpx`` client in a worker thread sends ``POST /api/v1/say`` (``A_i``,
-taken by its request hook, as the request goes to the wire), and the runtime's request hook
-notes when that line's task POST leaves (``L_i``). Both read ``time.perf_counter``.
-``L_i - A_i`` counts the loopback hop too, so it is an upper bound of the app's own time.
+port, over a simulator in its own process, with a live session. The caller is a process of its
+own (``bench.say_client``), as a Stream Deck plugin or a script is: it sends ``POST
+/api/v1/say`` and notes when the request goes to the wire (``A_i``); the runtime's request
+hook notes when that line's task POST leaves (``L_i``). Both read ``time.perf_counter``, the
+system's monotonic clock, the same in both processes. ``L_i - A_i`` counts the loopback hop
+too, so it is an upper bound of the app's own time. One line at a time, on an idle queue: the
+next text goes to the caller once the line before has finished; the app waits for that on
+events, never by polling its loop.
+
+(Until 2026-11-30 the caller was a thread inside the app's process, and the app polled its own
+loop every millisecond for the POST: the caller then took the interpreter lock from the GUI
+thread at the very moment measured, and the polling woke the loop a thousand times a second.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,59 +40,63 @@ def main() -> int:
     store_path = Path(tempfile.mkdtemp(prefix="avaturn-bench-control-")) / "tasklog.sqlite3"
     left: dict[str, float] = {}
 
+    waiting: list[str] = []  # the text whose task POST is awaited
+    posted = asyncio.Event()
+
     async def on_request(request: Any) -> None:
         if request.method == "POST" and request.url.path.endswith("/tasks"):
             text = request.content.decode("utf-8", "replace")
             left.setdefault(text, time.perf_counter())
+            if waiting and waiting[0] in text:
+                posted.set()
 
     async def body() -> dict[str, Any]:
-        import httpx
-
         async with app_shell(
             args.api_base, store_path, on_request=on_request, control_port=0
         ) as parts:
             await go_live(parts.shell)
             control = parts.app.control
-            token = control.token()
             queue = parts.speaking.queue
-            loop = asyncio.get_running_loop()
-            written: list[float] = []
-            client = httpx.Client(
-                base_url=control.url,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=10,
-                # stamped as the request goes to the wire, after the client built it
-                event_hooks={"request": [lambda _request: written.append(time.perf_counter())]},
+            idle = asyncio.Event()
+
+            def on_change(_change: Any) -> None:
+                if all(it.state.finished for it in queue.items):
+                    idle.set()
+
+            queue.subscribe(on_change)
+            caller = subprocess.Popen(  # noqa: ASYNC220 (a spawn before the measurement)
+                [sys.executable, "-m", "bench.say_client", control.url, control.token()],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
-            overheads: list[float] = []
-
-            def say(text: str) -> float:
-                answer = client.post("/api/v1/say", json={"text": text})
-                answer.raise_for_status()
-                return written[-1]
-
+            assert caller.stdin is not None and caller.stdout is not None
+            texts = [f"Line {i} from the control API." for i in range(args.sends + 5)]
             try:
-                for i in range(args.sends + 5):
-                    text = f"Line {i} from the control API."
-                    sent = await loop.run_in_executor(None, say, text)
-                    key = next(k for k in list(left) if text in k) if left else None
-                    deadline = loop.time() + 10
-                    while key is None:
-                        if loop.time() > deadline:
-                            raise RuntimeError(f"send {i}: no task POST left")
-                        await asyncio.sleep(0.001)
-                        key = next((k for k in list(left) if text in k), None)
-                    if i >= 5:
-                        overheads.append((left[key] - sent) * 1000)
-                    deadline = loop.time() + 30
-                    while any(not it.state.finished for it in queue.items):
-                        if loop.time() > deadline:
-                            raise RuntimeError(f"send {i}: the line did not finish")
-                        await asyncio.sleep(0.005)
+                for i, text in enumerate(texts):
+                    waiting[:] = [text]
+                    posted.clear()
+                    idle.clear()
+                    caller.stdin.write(text + "\n")
+                    caller.stdin.flush()
+                    try:
+                        await asyncio.wait_for(posted.wait(), 10)
+                    except TimeoutError:
+                        raise RuntimeError(f"send {i}: no task POST left") from None
+                    try:
+                        await asyncio.wait_for(idle.wait(), 30)
+                    except TimeoutError:
+                        raise RuntimeError(f"send {i}: the line did not finish") from None
             finally:
-                await loop.run_in_executor(None, client.close)
+                out, _ = caller.communicate("\n", timeout=30)
+            sent = [float(line) for line in out.split()]
+            if len(sent) != len(texts):
+                raise RuntimeError(f"the caller noted {len(sent)} of {len(texts)} says")
+            stamps = {text: next(t for k, t in left.items() if text in k) for text in texts}
+            overheads = [(stamps[t] - a) * 1000 for t, a in zip(texts, sent, strict=True)][5:]
         return {
             "sends": len(overheads),
+            "caller": "a process of its own (bench.say_client)",
             "p50_ms": percentile(overheads, 50),
             "p99_ms": percentile(overheads, 99),
             "max_ms": max(overheads),
