@@ -37,3 +37,16 @@ def opaque(widget: QWidget) -> QWidget:
     change of a line, a count or a clock inside it."""
     widget.setAutoFillBackground(True)
     return widget
+
+
+def row_runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Ascending row numbers as (first, last) runs of consecutive rows, so that a frame's
+    changes are drawn, inserted or removed a block at a time: ``[1, 2, 3, 7]`` ->
+    ``[(1, 3), (7, 7)]``."""
+    runs: list[tuple[int, int]] = []
+    for row in rows:
+        if runs and runs[-1][1] == row - 1:
+            runs[-1] = (runs[-1][0], row)
+        else:
+            runs.append((row, row))
+    return runs

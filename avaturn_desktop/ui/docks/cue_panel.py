@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from avaturn_desktop.core.script import SCRIPT_SUFFIXES
 from avaturn_desktop.services.cues import CueState, CueView
+from avaturn_desktop.ui.frames import row_runs
 from avaturn_desktop.ui.status_text import StatusText
 
 if TYPE_CHECKING:
@@ -198,7 +199,7 @@ class CueModel(QAbstractTableModel):
         ]
         self._cues = cues
         last = len(COLUMNS) - 1
-        for first, end in _runs(changed):
+        for first, end in row_runs(changed):
             self.dataChanged.emit(self.index(first, 0), self.index(end, last))
         return False
 
@@ -206,17 +207,6 @@ class CueModel(QAbstractTableModel):
 def _shown(cue: CueView) -> tuple[CueState, str]:
     """What a row shows that can change without a reset."""
     return cue.state, clock_text(cue.estimate_s)
-
-
-def _runs(rows: list[int]) -> list[tuple[int, int]]:
-    """Ascending row numbers as (first, last) runs of consecutive rows."""
-    runs: list[tuple[int, int]] = []
-    for row in rows:
-        if runs and runs[-1][1] == row - 1:
-            runs[-1] = (runs[-1][0], row)
-        else:
-            runs.append((row, row))
-    return runs
 
 
 class CueTextDelegate(QStyledItemDelegate):

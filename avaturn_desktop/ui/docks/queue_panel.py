@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from avaturn_desktop.core.queue import ChangeKind, ItemState, QueueChange, QueueItem
-from avaturn_desktop.ui.frames import frame_timer
+from avaturn_desktop.ui.frames import frame_timer, row_runs
 from avaturn_desktop.ui.status_text import StatusText
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ class QueueModel(QAbstractListModel):
         the items in ``changed`` (noted as changed) are redrawn."""
         wanted = {item.item_id for item in items}
         gone = [row for row, item in enumerate(self._items) if item.item_id not in wanted]
-        for first, last in reversed(_runs(gone)):
+        for first, last in reversed(row_runs(gone)):
             self.beginRemoveRows(_ROOT, first, last)
             del self._items[first : last + 1]
             self.endRemoveRows()
@@ -281,17 +281,6 @@ def _set_text(label: QLabel, text: str) -> None:
     """A label's text, set only when it changes (a new text lays the window out again)."""
     if label.text() != text:
         label.setText(text)
-
-
-def _runs(rows: list[int]) -> list[tuple[int, int]]:
-    """Sorted rows as runs of consecutive ones: ``[1, 2, 3, 7]`` -> ``[(1, 3), (7, 7)]``."""
-    runs: list[tuple[int, int]] = []
-    for row in rows:
-        if runs and runs[-1][1] == row - 1:
-            runs[-1] = (runs[-1][0], row)
-        else:
-            runs.append((row, row))
-    return runs
 
 
 class QueueList(QTableView):
