@@ -20,14 +20,17 @@ def create(sim: Any) -> httpx.Response:
 
 
 def test_latency_delays_service_calls_only(make_sim):
-    sim = make_sim(faults=FaultConfig(latency_ms=150))
+    # a latency far above what a loaded machine adds to a loopback call: each call that is
+    # not the service's is timed alone, on one client (no new TLS context per call)
+    sim = make_sim(faults=FaultConfig(latency_ms=600))
     started = time.monotonic()
     assert create(sim).status_code == 200
-    assert time.monotonic() - started >= 0.15
-    started = time.monotonic()
-    assert httpx.get(sim.base_url + "/_sim/state").status_code == 200
-    assert httpx.get(sim.sdk_url).status_code == 200
-    assert time.monotonic() - started < 0.15
+    assert time.monotonic() - started >= 0.6
+    with httpx.Client() as client:
+        for url in (sim.base_url + "/_sim/state", sim.sdk_url):
+            started = time.monotonic()
+            assert client.get(url).status_code == 200
+            assert time.monotonic() - started < 0.6, url
 
 
 def test_jitter_stays_in_its_band(make_sim):
