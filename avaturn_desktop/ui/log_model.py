@@ -32,6 +32,9 @@ PAGE: Final = 200
 #: Records (and their cells' texts) kept: five pages, several screens of rows either side of
 #: the one in view; a page further away is read again in one query (about a millisecond).
 CACHE_ROWS: Final = 1_000
+#: The most rows one flush shows (read, inserted, laid out, drawn): a pasted script's
+#: hundreds of rows are shown over a few frames rather than in one long turn of the loop.
+FLUSH_MOST: Final = 40
 
 # Item roles and columns as plain ints: data() runs per cell and role at every repaint.
 _DISPLAY: Final = int(Qt.ItemDataRole.DisplayRole)
@@ -243,7 +246,13 @@ class LogModel(QAbstractTableModel):
         if not self._pending or self._closed:
             return
         ids = sorted(self._pending)
-        self._pending.clear()
+        if len(ids) > FLUSH_MOST:
+            ids = ids[:FLUSH_MOST]  # the oldest first: new rows still join at the end in order
+            for row_id in ids:
+                del self._pending[row_id]
+            self._flush_timer.start()  # the rest in the next frame
+        else:
+            self._pending.clear()
         records = self._read(ids)
         tail: list[TaskRecord] = []  # new rows past the last shown one: one insert
         last = self._ids[-1] if self._ids else -1

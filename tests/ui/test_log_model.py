@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -293,8 +294,7 @@ def test_a_closed_log_repaints_without_reading_the_closed_store(tmp_path: Path, 
     )  # fmt: skip
     for record in rows:
         model.row_written(record.row_id, True)
-    model.flush()
-    assert model.rowCount() == 1_200
+    qtbot.waitUntil(lambda: model.rowCount() == 1_200)  # shown over a few frames
     model.close()
     panel.close_panel()
     small.close()
@@ -303,3 +303,27 @@ def test_a_closed_log_repaints_without_reading_the_closed_store(tmp_path: Path, 
     panel.table.scrollToTop()  # the first rows: read the longest ago, out of the cache
     panel.table.viewport().repaint()
     assert model.rowCount() == 0
+
+
+def test_a_burst_of_rows_is_shown_over_frames_in_order(tmp_path: Path, qtbot: Any) -> None:
+    """A pasted script logs hundreds of rows at once: each frame shows at most FLUSH_MOST of
+    them (one long turn of the loop otherwise), oldest first, so the table ends in order."""
+    from avaturn_desktop.ui.log_model import FLUSH_MOST
+
+    small = TaskLogStore(tmp_path / "burst.sqlite3")
+    model = LogModel(small)
+    rows = small.add_many(
+        [f"Line {i}." for i in range(5 * FLUSH_MOST + 3)], session_id="s-a", voice_id="v1",
+        route=TaskRoute.REST,
+    )  # fmt: skip
+    for record in rows:
+        model.row_written(record.row_id, True)
+    sizes: list[int] = []
+    model.rowsInserted.connect(lambda *_: sizes.append(model.rowCount()))
+    model.flush()
+    assert model.rowCount() == FLUSH_MOST
+    qtbot.waitUntil(lambda: model.rowCount() == len(rows))
+    assert all(b - a <= FLUSH_MOST for a, b in itertools.pairwise([0, *sizes]))
+    assert [model.row_id(r) for r in range(model.rowCount())] == [r.row_id for r in rows]
+    model.close()
+    small.close()
