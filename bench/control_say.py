@@ -93,13 +93,17 @@ def main() -> int:
             if len(sent) != len(texts):
                 raise RuntimeError(f"the caller noted {len(sent)} of {len(texts)} says")
             stamps = {text: next(t for k, t in left.items() if text in k) for text in texts}
-            overheads = [(stamps[t] - a) * 1000 for t, a in zip(texts, sent, strict=True)][5:]
+            timed = [((stamps[t] - a) * 1000, a) for t, a in zip(texts, sent, strict=True)][5:]
+            overheads = [ms for ms, _ in timed]
         return {
             "sends": len(overheads),
             "caller": "a process of its own (bench.say_client)",
             "p50_ms": percentile(overheads, 50),
             "p99_ms": percentile(overheads, 99),
             "max_ms": max(overheads),
+            # the slowest says, each with when it was written (the monotonic clock): what the
+            # app did then shows in a sampler's or ``perf``'s record of the same run
+            "worst_says_ms_at": [(round(ms, 2), round(at, 4)) for ms, at in sorted(timed)[-5:]],
         }
 
     emit_result(run_async(app, body))
