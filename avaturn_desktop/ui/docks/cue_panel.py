@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 
 from avaturn_desktop.core.script import SCRIPT_SUFFIXES
 from avaturn_desktop.services.cues import CueState, CueView
-from avaturn_desktop.ui.frames import row_runs
+from avaturn_desktop.ui.frames import row_runs, unshaped_text
 from avaturn_desktop.ui.status_text import StatusText
 
 if TYPE_CHECKING:
@@ -292,6 +292,7 @@ class CuePanel(QWidget):
         self._clocked_standby: int | None = -1
         self.model = CueModel(presenter, self)
         self.table = CueTable()
+        unshaped_text(self.table)
         self.table.setObjectName("cues.table")
         self.table.setModel(self.model)
         self.table.setItemDelegateForColumn(COL_TEXT, CueTextDelegate(self.table))

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from avaturn_desktop.core.paths import data_dir
 from avaturn_desktop.core.tasks import TaskState
+from avaturn_desktop.ui.frames import unshaped_text
 from avaturn_desktop.ui.log_model import Column, LogModel
 from avaturn_desktop.ui.status_text import StatusText
 
@@ -116,6 +117,7 @@ class LogPanel(QWidget):
         self._search_timer.setInterval(SEARCH_DELAY_MS)
 
         self.table = QTableView()
+        unshaped_text(self.table)
         self.table.setObjectName("log.table")
         self.table.setModel(model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)

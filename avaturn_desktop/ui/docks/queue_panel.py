@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from avaturn_desktop.core.queue import ChangeKind, ItemState, QueueChange, QueueItem
-from avaturn_desktop.ui.frames import frame_timer, row_runs
+from avaturn_desktop.ui.frames import frame_timer, row_runs, unshaped_text
 from avaturn_desktop.ui.status_text import StatusText
 
 if TYPE_CHECKING:
@@ -313,6 +313,7 @@ class QueuePanel(QWidget):
         self._presenter = presenter
         self.model = QueueModel(presenter, self)
         self.list = QueueList()
+        unshaped_text(self.list)
         self.list.setObjectName("queue.list")
         self.list.setModel(self.model)
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
