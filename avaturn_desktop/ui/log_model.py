@@ -26,7 +26,7 @@ from PySide6.QtGui import QBrush, QColor
 
 from avaturn_desktop.core.tasks import TaskRecord, TaskState
 from avaturn_desktop.services.tasklog import TaskLogStore
-from avaturn_desktop.ui.frames import frame_timer
+from avaturn_desktop.ui.frames import FRAME_MS, frame_timer
 
 PAGE: Final = 200
 #: Records (and their cells' texts) kept: five pages, several screens of rows either side of
@@ -35,6 +35,13 @@ CACHE_ROWS: Final = 1_000
 #: The most rows one flush shows (read, inserted, laid out, drawn): a pasted script's
 #: hundreds of rows are shown over a few frames rather than in one long turn of the loop.
 FLUSH_MOST: Final = 40
+#: How long after a write, the table being up to date, the row is shown (ms): half a frame.
+#: The request that sends the line has left by then (its send is 2-3 ms, p99 under 8), and
+#: the table's redraw (a full relayout and repaint when a row is added: 3-9 ms) falls while
+#: the avatar says the line, not a frame later, when the line has often ended and the next
+#: one (a script's, a Stream Deck's) is being read: that collision was the control API's
+#: slowest says (p99 12-18 -> 5-6 ms over 200 says).
+FIRST_FLUSH_MS: Final = 8
 
 # Item roles and columns as plain ints: data() runs per cell and role at every repaint.
 _DISPLAY: Final = int(Qt.ItemDataRole.DisplayRole)
@@ -160,9 +167,10 @@ class LogModel(QAbstractTableModel):
         self.pages_read = 0
         #: Rows written and not shown yet (see :meth:`row_written`), in a dict for order.
         self._pending: dict[int, None] = {}
-        # A frame after the first write, not the next loop turn: the request that sends a
-        # line leaves before its row is drawn, and a burst of writes is one redraw.
-        self._flush_timer = frame_timer(self, self.flush)
+        # Half a frame after the first write, not the next loop turn: the request that sends
+        # a line leaves before its row is drawn, and a burst of writes is one redraw (then one
+        # a frame, see flush).
+        self._flush_timer = frame_timer(self, self.flush, FIRST_FLUSH_MS)
         self._closed = False
         self.reload()
 
@@ -226,7 +234,7 @@ class LogModel(QAbstractTableModel):
         self._cache.pop(row_id, None)
         self._pending[row_id] = None
         if not self._flush_timer.isActive():
-            self._flush_timer.start()
+            self._flush_timer.start(FIRST_FLUSH_MS)
 
     def close(self) -> None:
         """The app is closing: nothing more is read. The store closes before the window is
@@ -250,7 +258,7 @@ class LogModel(QAbstractTableModel):
             ids = ids[:FLUSH_MOST]  # the oldest first: new rows still join at the end in order
             for row_id in ids:
                 del self._pending[row_id]
-            self._flush_timer.start()  # the rest in the next frame
+            self._flush_timer.start(FRAME_MS)  # the rest in the next frame
         else:
             self._pending.clear()
         records = self._read(ids)

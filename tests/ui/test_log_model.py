@@ -327,3 +327,31 @@ def test_a_burst_of_rows_is_shown_over_frames_in_order(tmp_path: Path, qtbot: An
     assert [model.row_id(r) for r in range(model.rowCount())] == [r.row_id for r in rows]
     model.close()
     small.close()
+
+
+def test_a_written_row_is_shown_half_a_frame_later_and_a_burst_a_frame_at_a_time(
+    tmp_path: Path, qtbot: Any
+) -> None:
+    """A single row is drawn FIRST_FLUSH_MS after its write (while the avatar says the line,
+    not when the next one comes); the rest of a burst follows a frame at a time."""
+    from avaturn_desktop.ui.frames import FRAME_MS
+    from avaturn_desktop.ui.log_model import FIRST_FLUSH_MS, FLUSH_MOST
+
+    small = TaskLogStore(tmp_path / "soon.sqlite3")
+    model = LogModel(small)
+    record = small.add(session_id="s-a", text="One line.", voice_id="v1", route=TaskRoute.REST)
+    model.row_written(record.row_id, True)
+    timer = model._flush_timer
+    assert timer.isActive() and timer.interval() == FIRST_FLUSH_MS < FRAME_MS
+    qtbot.waitUntil(lambda: model.rowCount() == 1)
+    rows = small.add_many(
+        [f"Line {i}." for i in range(FLUSH_MOST + 1)], session_id="s-a", voice_id="v1",
+        route=TaskRoute.REST,
+    )  # fmt: skip
+    for row in rows:
+        model.row_written(row.row_id, True)
+    model.flush()
+    assert timer.isActive() and timer.interval() == FRAME_MS  # the rest: the next frame
+    qtbot.waitUntil(lambda: model.rowCount() == len(rows) + 1)
+    model.close()
+    small.close()
