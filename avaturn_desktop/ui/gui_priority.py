@@ -9,6 +9,12 @@ while lines streamed (the stall meter's worst turns were ones in which the GUI t
 ran). Where Chromium may raise its threads, the app raises its GUI thread to the same level;
 where it may not, neither does, and nothing changes.
 
+On Linux a thread or process started afterwards from the GUI thread inherits its nice value:
+the built-in simulator and the page's processes then run at that level too. Against other
+programs on a busy machine the whole app is ahead; among its own parts, Chromium's display
+threads and the GUI thread are level, as they were before at 0. (Where the kernel groups
+processes by session, ``sched_autogroup``, nice values count only inside the app's group.)
+
 Linux only (``setpriority`` on a thread id is per thread there); elsewhere a no-op.
 """
 
