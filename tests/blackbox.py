@@ -120,6 +120,19 @@ class Api:
         result: dict[str, Any] = answer.json()
         return result
 
+    def start_live(self, what: str = "live") -> str:
+        """Start a session, wait until it is live, and return its id."""
+        assert self.http.post("/api/v1/session/start", json={}).status_code == 202
+        wait_for(lambda: self.state()["session"]["state"] == "live", what, 40)
+        session_id: str = self.state()["session"]["id"]
+        return session_id
+
+    def say_until_the_first_speaks(self, lines: list[str]) -> None:
+        """``say`` each line, then wait until the first of them is being spoken."""
+        for line in lines:
+            assert self.http.post("/api/v1/say", json={"text": line}).status_code == 200
+        wait_for(lambda: self.state()["current_text"] == lines[0], "the first line speaking")
+
 
 def _discovery(home: Path) -> dict[str, Any] | None:
     try:

@@ -108,9 +108,7 @@ def test_a_question_asked_after_stop_is_answered_aloud_without_resume(tmp_path: 
         api = Api(home)
         wait_for(lambda: api.state()["session"]["state"] == "live", "live", 40)
         session_id = api.state()["session"]["id"]
-        for line in lines:
-            assert api.http.post("/api/v1/say", json={"text": line}).status_code == 200
-        wait_for(lambda: api.state()["current_text"] == lines[0], "the first line speaking")
+        api.say_until_the_first_speaks(lines)
         assert api.http.post("/api/v1/stop").status_code == 200
         assert api.state()["queue"]["paused"] is True
 

@@ -225,21 +225,15 @@ def test_lines_a_dead_session_cut_off_are_said_again_on_one_call(
     try:
         api = Api(home)
         http = api.http
-        assert http.post("/api/v1/session/start", json={}).status_code == 202
-        wait_for(lambda: api.state()["session"]["state"] == "live", "live", 40)
-        first = api.state()["session"]["id"]
-        for line in lines:
-            assert http.post("/api/v1/say", json={"text": line}).status_code == 200
-        wait_for(lambda: api.state()["current_text"] == lines[0], "the first line speaking")
+        first = api.start_live()
+        api.say_until_the_first_speaks(lines)
         killed = httpx.post(
             f"{simulator}/_sim/sessions/{first}/kill",
             headers={"Authorization": f"Bearer {SIM_KEY}"},
         )
         assert killed.status_code == 200
         wait_for(lambda: api.state()["queue"]["unfinished"] == 2, "two unfinished lines")
-        assert http.post("/api/v1/session/start", json={}).status_code == 202
-        wait_for(lambda: api.state()["session"]["state"] == "live", "live again", 40)
-        second = api.state()["session"]["id"]
+        second = api.start_live("live again")
         again = http.post("/api/v1/queue/unfinished")
         assert again.status_code == 200, again.text
         assert [i["text"] for i in again.json()["items"]] == lines

@@ -250,9 +250,7 @@ def test_a_line_of_a_later_cue_is_removed_while_the_first_plays(
     try:
         api = Api(home)
         http = api.http
-        assert http.post("/api/v1/session/start", json={}).status_code == 202
-        wait_for(lambda: api.state()["session"]["state"] == "live", "live", 40)
-        session_id = api.state()["session"]["id"]
+        session_id = api.start_live()
         assert http.post("/api/v1/cues/load", json={"text": LONG_SCRIPT}).status_code == 200
         assert http.post("/api/v1/cues/go").status_code == 200
         second = http.post("/api/v1/cues/go").json()["items"]
@@ -296,12 +294,8 @@ def test_words_said_after_stop_go_at_once_and_what_waited_is_set_aside(
     try:
         api = Api(home)
         http = api.http
-        assert http.post("/api/v1/session/start", json={}).status_code == 202
-        wait_for(lambda: api.state()["session"]["state"] == "live", "live", 40)
-        session_id = api.state()["session"]["id"]
-        for line in lines:
-            assert http.post("/api/v1/say", json={"text": line}).status_code == 200
-        wait_for(lambda: api.state()["current_text"] == lines[0], "the first line speaking")
+        session_id = api.start_live()
+        api.say_until_the_first_speaks(lines)
         assert http.post("/api/v1/stop").status_code == 200
         assert api.state()["queue"]["paused"] is True
         # a new line: said now, no Resume
