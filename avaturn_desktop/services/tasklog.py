@@ -897,6 +897,8 @@ class _Checkpointer:
         self._path = path
         self._wal = path.with_name(path.name + "-wal")
         self._stopping = threading.Event()
+        #: Set after each checkpoint (for tests and the curious: there is no other sign).
+        self.checkpointed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tasklog-checkpoint", daemon=True)
         self._thread.start()
 
@@ -927,6 +929,8 @@ class _Checkpointer:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:  # busy or locked: the next round tries again
                     log.debug("Task log checkpoint put off: %s", exc)
+                else:
+                    self.checkpointed.set()
                 seen = self._wal_mark()
         finally:
             if db is not None:

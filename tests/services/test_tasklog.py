@@ -529,10 +529,8 @@ def test_the_log_is_copied_back_while_the_app_runs_and_all_of_it_at_close(
             store.add(session_id="s1", text=f"Line {n}.", voice_id="v", route=TaskRoute.REST)
         # the rows reach the database file itself (not only its write-ahead log) while the
         # store is open: only a checkpoint writes there, and the writer runs none
-        deadline = time.monotonic() + 20
-        while db_path.stat().st_size <= before:
-            assert time.monotonic() < deadline, "no checkpoint while the store was open"
-            time.sleep(0.02)
+        assert store._checkpoints.checkpointed.wait(20), "no checkpoint while the store was open"
+        assert db_path.stat().st_size > before
         thread = store._checkpoints._thread
         assert thread.is_alive()
     finally:
