@@ -53,28 +53,31 @@ def _keyring() -> tuple[Any, type[Exception]]:
 
 def load_api_key() -> tuple[str | None, KeySource]:
     """The key and where it came from. The environment wins over the keyring."""
-    return _load(ENV_VAR, KEYRING_USER, _withdrawn.get(ENV_VAR, ""))
+    return _load(ENV_VAR, KEYRING_USER)
 
 
 def has_environment_key() -> bool:
     """Whether the environment gave an Avaturn key (cheap: no keyring is asked)."""
-    return bool(os.environ.get(ENV_VAR, "").strip() or _withdrawn.get(ENV_VAR, ""))
+    return bool(_from_environment(ENV_VAR))
 
 
 def load_llm_api_key() -> tuple[str | None, KeySource]:
     """The language model's key and where it came from. The environment wins."""
-    return _load(LLM_ENV_VAR, LLM_KEYRING_USER, _withdrawn.get(LLM_ENV_VAR, ""))
+    return _load(LLM_ENV_VAR, LLM_KEYRING_USER)
 
 
 def load_elevenlabs_key() -> tuple[str | None, KeySource]:
     """The ElevenLabs key (optional) and where it came from; the environment wins."""
-    return _load(
-        ELEVENLABS_ENV_VAR, ELEVENLABS_KEYRING_USER, _withdrawn.get(ELEVENLABS_ENV_VAR, "")
-    )
+    return _load(ELEVENLABS_ENV_VAR, ELEVENLABS_KEYRING_USER)
 
 
-def _load(env_var: str, user: str, withdrawn: str = "") -> tuple[str | None, KeySource]:
-    env = os.environ.get(env_var, "").strip() or withdrawn
+def _from_environment(env_var: str) -> str:
+    """The key the environment gives (or gave, before it was withdrawn), or ""."""
+    return os.environ.get(env_var, "").strip() or _withdrawn.get(env_var, "")
+
+
+def _load(env_var: str, user: str) -> tuple[str | None, KeySource]:
+    env = _from_environment(env_var)
     if env:
         return env, "environment"
     keyring, keyring_error = _keyring()
