@@ -61,6 +61,14 @@ def test_an_unreadable_settings_file_gives_the_default_speed(tmp_path: Path, tex
     assert prestart._tokens_per_second(raw) == prestart.DEFAULT_TOKENS_PER_SECOND
 
 
+def test_the_early_guess_uses_the_settings_default_speed() -> None:
+    """prestart keeps its own copy of the default (it runs before pydantic is imported): a
+    copy that drifted would start every early child with the wrong flags, to be replaced."""
+    from avaturn_desktop.core.settings import LlmSettings
+
+    assert LlmSettings().sim_tokens_per_second == prestart.DEFAULT_TOKENS_PER_SECOND
+
+
 @pytest.mark.web
 def test_a_wrong_guess_ends_the_early_simulator_and_starts_the_right_one(tmp_path: Path) -> None:
     """The settings' real load refuses a value the quick read took: the child started with it
