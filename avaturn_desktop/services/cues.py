@@ -67,21 +67,23 @@ from avaturn_desktop.services.speech import Batch, BatchOutcome, Speaker
 log = logging.getLogger("avaturn.cues")
 
 
-def _warm_up_markdown_later() -> None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # no loop (a tool, a test): at once
-        warm_up_markdown()
-    else:
-        loop.call_later(MARKDOWN_WARM_UP_DELAY_S, warm_up_markdown)
-
-
 #: How often the script's file is looked at for changes.
 WATCH_INTERVAL_S = 0.5
 #: How long after the engine is made the Markdown parser is imported in the background: not
 #: while the app starts (the import holds the interpreter lock for ~0.1 s, on the path to the
 #: first live avatar), well before a presenter opens a script.
 MARKDOWN_WARM_UP_DELAY_S = 3.0
+
+
+def _warm_up_markdown_later() -> None:
+    """Import the Markdown parser in the background, :data:`MARKDOWN_WARM_UP_DELAY_S` from
+    now when the event loop runs."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop (a tool, a test): at once
+        warm_up_markdown()
+    else:
+        loop.call_later(MARKDOWN_WARM_UP_DELAY_S, warm_up_markdown)
 
 
 class CueState(enum.StrEnum):

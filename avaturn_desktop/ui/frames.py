@@ -4,7 +4,9 @@ The services report every change as it happens (a line changing state, a log row
 cue played), often dozens in one frame while a script streams. A panel that redrew on each
 would repaint its view dozens of times a frame, and those repaints, not the changes, are what
 stall the GUI loop. So a panel notes what changed, starts its frame timer, and draws once when
-it fires: every change still shows within a frame, and a burst costs one repaint.
+it fires: every change still shows within a frame, and a burst costs one repaint. The
+changed rows are drawn a run at a time (:func:`row_runs`), and an item view's text is drawn
+without shaping where the script needs none (:func:`unshaped_text`).
 """
 
 from __future__ import annotations
