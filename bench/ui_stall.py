@@ -54,33 +54,31 @@ class StallMeter:
         self.timer.stop()
         self._tick()
 
-    def worst_ms(self, count: int = 5) -> list[tuple[float, float, float]]:
-        """The ``count`` longest stalls: each its length and the GUI thread's CPU time in its
-        gap (ms), and when the gap ended (``time.perf_counter()``, the system's monotonic
-        clock: ``perf record -k CLOCK_MONOTONIC`` lines up with it)."""
-        gaps = [
+    def _gaps(self) -> list[tuple[float, float, float]]:
+        """Each gap between ticks: its stall beyond the interval and the GUI thread's CPU time
+        in it (ms), and when it ended (``time.perf_counter()``)."""
+        return [
             (max(0.0, (b - a) * 1000 - INTERVAL_MS), (cb - ca) * 1000, b)
             for a, b, ca, cb in zip(
                 self.ticks, self.ticks[1:], self.cpu, self.cpu[1:], strict=False
             )
         ]
-        return [(round(s, 1), round(c, 1), round(t, 4)) for s, c, t in sorted(gaps)[-count:]]
+
+    def worst_ms(self, count: int = 5) -> list[tuple[float, float, float]]:
+        """The ``count`` longest stalls: each its length and the GUI thread's CPU time in its
+        gap (ms), and when the gap ended (``time.perf_counter()``, the system's monotonic
+        clock: ``perf record -k CLOCK_MONOTONIC`` lines up with it)."""
+        return [
+            (round(s, 1), round(c, 1), round(t, 4)) for s, c, t in sorted(self._gaps())[-count:]
+        ]
 
     def stalls_ms(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
         """Stalls of the gaps that end within [start, end] (perf_counter seconds)."""
-        return [
-            max(0.0, (b - a) * 1000 - INTERVAL_MS)
-            for a, b in zip(self.ticks, self.ticks[1:], strict=False)
-            if start <= b <= end
-        ]
+        return [stall for stall, _, ended in self._gaps() if start <= ended <= end]
 
     def cpu_ms(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
         """The GUI thread's CPU time in each gap that ends within [start, end]."""
-        return [
-            (cb - ca) * 1000
-            for b, ca, cb in zip(self.ticks[1:], self.cpu, self.cpu[1:], strict=False)
-            if start <= b <= end
-        ]
+        return [cpu for _, cpu, ended in self._gaps() if start <= ended <= end]
 
 
 def main() -> int:
