@@ -59,6 +59,7 @@ from avaturn_desktop.services.speech_queue import SpeechQueue, SpeechStage
 from avaturn_desktop.services.stage_watch import StageWatch
 from avaturn_desktop.services.supervisor import BackoffPolicy, Supervisor
 from avaturn_desktop.services.tasklog import TaskLogStore
+from avaturn_desktop.services.transport import BackgroundTlsTransport
 from avaturn_desktop.services.voices import VoiceLibrary
 
 if TYPE_CHECKING:
@@ -527,8 +528,12 @@ class Runtime:
         on_close: Sequence[Callable[[], object]] = (),
     ) -> Runtime:
         """The runtime with its own pooled HTTP client (closed by :meth:`shutdown`)."""
+        if http_transport is None:
+            # httpx's own transport, its TLS trust read on a thread (see ``transport``)
+            http_transport = BackgroundTlsTransport(
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10)
+            )
         http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
             timeout=httpx.Timeout(10.0),
             event_hooks=http_hooks or {},
             transport=http_transport,

@@ -1,0 +1,69 @@
+"""The runtime's HTTP transport, whose TLS trust is read on a thread beside start-up.
+
+httpx builds its TLS context when a client is made: it reads certifi's bundle of certificate
+authorities (20-35 ms here) on the GUI thread, on the path to the first session, even when
+that session runs on the built-in simulator over plain HTTP. :class:`BackgroundTlsTransport`
+asks httpx for the very same context (``httpx.create_ssl_context``: ``SSL_CERT_FILE``,
+``SSL_CERT_DIR`` or certifi) on a thread of its own as soon as it is made; OpenSSL parses the
+bundle without holding the interpreter lock, so the start-up goes on meanwhile. The pool over
+it is made at the first request, which waits for the context only if it is not ready yet (it
+always is by then in the app: the first request leaves a tenth of a second later at least).
+
+A failure to read the trust (a broken ``SSL_CERT_FILE``) is raised at the first request, as
+the connection error it is, instead of stopping the app at start.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from typing import Any
+
+import httpx
+
+__all__ = ["BackgroundTlsTransport"]
+
+#: How long a first request waits for the trust to be read before it gives up.
+TRUST_WAIT_S = 30.0
+
+
+class BackgroundTlsTransport(httpx.AsyncBaseTransport):
+    """``httpx.AsyncHTTPTransport(**options)`` with its TLS context made on a thread (see
+    the module)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._context: ssl.SSLContext | None = None
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._transport: httpx.AsyncHTTPTransport | None = None
+        threading.Thread(target=self._read_trust, name="tls-trust", daemon=True).start()
+
+    def _read_trust(self) -> None:
+        try:
+            self._context = httpx.create_ssl_context()
+        except BaseException as exc:  # handed to the first request, which raises it
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    def _pool(self, request: httpx.Request) -> httpx.AsyncHTTPTransport:
+        if self._transport is None:
+            if not self._ready.wait(TRUST_WAIT_S):
+                raise httpx.ConnectError(
+                    "The TLS certificate authorities were not read in time", request=request
+                )
+            if self._context is None:
+                raise httpx.ConnectError(
+                    f"The TLS certificate authorities could not be read: {self._error}",
+                    request=request,
+                )
+            self._transport = httpx.AsyncHTTPTransport(verify=self._context, **self._options)
+        return self._transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._pool(request).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
