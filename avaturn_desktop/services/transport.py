@@ -5,9 +5,13 @@ authorities (20-35 ms here) on the GUI thread, on the path to the first session,
 that session runs on the built-in simulator over plain HTTP. :class:`BackgroundTlsTransport`
 asks httpx for the very same context (``httpx.create_ssl_context``: ``SSL_CERT_FILE``,
 ``SSL_CERT_DIR`` or certifi) on a thread of its own as soon as it is made; OpenSSL parses the
-bundle without holding the interpreter lock, so the start-up goes on meanwhile. The pool over
-it is made at the first request, which waits for the context only if it is not ready yet (it
-always is by then in the app: the first request leaves a tenth of a second later at least).
+bundle without holding the interpreter lock, so the start-up goes on meanwhile.
+
+It keeps two of httpx's own pools, each made at its first request: one for ``https://``, over
+that context (its first request waits for the context if it is still being read), and one for
+plain ``http://`` (the built-in simulator, a local gateway), which never waits for it. The
+plain pool is given a context that trusts nobody, so that a TLS connection it should never
+make fails closed.
 
 A failure to read the trust (a broken ``SSL_CERT_FILE``) is raised at the first request, as
 the connection error it is, instead of stopping the app at start.
@@ -36,7 +40,8 @@ class BackgroundTlsTransport(httpx.AsyncBaseTransport):
         self._context: ssl.SSLContext | None = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
-        self._transport: httpx.AsyncHTTPTransport | None = None
+        self._tls: httpx.AsyncHTTPTransport | None = None
+        self._plain: httpx.AsyncHTTPTransport | None = None
         threading.Thread(target=self._read_trust, name="tls-trust", daemon=True).start()
 
     def _read_trust(self) -> None:
@@ -48,7 +53,13 @@ class BackgroundTlsTransport(httpx.AsyncBaseTransport):
             self._ready.set()
 
     def _pool(self, request: httpx.Request) -> httpx.AsyncHTTPTransport:
-        if self._transport is None:
+        if request.url.scheme == "http":
+            if self._plain is None:
+                # verifies, with no authority to trust: a TLS connection here fails closed
+                trusts_nobody = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                self._plain = httpx.AsyncHTTPTransport(verify=trusts_nobody, **self._options)
+            return self._plain
+        if self._tls is None:
             if not self._ready.wait(TRUST_WAIT_S):
                 raise httpx.ConnectError(
                     "The TLS certificate authorities were not read in time", request=request
@@ -58,12 +69,13 @@ class BackgroundTlsTransport(httpx.AsyncBaseTransport):
                     f"The TLS certificate authorities could not be read: {self._error}",
                     request=request,
                 )
-            self._transport = httpx.AsyncHTTPTransport(verify=self._context, **self._options)
-        return self._transport
+            self._tls = httpx.AsyncHTTPTransport(verify=self._context, **self._options)
+        return self._tls
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         return await self._pool(request).handle_async_request(request)
 
     async def aclose(self) -> None:
-        if self._transport is not None:
-            await self._transport.aclose()
+        for pool in (self._plain, self._tls):
+            if pool is not None:
+                await pool.aclose()

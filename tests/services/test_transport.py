@@ -1,10 +1,13 @@
-"""The runtime's transport: httpx's own TLS trust, read on a thread, not in start-up's path."""
+"""The runtime's transport: httpx's own TLS trust, read on a thread, not in start-up's path;
+plain HTTP (the built-in simulator) never waits for it."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,8 +25,46 @@ def _get(url: str, client_transport: httpx.AsyncBaseTransport) -> httpx.Response
     return asyncio.run(go())
 
 
-def test_the_trust_is_httpx_own_and_read_off_the_calling_thread(
-    monkeypatch: pytest.MonkeyPatch, simulator: Any
+@pytest.fixture
+def closed_https_url() -> str:
+    """An https URL on a loopback port nobody listens on (connecting is refused at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"https://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def pools_made(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The options of every httpx pool the transport makes."""
+    made: list[dict[str, Any]] = []
+    real = httpx.AsyncHTTPTransport
+
+    def pool(**options: Any) -> httpx.AsyncHTTPTransport:
+        made.append(options)
+        return real(**options)
+
+    monkeypatch.setattr(httpx, "AsyncHTTPTransport", pool)
+    return made
+
+
+@pytest.fixture
+def trust_held(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """The trust is being read until the event is set."""
+    release = threading.Event()
+    real = httpx.create_ssl_context
+
+    def slow() -> ssl.SSLContext:
+        release.wait(10)
+        return real()
+
+    monkeypatch.setattr(httpx, "create_ssl_context", slow)
+    yield release
+    release.set()
+
+
+def test_https_gets_httpx_trust_read_off_the_calling_thread(
+    monkeypatch: pytest.MonkeyPatch, pools_made: list[dict[str, Any]], closed_https_url: str
 ) -> None:
     made: list[tuple[threading.Thread, ssl.SSLContext]] = []
     real = httpx.create_ssl_context
@@ -33,59 +74,57 @@ def test_the_trust_is_httpx_own_and_read_off_the_calling_thread(
         made.append((threading.current_thread(), context))
         return context
 
-    given: list[dict[str, Any]] = []
-    real_transport = httpx.AsyncHTTPTransport
-
-    def transport(**options: Any) -> httpx.AsyncHTTPTransport:
-        given.append(options)
-        return real_transport(**options)
-
     monkeypatch.setattr(httpx, "create_ssl_context", create_ssl_context)
-    monkeypatch.setattr(httpx, "AsyncHTTPTransport", transport)
     limits = httpx.Limits(max_connections=3)
-    background = BackgroundTlsTransport(limits=limits)
-    response = _get(simulator.sdk_url, background)
+
+    with pytest.raises(httpx.ConnectError):  # refused: nobody listens there
+        _get(closed_https_url, BackgroundTlsTransport(limits=limits))
+
+    [(thread, context)] = made
+    assert thread is not threading.main_thread() and thread.name == "tls-trust"
+    assert pools_made == [{"verify": context, "limits": limits}]
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 0
+
+
+def test_plain_http_never_waits_for_the_trust(
+    monkeypatch: pytest.MonkeyPatch,
+    trust_held: threading.Event,
+    pools_made: list[dict[str, Any]],
+    simulator: Any,
+) -> None:
+    monkeypatch.setattr(transport_mod, "TRUST_WAIT_S", 0.05)  # a wait would fail the request
+    response = _get(simulator.sdk_url, BackgroundTlsTransport())  # the trust is still read
 
     assert response.status_code == 200
-    [(thread, context)] = made
-    assert thread is not threading.main_thread()
-    assert thread.name == "tls-trust"
-    # one pool, made at the first request, over that context and the options given
-    assert given == [{"verify": context, "limits": limits}]
-    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    [options] = pools_made
+    plain = options["verify"]
+    # its context verifies and trusts nobody: a TLS connection through it would fail
+    assert plain.verify_mode is ssl.CERT_REQUIRED and plain.check_hostname
+    assert plain.cert_store_stats()["x509_ca"] == 0
 
 
-def test_a_trust_that_cannot_be_read_fails_the_request_not_the_start(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, simulator: Any
+def test_a_trust_that_cannot_be_read_fails_https_not_the_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, closed_https_url: str, simulator: Any
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
     background = BackgroundTlsTransport()  # made without an error: the app starts
 
     with pytest.raises(httpx.ConnectError, match="could not be read") as caught:
-        _get(simulator.sdk_url, background)
-    assert caught.value.request.url == simulator.sdk_url
+        _get(closed_https_url, background)
+    assert str(caught.value.request.url) == closed_https_url
+    assert _get(simulator.sdk_url, background).status_code == 200
 
 
 def test_a_trust_still_being_read_past_the_limit_is_a_connect_error(
-    monkeypatch: pytest.MonkeyPatch, simulator: Any
+    monkeypatch: pytest.MonkeyPatch, trust_held: threading.Event, closed_https_url: str
 ) -> None:
-    release = threading.Event()
-
-    def slow() -> ssl.SSLContext:
-        release.wait(10)
-        return ssl.create_default_context()
-
-    monkeypatch.setattr(httpx, "create_ssl_context", slow)
     monkeypatch.setattr(transport_mod, "TRUST_WAIT_S", 0.05)
-    background = BackgroundTlsTransport()
-    try:
-        with pytest.raises(httpx.ConnectError, match="not read in time"):
-            _get(simulator.sdk_url, background)
-    finally:
-        release.set()
+
+    with pytest.raises(httpx.ConnectError, match="not read in time"):
+        _get(closed_https_url, BackgroundTlsTransport())
 
 
-def test_closing_before_any_request_makes_no_pool() -> None:
-    background = BackgroundTlsTransport()
-    asyncio.run(background.aclose())
-    assert background._transport is None
+def test_closing_before_any_request_makes_no_pool(pools_made: list[dict[str, Any]]) -> None:
+    asyncio.run(BackgroundTlsTransport().aclose())
+    assert pools_made == []
