@@ -529,9 +529,10 @@ class Runtime:
     ) -> Runtime:
         """The runtime with its own pooled HTTP client (closed by :meth:`shutdown`)."""
         if http_transport is None:
-            # httpx's own transport, its TLS trust read on a thread (see ``transport``)
+            # httpx's own transport, its TLS trust read on a thread when needed (``transport``)
             http_transport = BackgroundTlsTransport(
-                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10)
+                read_trust_now=backend.api_base.startswith("https://"),
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
             )
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(10.0),

@@ -1,11 +1,13 @@
-"""The runtime's HTTP transport, whose TLS trust is read on a thread beside start-up.
+"""The runtime's HTTP transport, whose TLS trust is read only when, and where, it is needed.
 
 httpx builds its TLS context when a client is made: it reads certifi's bundle of certificate
-authorities (20-35 ms here) on the GUI thread, on the path to the first session, even when
-that session runs on the built-in simulator over plain HTTP. :class:`BackgroundTlsTransport`
-asks httpx for the very same context (``httpx.create_ssl_context``: ``SSL_CERT_FILE``,
-``SSL_CERT_DIR`` or certifi) on a thread of its own as soon as it is made; OpenSSL parses the
-bundle without holding the interpreter lock, so the start-up goes on meanwhile.
+authorities (20-35 ms of CPU here) on the GUI thread, on the path to the first session, even
+when that session runs on the built-in simulator over plain HTTP, while the two cores are
+busy with the window, the simulator and the web engine. :class:`BackgroundTlsTransport` asks
+httpx for the very same context (``httpx.create_ssl_context``: ``SSL_CERT_FILE``,
+``SSL_CERT_DIR`` or certifi) on a thread of its own (OpenSSL parses the bundle without holding
+the interpreter lock), started by :meth:`~BackgroundTlsTransport.read_trust`: at once when the
+backend is reached over https, else at the first https request.
 
 It keeps two of httpx's own pools, each made at its first request: one for ``https://``, over
 that context (its first request waits for the context if it is still being read), and one for
@@ -13,8 +15,8 @@ plain ``http://`` (the built-in simulator, a local gateway), which never waits f
 plain pool is given a context that trusts nobody, so that a TLS connection it should never
 make fails closed.
 
-A failure to read the trust (a broken ``SSL_CERT_FILE``) is raised at the first request, as
-the connection error it is, instead of stopping the app at start.
+A failure to read the trust (a broken ``SSL_CERT_FILE``) is raised at the first https
+request, as the connection error it is, instead of stopping the app at start.
 """
 
 from __future__ import annotations
@@ -35,14 +37,26 @@ class BackgroundTlsTransport(httpx.AsyncBaseTransport):
     """``httpx.AsyncHTTPTransport(**options)`` with its TLS context made on a thread (see
     the module)."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, read_trust_now: bool = True, **options: Any) -> None:
         self._options = options
         self._context: ssl.SSLContext | None = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
+        self._reading = threading.Lock()
+        self._reader: threading.Thread | None = None
         self._tls: httpx.AsyncHTTPTransport | None = None
         self._plain: httpx.AsyncHTTPTransport | None = None
-        threading.Thread(target=self._read_trust, name="tls-trust", daemon=True).start()
+        if read_trust_now:
+            self.read_trust()
+
+    def read_trust(self) -> None:
+        """Start reading the TLS trust on its thread, unless it was started already."""
+        with self._reading:
+            if self._reader is None:
+                self._reader = threading.Thread(
+                    target=self._read_trust, name="tls-trust", daemon=True
+                )
+                self._reader.start()
 
     def _read_trust(self) -> None:
         try:
@@ -60,6 +74,7 @@ class BackgroundTlsTransport(httpx.AsyncBaseTransport):
                 self._plain = httpx.AsyncHTTPTransport(verify=trusts_nobody, **self._options)
             return self._plain
         if self._tls is None:
+            self.read_trust()
             if not self._ready.wait(TRUST_WAIT_S):
                 raise httpx.ConnectError(
                     "The TLS certificate authorities were not read in time", request=request

@@ -128,3 +128,64 @@ def test_a_trust_still_being_read_past_the_limit_is_a_connect_error(
 def test_closing_before_any_request_makes_no_pool(pools_made: list[dict[str, Any]]) -> None:
     asyncio.run(BackgroundTlsTransport().aclose())
     assert pools_made == []
+
+
+@pytest.fixture
+def trust_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread of every read of the trust."""
+    reads: list[str] = []
+    real = httpx.create_ssl_context
+
+    def counted() -> ssl.SSLContext:
+        reads.append(threading.current_thread().name)
+        return real()
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counted)
+    return reads
+
+
+def test_a_plain_http_backend_never_reads_the_trust_until_https_is_asked_for(
+    trust_reads: list[str], closed_https_url: str, simulator: Any
+) -> None:
+    background = BackgroundTlsTransport(read_trust_now=False)
+    assert _get(simulator.sdk_url, background).status_code == 200
+    assert trust_reads == []  # the simulator's session paid nothing for TLS
+
+    with pytest.raises(httpx.ConnectError):  # refused: nobody listens there
+        _get(closed_https_url, background)
+    assert trust_reads == ["tls-trust"]  # read once, on its thread, when https came
+    background.read_trust()
+    assert trust_reads == ["tls-trust"]
+
+
+@pytest.mark.parametrize(
+    ("api_base", "reads_now"),
+    [("https://api.avaturn.live", True), ("http://127.0.0.1:8765", False)],
+)
+def test_the_runtime_reads_the_trust_at_once_only_for_an_https_backend(
+    monkeypatch: pytest.MonkeyPatch, api_base: str, reads_now: bool, tmp_path: Any
+) -> None:
+    from avaturn_desktop.core.backend import Backend
+    from avaturn_desktop.core.settings import Settings
+    from avaturn_desktop.services.runtime import Runtime
+    from avaturn_desktop.services.settings_store import SettingsStore
+    from avaturn_desktop.services.tasklog import TaskLogStore
+
+    made: list[bool] = []
+
+    class Recording(BackgroundTlsTransport):
+        def __init__(self, *, read_trust_now: bool = True, **options: Any) -> None:
+            made.append(read_trust_now)
+            super().__init__(read_trust_now=read_trust_now, **options)
+
+    monkeypatch.setattr("avaturn_desktop.services.runtime.BackgroundTlsTransport", Recording)
+    runtime = Runtime.open(
+        backend=Backend("cloud", api_base, api_base + "/sdk.js", "key"),
+        settings=SettingsStore(Settings(), None),
+        store=TaskLogStore(tmp_path / "log.sqlite3"),
+        data_dir=tmp_path,
+    )
+    try:
+        assert made == [reads_now]
+    finally:
+        asyncio.run(runtime.close())
