@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import re
 import signal
@@ -53,9 +54,17 @@ def test_missing_system_libraries_are_named_in_one_line(
     monkeypatch.setenv("DISPLAY", ":99")
     monkeypatch.setattr(sys, "platform", "linux")
     missing = {"xcb-icccm", "xcb-keysyms"}
-    real = qtenv.ctypes.util.find_library
+    sonames = {soname for name, soname, _ in qtenv.XCB_LIBRARIES if name in missing}
+    real_open, real_find = qtenv.ctypes.CDLL, ctypes.util.find_library
+
+    def load(soname: str) -> object:
+        if soname in sonames:
+            raise OSError(f"{soname}: cannot open shared object file")
+        return real_open(soname)
+
+    monkeypatch.setattr(qtenv.ctypes, "CDLL", load)
     monkeypatch.setattr(
-        qtenv.ctypes.util, "find_library", lambda name: None if name in missing else real(name)
+        ctypes.util, "find_library", lambda name: None if name in missing else real_find(name)
     )
     args = cli.build_parser().parse_args(["run"])
     assert app.main(args) == 3
@@ -63,6 +72,17 @@ def test_missing_system_libraries_are_named_in_one_line(
     assert len(err) == 1
     assert "sudo apt install" in err[0]
     assert "libxcb-icccm4" in err[0] and "libxcb-keysyms1" in err[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the check is Linux's")
+def test_present_libraries_are_found_without_running_ldconfig(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The web engine's libraries are here (it runs in these tests): each is opened by its
+    soname, and nothing runs ldconfig or gcc (~4 ms a library) before the window."""
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: pytest.fail(f"looked for {name}"))
+    assert qtenv.missing_packages() == []
 
 
 def test_no_display_is_said_plainly(
