@@ -43,12 +43,28 @@ def _keyring() -> tuple[Any, type[Exception]]:
         # that one import fail at once, as it fails there anyway (the backend then says it is
         # unavailable, as before); nothing else of keyring changes.
         sys.modules.setdefault("keyring.backends.macOS.api", None)  # type: ignore[arg-type]
+    if not _session_bus_address_known():
+        # keyring's Secret Service backend reaches the desktop's keyring over D-Bus through
+        # secretstorage and jeepney, which find the session bus from DBUS_SESSION_BUS_ADDRESS
+        # alone. Without it that backend cannot work, yet importing secretstorage (it brings
+        # cryptography) costs ~35 ms before the first session. The same None entry makes it
+        # unavailable at once, as it would be after failing to connect.
+        sys.modules.setdefault("secretstorage", None)  # type: ignore[arg-type]
     try:
         import keyring
         from keyring.errors import KeyringError
     except ImportError:  # pragma: no cover - keyring is a dependency
         return None, Exception
     return keyring, KeyringError
+
+
+def _session_bus_address_known() -> bool:
+    """Whether a D-Bus session bus can be found the way jeepney finds it (see ``_keyring``);
+    the usual socket of a systemd user session counts too, in case jeepney learns it."""
+    if sys.platform in ("darwin", "win32") or os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        return True
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    return runtime_dir is not None and os.path.exists(os.path.join(runtime_dir, "bus"))
 
 
 def load_api_key() -> tuple[str | None, KeySource]:
