@@ -308,6 +308,11 @@ def run(args: argparse.Namespace, prog: str = PROG) -> int:
             f"{prog}: no API key: any bearer key is accepted and any web page may call it. "
             f"To lock it, pass --api-key or set {API_KEY_ENV}.\n"
         )
+    # This process is the simulator's alone from here. FastAPI imports pydantic.v1 (~20 ms of
+    # the child's start) as each route is set up, only to check that no model is a v1 one;
+    # the simulator has none. A None entry makes that import fail, which FastAPI reads as
+    # "no v1 models" (as on a pydantic without v1); nothing else changes.
+    sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
     try:
         return asyncio.run(
             _run(config, ready, watch_stdin=getattr(args, "exit_on_stdin_eof", False))
