@@ -11,7 +11,9 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>baseline</title>
@@ -27,7 +29,7 @@ def main() -> int:
     parser.add_argument("--hold-ms", type=int, default=0, help="wait, then report memory")
     args = parser.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QEvent, QObject, QTimer, QUrl
+    from PySide6.QtCore import QTimer, QUrl
     from PySide6.QtWebEngineWidgets import QWebEngineView
     from PySide6.QtWidgets import QApplication, QMainWindow
 
@@ -39,21 +41,7 @@ def main() -> int:
     window.setCentralWidget(view)
     window.resize(1440, 900)
 
-    class FirstExpose(QObject):
-        seen = False
-
-        def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-            if not self.seen and event.type() == QEvent.Type.Expose and window.isVisible():
-                self.seen = True
-                sys.stdout.write("shown\n")
-                sys.stdout.flush()
-            return False
-
-    exposed = FirstExpose()
-    window.winId()  # the QWindow exists from here on
-    handle = window.windowHandle()
-    assert handle is not None
-    handle.installEventFilter(exposed)
+    exposed = say_shown_at_first_expose(window)  # noqa: F841 (kept alive while it watches)
 
     def loaded(ok: bool) -> None:
         sys.stdout.write(f"loaded {ok}\n")
@@ -74,6 +62,31 @@ def main() -> int:
     view.load(QUrl.fromLocalFile(str(page)))
     window.show()
     return app.exec()
+
+
+def say_shown_at_first_expose(window: Any, then: Callable[[], None] | None = None) -> Any:
+    """Print ``shown`` at ``window``'s first expose (it is on screen), then call ``then``;
+    returns the watching object, to be kept alive until then."""
+    from PySide6.QtCore import QEvent, QObject
+
+    class FirstExpose(QObject):
+        seen = False
+
+        def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+            if not self.seen and event.type() == QEvent.Type.Expose and window.isVisible():
+                self.seen = True
+                sys.stdout.write("shown\n")
+                sys.stdout.flush()
+                if then is not None:
+                    then()
+            return False
+
+    exposed = FirstExpose()
+    window.winId()  # the QWindow exists from here on
+    handle = window.windowHandle()
+    assert handle is not None
+    handle.installEventFilter(exposed)
+    return exposed
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.baseline import PAGE
+from bench.baseline import PAGE, say_shown_at_first_expose
 
 
 def main() -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QEvent, QObject, QUrl
+    from PySide6.QtCore import QUrl
     from PySide6.QtWebEngineWidgets import QWebEngineView
     from PySide6.QtWidgets import QApplication, QMainWindow
 
@@ -35,22 +35,8 @@ def main() -> int:
     window = QMainWindow()
     window.resize(1440, 900)
 
-    class FirstExpose(QObject):
-        seen = False
-
-        def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-            if not self.seen and event.type() == QEvent.Type.Expose and window.isVisible():
-                self.seen = True
-                sys.stdout.write("shown\n")
-                sys.stdout.flush()
-                app.exit()  # on to the rest, as the app does after its frame
-            return False
-
-    exposed = FirstExpose()
-    window.winId()
-    handle = window.windowHandle()
-    assert handle is not None
-    handle.installEventFilter(exposed)
+    # on to the rest once it is on screen, as the app does after its frame
+    exposed = say_shown_at_first_expose(window, then=app.exit)
     window.show()
     if not exposed.seen:
         app.exec()
