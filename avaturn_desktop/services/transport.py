@@ -10,7 +10,8 @@ the interpreter lock), started by :meth:`~BackgroundTlsTransport.read_trust`: at
 backend is reached over https, else at the first https request.
 
 It keeps two of httpx's own pools, each made at its first request: one for ``https://``, over
-that context (its first request waits for the context if it is still being read), and one for
+that context (its first request waits for the context, off the event loop, if it is still
+being read), and one for
 plain ``http://`` (the built-in simulator, a local gateway), which never waits for it. The
 plain pool is given a context that trusts nobody, so that a TLS connection it should never
 make fails closed.
@@ -74,8 +75,7 @@ class BackgroundTlsTransport(httpx.AsyncBaseTransport):
                 self._plain = httpx.AsyncHTTPTransport(verify=trusts_nobody, **self._options)
             return self._plain
         if self._tls is None:
-            self.read_trust()
-            if not self._ready.wait(TRUST_WAIT_S):
+            if not self._ready.is_set():
                 raise httpx.ConnectError(
                     "The TLS certificate authorities were not read in time", request=request
                 )
@@ -88,6 +88,12 @@ class BackgroundTlsTransport(httpx.AsyncBaseTransport):
         return self._tls
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "http" and not self._ready.is_set():
+            import anyio.to_thread
+
+            self.read_trust()
+            # waited for on a worker thread: the event loop (the GUI thread) goes on meanwhile
+            await anyio.to_thread.run_sync(self._ready.wait, TRUST_WAIT_S)
         return await self._pool(request).handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -189,3 +189,30 @@ def test_the_runtime_reads_the_trust_at_once_only_for_an_https_backend(
         assert made == [reads_now]
     finally:
         asyncio.run(runtime.close())
+
+
+def test_waiting_for_the_trust_does_not_hold_the_event_loop(
+    trust_held: threading.Event, closed_https_url: str
+) -> None:
+    """The GUI thread runs the event loop: a first https request made while the trust is
+    still read waits on a worker thread, and the loop goes on meanwhile."""
+    threading.Timer(0.3, trust_held.set).start()
+    ticks = 0
+
+    async def go() -> None:
+        nonlocal ticks
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.ensure_future(tick())
+        async with httpx.AsyncClient(transport=BackgroundTlsTransport()) as http:
+            with pytest.raises(httpx.ConnectError):  # refused, once the trust is read
+                await http.get(closed_https_url)
+        ticking.cancel()
+
+    asyncio.run(go())
+    assert ticks >= 10  # about 30 in the 0.3 s the request waited
