@@ -120,6 +120,15 @@ def _collect_on_the_main_thread() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _no_quit_on_the_last_window(request: pytest.FixtureRequest) -> None:
+    """As the app does (``app.main``): closing its last window does not quit the application.
+    Qt's default quits it, and a quit application stays quit for the rest of the session:
+    every later event loop returns at once, and a later test's timers never fire."""
+    if {"qapp", "qtbot", "qloop"} & set(request.fixturenames):
+        request.getfixturevalue("qapp").setQuitOnLastWindowClosed(False)
+
+
+@pytest.fixture(autouse=True)
 def _collect_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """Collect on the main thread after each test: fully after a Qt test, else the young."""
     import gc
