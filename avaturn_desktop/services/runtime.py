@@ -37,6 +37,7 @@ from avaturn_desktop import __version__
 from avaturn_desktop.core.backend import Backend
 from avaturn_desktop.core.errors import AppError, ConfigError, NotFoundError
 from avaturn_desktop.core.queue import ItemState, QueueItem
+from avaturn_desktop.core.session_state import SessionSnapshot, SessionState
 from avaturn_desktop.core.settings import SessionDefaults, Settings
 from avaturn_desktop.core.tasks import SessionRecord
 from avaturn_desktop.services import secrets
@@ -75,6 +76,8 @@ class Level(enum.StrEnum):
 
 
 _LOG_LEVELS = {Level.INFO: logging.INFO, Level.WARNING: logging.WARNING, Level.ERROR: logging.ERROR}
+#: How long a start asked for while the last session is being ended waits for that end.
+END_WAIT_S = 30.0
 NoticeListener = Callable[[Level, str], None]
 
 
@@ -262,6 +265,8 @@ class AvatarSlot:
         )
         self.controller.subscribe(self.connect.on_snapshot)
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: A start asked for while the last session was being ended (see start_session).
+        self._start_after_end: asyncio.Task[bool] | None = None
 
     def _make_supervisor(self) -> Supervisor:
         kiosk = self._runtime.settings.value.kiosk
@@ -346,13 +351,49 @@ class AvatarSlot:
             raise ConfigError(_validation_sentence(exc)) from None
 
     def start_session(self, defaults: SessionDefaults | None = None) -> asyncio.Task[bool]:
-        """Start a session now (the start runs on; the task says whether it went live)."""
-        if self.controller.state.busy:
+        """Start a session now (the start runs on; the task says whether it went live).
+
+        While the last session is still being ended (the service ended it, or someone did,
+        and its end call is on its way), the start waits for that end, then starts: a
+        presenter or a Stream Deck pressing Start right after a session died is not told
+        "busy" for a second of cleaning up. One such start at a time; otherwise, and while a
+        session is being made or is live, :class:`SessionBusyError`.
+        """
+        state = self.controller.state
+        waits = state is SessionState.TERMINATING and self._start_after_end is None
+        if state.busy and not waits:
             raise SessionBusyError(
-                f"A session is already {self.controller.state.value}; end it before "
-                "starting another."
+                f"A session is already {state.value}; end it before starting another."
             )
-        return self._spawn(self._start(self.start_request(defaults).to_request()))
+        request = self.start_request(defaults).to_request()
+        if not waits:
+            return self._spawn(self._start(request))
+        task = self._spawn(self._start_once_ended(request))
+        self._start_after_end = task
+        task.add_done_callback(lambda _task: setattr(self, "_start_after_end", None))
+        return task
+
+    async def _start_once_ended(self, request: Any) -> bool:
+        ended = asyncio.Event()
+
+        def on_snapshot(snap: SessionSnapshot) -> None:
+            if not snap.state.busy:
+                ended.set()
+
+        unsubscribe = self.controller.subscribe(on_snapshot)
+        try:
+            if self.controller.state.busy:
+                async with asyncio.timeout(END_WAIT_S):
+                    await ended.wait()
+        except TimeoutError:
+            self._runtime.notices.warning(
+                "The last session is still being ended, so no new one was started; "
+                "try again in a moment."
+            )
+            return False
+        finally:
+            unsubscribe()
+        return await self._start(request)
 
     def start_request(self, defaults: SessionDefaults | None = None) -> SessionDefaults:
         """What a session is started with: ``defaults`` (else the saved form), on a
@@ -388,7 +429,10 @@ class AvatarSlot:
         return await self.answers.ask(text)
 
     def end_session(self) -> asyncio.Task[None]:
-        """End the live session, or cancel one being made."""
+        """End the live session, or cancel one being made (or a start that waits for the
+        last session's end: the later word wins)."""
+        if self._start_after_end is not None:
+            self._start_after_end.cancel()
         if not self.controller.state.busy:
             raise SessionBusyError("No session is running, so there is none to end.")
         return self._spawn(self.controller.terminate())

@@ -27,6 +27,7 @@ from avaturn_desktop.services.runtime import (
     Runtime,
     SlotQuotaError,
 )
+from avaturn_desktop.services.session import SessionBusyError
 from avaturn_desktop.services.settings_store import SettingsStore
 from avaturn_desktop.services.tasklog import TaskLogStore
 
@@ -404,5 +405,87 @@ def test_the_websocket_op_starts_a_new_slot_too(api_runtime: Callable[[], Any]) 
                 await run_op(runtime, "say", {"slot": 3, "text": "x"})
             assert missing.value.status == 404
             await live(runtime.slot(1))
+
+    asyncio.run(scenario())
+
+
+class HeldEndPage(FakePage):
+    """A page whose leaving waits until it is let go: its session stays terminating."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.let_go = asyncio.Event()
+
+    async def dispose(self) -> None:
+        await self.let_go.wait()
+
+
+async def _state(slot: AvatarSlot, wanted: SessionState) -> None:
+    reached = asyncio.Event()
+    unsubscribe = slot.controller.subscribe(lambda s: s.state is wanted and reached.set())
+    try:
+        if slot.controller.state is not wanted:
+            await asyncio.wait_for(reached.wait(), 10)
+    finally:
+        unsubscribe()
+
+
+def test_a_start_while_the_last_session_is_ended_waits_for_that_end(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """Start pressed right after a session died, while its end is still on its way: the new
+    session starts once the last one has ended, not "busy". One such start at a time."""
+
+    async def scenario() -> None:
+        runtime = make_runtime(simulator, tmp_path)
+        page = HeldEndPage(0)
+        try:
+            slot = runtime.add_slot(page)
+            slot.start_session()
+            await live(slot)
+            first = slot.controller.snapshot.session_id
+            slot.end_session()
+            await _state(slot, SessionState.TERMINATING)
+
+            started = slot.start_session()  # not refused
+            with pytest.raises(SessionBusyError, match="terminating"):
+                slot.start_session()  # one waiting start is enough
+            await asyncio.sleep(0.05)
+            assert slot.controller.state is SessionState.TERMINATING and not started.done()
+
+            page.let_go.set()
+            assert await asyncio.wait_for(started, 10)  # it went live
+            assert slot.controller.state is SessionState.LIVE
+            assert slot.controller.snapshot.session_id not in (None, first)
+            assert page.connects == 2
+        finally:
+            page.let_go.set()
+            await runtime.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_an_end_after_a_waiting_start_wins(simulator: Any, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        runtime = make_runtime(simulator, tmp_path)
+        page = HeldEndPage(0)
+        try:
+            slot = runtime.add_slot(page)
+            slot.start_session()
+            await live(slot)
+            slot.end_session()
+            await _state(slot, SessionState.TERMINATING)
+            started = slot.start_session()
+            slot.end_session()  # the later word
+            page.let_go.set()
+            await _state(slot, SessionState.ENDED)
+            await asyncio.sleep(0.05)
+            assert started.cancelled()
+            assert slot.controller.state is SessionState.ENDED and page.connects == 1
+            slot.start_session()  # and a start after that is taken again
+            await live(slot)
+        finally:
+            page.let_go.set()
+            await runtime.shutdown()
 
     asyncio.run(scenario())
