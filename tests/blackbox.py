@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,10 @@ class Api:
         self.http = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=20
         )
+        # closed with the test's Api even when an assertion ends the test before its own
+        # close: a socket left open would be reported, as an error, in whichever test the
+        # collector happens to run in next
+        weakref.finalize(self, self.http.close)
 
     def state(self) -> dict[str, Any]:
         answer = self.http.get("/api/v1/state")
