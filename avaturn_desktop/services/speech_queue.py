@@ -352,6 +352,11 @@ class SpeechQueue:
         """Every item, in queue order (finished ones first, as they were sent)."""
         return tuple(e.view() for e in self._entries)
 
+    def item_ids(self) -> tuple[int, ...]:
+        """Every item's id, in queue order, with no snapshot made (a panel keeps its rows in
+        step with this after items were added, removed or moved)."""
+        return tuple(e.item_id for e in self._entries)
+
     def item(self, item_id: int) -> QueueItem | None:
         entry = self._find(item_id)
         return None if entry is None else entry.view()

@@ -72,6 +72,10 @@ class QueuePresenter(QObject):
         return self.queue.items
 
     @property
+    def item_ids(self) -> tuple[int, ...]:
+        return self.queue.item_ids()
+
+    @property
     def paused(self) -> bool:
         return self.queue.paused
 

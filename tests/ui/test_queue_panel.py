@@ -140,6 +140,10 @@ class _StubPresenter(QObject):
         self.live = True
         self.queue = _StubQueue(self)
 
+    @property
+    def item_ids(self) -> tuple[int, ...]:
+        return tuple(i.item_id for i in self.items)
+
     def clear_finished(self) -> None: ...
 
     def resume(self) -> None: ...
@@ -312,3 +316,28 @@ def test_the_look_ahead_timer_runs_on_the_apps_qt_loop(
     queue.enqueue([f"Four {long}"])  # the sender looks again while the timer is armed
     qloop.run_until_complete(until(lambda: len(queue_rig.client.calls) == 4))
     assert not queue.paused and [i.state for i in queue.items] == [ItemState.SENT] * 4
+
+
+def test_lines_added_to_a_long_queue_are_shown_without_a_snapshot_of_every_item(
+    panel: QueuePanel, queue_rig: QueueRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long text is queued a slice a loop turn: each slice's rows are added from the
+    queue's ids and the new items alone (a snapshot of each of a thousand items was ~4 ms a
+    frame), and the rows stay the queue's, in its order and states."""
+    from avaturn_desktop.services import speech_queue
+
+    queue_rig.queue.enqueue([f"Line {n}." for n in range(300)])
+    panel.refresh()
+    made: list[int] = []
+    view = speech_queue._Entry.view
+    monkeypatch.setattr(
+        speech_queue._Entry, "view", lambda entry: made.append(entry.item_id) or view(entry)
+    )
+    added = queue_rig.queue.enqueue([f"More {n}." for n in range(5)])
+    panel.refresh()
+    assert len(made) <= 10  # the five new lines' own snapshots (told with their changes)
+    monkeypatch.undo()
+    assert [i.item_id for i in panel.model.items] == [i.item_id for i in queue_rig.queue.items]
+    assert panel.model.items == list(queue_rig.queue.items)
+    assert [i.item_id for i in panel.model.items[-5:]] == [i.item_id for i in added]
+    assert panel.model.rowCount() == 305
