@@ -393,6 +393,7 @@ class AvatarSlot:
             return False
         finally:
             unsubscribe()
+        self._start_after_end = None  # from here a start like any other (an End cancels it)
         return await self._start(request)
 
     def start_request(self, defaults: SessionDefaults | None = None) -> SessionDefaults:
