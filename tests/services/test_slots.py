@@ -70,15 +70,19 @@ def make_runtime(simulator: Any, tmp_path: Path, settings: Settings | None = Non
     )
 
 
-async def live(slot: AvatarSlot) -> None:
+async def reach(slot: AvatarSlot, *states: SessionState) -> None:
+    """Until the slot's session is in one of ``states`` (10 s at most)."""
     reached = asyncio.Event()
-    stops = {SessionState.LIVE, SessionState.FAILED}
-    unsubscribe = slot.controller.subscribe(lambda s: s.state in stops and reached.set())
+    unsubscribe = slot.controller.subscribe(lambda s: s.state in states and reached.set())
     try:
-        if slot.controller.state not in stops:
+        if slot.controller.state not in states:
             await asyncio.wait_for(reached.wait(), 10)
     finally:
         unsubscribe()
+
+
+async def live(slot: AvatarSlot) -> None:
+    await reach(slot, SessionState.LIVE, SessionState.FAILED)
     assert slot.controller.state is SessionState.LIVE, slot.controller.snapshot
 
 
@@ -420,21 +424,11 @@ class HeldEndPage(FakePage):
         await self.let_go.wait()
 
 
-async def _state(slot: AvatarSlot, wanted: SessionState) -> None:
-    reached = asyncio.Event()
-    unsubscribe = slot.controller.subscribe(lambda s: s.state is wanted and reached.set())
-    try:
-        if slot.controller.state is not wanted:
-            await asyncio.wait_for(reached.wait(), 10)
-    finally:
-        unsubscribe()
-
-
-def test_a_start_while_the_last_session_is_ended_waits_for_that_end(
-    simulator: Any, tmp_path: Path
+def _with_a_session_being_ended(
+    simulator: Any, tmp_path: Path, check: Callable[[AvatarSlot, HeldEndPage, str], Any]
 ) -> None:
-    """Start pressed right after a session died, while its end is still on its way: the new
-    session starts once the last one has ended, not "busy". One such start at a time."""
+    """A slot whose live session was ended and stays terminating until its page is let go;
+    then ``check(slot, page, first_session_id)`` (a coroutine function)."""
 
     async def scenario() -> None:
         runtime = make_runtime(simulator, tmp_path)
@@ -444,48 +438,49 @@ def test_a_start_while_the_last_session_is_ended_waits_for_that_end(
             slot.start_session()
             await live(slot)
             first = slot.controller.snapshot.session_id
+            assert first is not None
             slot.end_session()
-            await _state(slot, SessionState.TERMINATING)
-
-            started = slot.start_session()  # not refused
-            with pytest.raises(SessionBusyError, match="terminating"):
-                slot.start_session()  # one waiting start is enough
-            await asyncio.sleep(0.05)
-            assert slot.controller.state is SessionState.TERMINATING and not started.done()
-
-            page.let_go.set()
-            assert await asyncio.wait_for(started, 10)  # it went live
-            assert slot.controller.state is SessionState.LIVE
-            assert slot.controller.snapshot.session_id not in (None, first)
-            assert page.connects == 2
+            await reach(slot, SessionState.TERMINATING)
+            await check(slot, page, first)
         finally:
             page.let_go.set()
             await runtime.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_a_start_while_the_last_session_is_ended_waits_for_that_end(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """Start pressed right after a session died, while its end is still on its way: the new
+    session starts once the last one has ended, not "busy". One such start at a time."""
+
+    async def check(slot: AvatarSlot, page: HeldEndPage, first: str) -> None:
+        started = slot.start_session()  # not refused
+        with pytest.raises(SessionBusyError, match="terminating"):
+            slot.start_session()  # one waiting start is enough
+        await asyncio.sleep(0.05)
+        assert slot.controller.state is SessionState.TERMINATING and not started.done()
+
+        page.let_go.set()
+        assert await asyncio.wait_for(started, 10)  # it went live
+        assert slot.controller.state is SessionState.LIVE
+        assert slot.controller.snapshot.session_id not in (None, first)
+        assert page.connects == 2
+
+    _with_a_session_being_ended(simulator, tmp_path, check)
 
 
 def test_an_end_after_a_waiting_start_wins(simulator: Any, tmp_path: Path) -> None:
-    async def scenario() -> None:
-        runtime = make_runtime(simulator, tmp_path)
-        page = HeldEndPage(0)
-        try:
-            slot = runtime.add_slot(page)
-            slot.start_session()
-            await live(slot)
-            slot.end_session()
-            await _state(slot, SessionState.TERMINATING)
-            started = slot.start_session()
-            slot.end_session()  # the later word
-            page.let_go.set()
-            await _state(slot, SessionState.ENDED)
-            await asyncio.sleep(0.05)
-            assert started.cancelled()
-            assert slot.controller.state is SessionState.ENDED and page.connects == 1
-            slot.start_session()  # and a start after that is taken again
-            await live(slot)
-        finally:
-            page.let_go.set()
-            await runtime.shutdown()
+    async def check(slot: AvatarSlot, page: HeldEndPage, _first: str) -> None:
+        started = slot.start_session()
+        slot.end_session()  # the later word
+        page.let_go.set()
+        await reach(slot, SessionState.ENDED)
+        await asyncio.sleep(0.05)
+        assert started.cancelled()
+        assert slot.controller.state is SessionState.ENDED and page.connects == 1
+        slot.start_session()  # and a start after that is taken again
+        await live(slot)
 
-    asyncio.run(scenario())
+    _with_a_session_being_ended(simulator, tmp_path, check)
