@@ -370,8 +370,12 @@ class AvatarSlot:
             return self._spawn(self._start(request))
         task = self._spawn(self._start_once_ended(request))
         self._start_after_end = task
-        task.add_done_callback(lambda _task: setattr(self, "_start_after_end", None))
+        task.add_done_callback(self._waiting_start_done)
         return task
+
+    def _waiting_start_done(self, task: asyncio.Task[bool]) -> None:
+        if self._start_after_end is task:  # not a later one that waits in its turn
+            self._start_after_end = None
 
     async def _start_once_ended(self, request: Any) -> bool:
         ended = asyncio.Event()
